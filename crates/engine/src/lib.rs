@@ -1,0 +1,128 @@
+//! The seam between Peregrine's runtime and a model backend.
+//!
+//! Key types, in call order:
+//! - [`ModelInfo`]: what the runtime needs to know about a loaded model (context, vocabulary
+//!   size, special tokens, chat template).
+//! - [`Vocab`]: tokenizer and detokenizer, shared (`Send + Sync`) so request validation can
+//!   tokenize on the async side without touching the engine thread.
+//! - [`Engine`]: owned by the engine thread. [`Engine::decode`] runs one forward pass over a
+//!   [`Batch`] of tokens from several sequences; [`Engine::logits`] reads the rows that asked
+//!   for logits; [`Engine::clear_seq`] frees a sequence's KV cache.
+//! - [`MockEngine`] / [`MockVocab`]: a deterministic backend for tests.
+//!
+//! No tokio, no HTTP, no JSON here: the engine sees token ids and positions only.
+
+mod mock;
+
+pub use mock::{MockEngine, MockVocab, MOCK_CHAT_TEMPLATE};
+
+/// A token id in the model's vocabulary.
+pub type TokenId = u32;
+
+/// A sequence slot in the engine's KV cache, `0..ModelInfo::n_seq_max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeqId(pub u32);
+
+/// Static facts about a loaded model.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    /// Architecture name from the GGUF (`qwen2`, `llama`, ...).
+    pub arch: String,
+    /// Vocabulary size: the length of every logits row.
+    pub n_vocab: usize,
+    /// Context length the model was trained with.
+    pub n_ctx_train: u32,
+    /// Tokens of KV cache available to one sequence (prompt + completion).
+    pub n_ctx_seq: u32,
+    /// Number of sequences the engine can hold at once.
+    pub n_seq_max: u32,
+    /// Most tokens one [`Engine::decode`] call accepts.
+    pub n_batch: u32,
+    /// The `tokenizer.chat_template` Jinja source, when the model has one.
+    pub chat_template: Option<String>,
+    /// Text of the BOS token (templates refer to it as `bos_token`).
+    pub bos_text: String,
+    /// Text of the EOS token (templates refer to it as `eos_token`).
+    pub eos_text: String,
+    /// Parameter count.
+    pub n_params: u64,
+    /// Size of the weights in bytes.
+    pub size_bytes: u64,
+}
+
+/// Errors a backend can report.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("failed to load model: {0}")]
+    Load(String),
+    #[error("batch of {got} tokens exceeds the engine's batch size {max}")]
+    BatchTooLarge { got: usize, max: usize },
+    #[error("the KV cache has no room for this batch")]
+    NoKvSpace,
+    #[error("decode failed: {0}")]
+    Decode(String),
+}
+
+/// Tokenizer and detokenizer for one model. Cheap to share.
+pub trait Vocab: Send + Sync {
+    /// Vocabulary size.
+    fn n_vocab(&self) -> usize;
+    /// Tokenizes a rendered prompt. Special-token text (`<|im_start|>`) becomes special tokens;
+    /// a BOS is added when the model asks for one and the text does not already start with it.
+    fn tokenize(&self, text: &str) -> Vec<TokenId>;
+    /// The bytes a token contributes to output text (may be part of a UTF-8 character).
+    /// Control tokens render as nothing.
+    fn token_bytes(&self, token: TokenId) -> Vec<u8>;
+    /// Whether the token ends generation (EOS, EOT, `<|im_end|>`, ...).
+    fn is_eog(&self, token: TokenId) -> bool;
+}
+
+/// One token placed in a [`Batch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchToken {
+    pub token: TokenId,
+    /// Position of the token in its sequence, from 0.
+    pub pos: u32,
+    pub seq: SeqId,
+    /// Whether logits are wanted for this token after the decode.
+    pub logits: bool,
+}
+
+/// The tokens of one forward pass, from any number of sequences.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub tokens: Vec<BatchToken>,
+}
+
+impl Batch {
+    pub fn clear(&mut self) {
+        self.tokens.clear();
+    }
+
+    pub fn push(&mut self, token: BatchToken) {
+        self.tokens.push(token);
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+/// A model backend, owned by one thread.
+pub trait Engine {
+    fn info(&self) -> &ModelInfo;
+    /// Runs one forward pass. After it returns, [`Engine::logits`] is valid for every batch
+    /// row whose `logits` flag was set.
+    fn decode(&mut self, batch: &Batch) -> Result<(), EngineError>;
+    /// The logits row for batch row `row` of the last [`Engine::decode`].
+    ///
+    /// # Panics
+    /// When that row did not ask for logits.
+    fn logits(&self, row: usize) -> &[f32];
+    /// Drops the KV cache of positions `from..` of a sequence (all of it for `from = 0`).
+    fn clear_seq(&mut self, seq: SeqId, from: u32);
+}

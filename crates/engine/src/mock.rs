@@ -1,0 +1,253 @@
+//! A deterministic engine for tests: byte-level vocabulary, ChatML specials, and a fixed reply.
+//!
+//! The mock "model" answers every prompt with the same script, one byte per token, then EOS.
+//! It finds its place in the script from the sequence's own KV history (the bytes after the
+//! last `<|im_start|>assistant\n`), so it behaves like a real model under continuous batching:
+//! sequences at different positions get different rows in one batch, and a cleared sequence
+//! forgets everything.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::{Batch, Engine, EngineError, ModelInfo, SeqId, TokenId, Vocab};
+
+const IM_START: TokenId = 256;
+const IM_END: TokenId = 257;
+const ENDOFTEXT: TokenId = 258;
+const N_VOCAB: usize = 259;
+const SPECIALS: [(&str, TokenId); 3] = [
+    ("<|im_start|>", IM_START),
+    ("<|im_end|>", IM_END),
+    ("<|endoftext|>", ENDOFTEXT),
+];
+
+/// A ChatML template for the mock model.
+pub const MOCK_CHAT_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// Byte-level tokenizer with ChatML special tokens.
+#[derive(Clone, Debug, Default)]
+pub struct MockVocab;
+
+impl Vocab for MockVocab {
+    fn n_vocab(&self) -> usize {
+        N_VOCAB
+    }
+
+    fn tokenize(&self, text: &str) -> Vec<TokenId> {
+        let mut out = Vec::with_capacity(text.len());
+        let mut rest = text;
+        'outer: while !rest.is_empty() {
+            for (s, id) in SPECIALS {
+                if let Some(r) = rest.strip_prefix(s) {
+                    out.push(id);
+                    rest = r;
+                    continue 'outer;
+                }
+            }
+            let ch = rest.chars().next().map_or(1, char::len_utf8);
+            out.extend(rest.as_bytes()[..ch].iter().map(|&b| TokenId::from(b)));
+            rest = &rest[ch..];
+        }
+        out
+    }
+
+    fn token_bytes(&self, token: TokenId) -> Vec<u8> {
+        match u8::try_from(token) {
+            Ok(b) => vec![b],
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn is_eog(&self, token: TokenId) -> bool {
+        token == IM_END || token == ENDOFTEXT
+    }
+}
+
+/// The deterministic test engine. See the module docs.
+pub struct MockEngine {
+    info: ModelInfo,
+    script: Vec<u8>,
+    delay: Duration,
+    kv: HashMap<SeqId, Vec<TokenId>>,
+    rows: Vec<Vec<f32>>,
+    /// Number of `decode` calls so far (tests use it to observe batching).
+    pub decode_calls: usize,
+    /// Largest number of distinct sequences seen in one batch.
+    pub max_seqs_in_batch: usize,
+}
+
+impl MockEngine {
+    /// A mock that answers every prompt with `script`, then EOS.
+    pub fn new(script: &str, n_ctx_seq: u32, n_seq_max: u32) -> Self {
+        Self {
+            info: ModelInfo {
+                arch: "mock".into(),
+                n_vocab: N_VOCAB,
+                n_ctx_train: n_ctx_seq,
+                n_ctx_seq,
+                n_seq_max,
+                n_batch: 64,
+                chat_template: Some(MOCK_CHAT_TEMPLATE.into()),
+                bos_text: "<|endoftext|>".into(),
+                eos_text: "<|im_end|>".into(),
+                n_params: 0,
+                size_bytes: 0,
+            },
+            script: script.as_bytes().to_vec(),
+            delay: Duration::ZERO,
+            kv: HashMap::new(),
+            rows: Vec::new(),
+            decode_calls: 0,
+            max_seqs_in_batch: 0,
+        }
+    }
+
+    /// Sleeps this long in every decode, to stand in for real compute in timing tests.
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Sets the batch size (tokens per decode).
+    pub fn with_n_batch(mut self, n_batch: u32) -> Self {
+        self.info.n_batch = n_batch;
+        self
+    }
+
+    fn next_logits(&self, history: &[TokenId]) -> Vec<f32> {
+        let marker: Vec<TokenId> = b"assistant\n".iter().map(|&b| TokenId::from(b)).collect();
+        let start = history
+            .iter()
+            .rposition(|&t| t == IM_START)
+            .map(|i| i + 1)
+            .filter(|&i| history[i..].starts_with(&marker))
+            .map(|i| i + marker.len());
+        let target = match start {
+            Some(s) => {
+                let done = history.len() - s;
+                self.script.get(done).map_or(IM_END, |&b| TokenId::from(b))
+            }
+            None => IM_END,
+        };
+        let mut row = vec![0.0; N_VOCAB];
+        row[target as usize] = 12.0;
+        // A clear runner-up, so top_logprobs and sampling have something to show.
+        row[(target as usize + 1) % N_VOCAB] = 6.0;
+        row
+    }
+}
+
+impl Engine for MockEngine {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn decode(&mut self, batch: &Batch) -> Result<(), EngineError> {
+        if batch.len() > self.info.n_batch as usize {
+            return Err(EngineError::BatchTooLarge {
+                got: batch.len(),
+                max: self.info.n_batch as usize,
+            });
+        }
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
+        }
+        self.decode_calls += 1;
+        let mut seqs: Vec<SeqId> = batch.tokens.iter().map(|t| t.seq).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        self.max_seqs_in_batch = self.max_seqs_in_batch.max(seqs.len());
+        self.rows.clear();
+        for t in &batch.tokens {
+            let hist = self.kv.entry(t.seq).or_default();
+            if t.pos as usize != hist.len() {
+                return Err(EngineError::Decode(format!(
+                    "sequence {:?}: position {} but {} tokens cached",
+                    t.seq,
+                    t.pos,
+                    hist.len()
+                )));
+            }
+            if hist.len() >= self.info.n_ctx_seq as usize {
+                return Err(EngineError::NoKvSpace);
+            }
+            hist.push(t.token);
+            let row = if t.logits {
+                let hist = &self.kv[&t.seq];
+                self.next_logits(hist)
+            } else {
+                Vec::new()
+            };
+            self.rows.push(row);
+        }
+        Ok(())
+    }
+
+    fn logits(&self, row: usize) -> &[f32] {
+        let r = &self.rows[row];
+        assert!(!r.is_empty(), "row {row} did not ask for logits");
+        r
+    }
+
+    fn clear_seq(&mut self, seq: SeqId, from: u32) {
+        if let Some(h) = self.kv.get_mut(&seq) {
+            h.truncate(from as usize);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BatchToken;
+
+    fn argmax(row: &[f32]) -> TokenId {
+        let mut best = 0;
+        for (i, v) in row.iter().enumerate() {
+            if *v > row[best] {
+                best = i;
+            }
+        }
+        best as TokenId
+    }
+
+    #[test]
+    fn tokenizes_specials_and_bytes() {
+        let v = MockVocab;
+        let t = v.tokenize("<|im_start|>hé<|im_end|>");
+        assert_eq!(t, vec![IM_START, 104, 0xc3, 0xa9, IM_END]);
+        assert!(v.is_eog(IM_END));
+        assert!(v.token_bytes(IM_END).is_empty());
+    }
+
+    #[test]
+    fn follows_script_per_sequence() {
+        let v = MockVocab;
+        let mut e = MockEngine::new("ok", 64, 2);
+        let prompt = v.tokenize("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+        let mut b = Batch::default();
+        for (i, &t) in prompt.iter().enumerate() {
+            b.push(BatchToken {
+                token: t,
+                pos: i as u32,
+                seq: SeqId(0),
+                logits: i + 1 == prompt.len(),
+            });
+        }
+        e.decode(&b).unwrap();
+        let last = b.len() - 1;
+        assert_eq!(argmax(e.logits(last)), TokenId::from(b'o'));
+        b.clear();
+        b.push(BatchToken {
+            token: TokenId::from(b'o'),
+            pos: prompt.len() as u32,
+            seq: SeqId(0),
+            logits: true,
+        });
+        e.decode(&b).unwrap();
+        assert_eq!(argmax(e.logits(0)), TokenId::from(b'k'));
+        e.clear_seq(SeqId(0), 0);
+        let err = e.decode(&b).unwrap_err();
+        assert!(matches!(err, EngineError::Decode(_)));
+    }
+}

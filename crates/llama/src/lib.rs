@@ -1,0 +1,250 @@
+//! [`peregrine_engine::Engine`] over llama.cpp, through the `llama-cpp-2` crate.
+//!
+//! Call order: [`LoadedModel::load`] (once per GGUF) -> [`LoadedModel::vocab`] (shared with
+//! request validation) and [`LoadedModel::engine`] (one context, owned by the engine thread).
+//!
+//! This is the only crate that talks to C. The unsafe code itself lives in `llama-cpp-2`;
+//! what this crate must get right is lifetimes: a context borrows its model, so the engine
+//! keeps both together in a self-referential cell.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use peregrine_engine::{Batch, Engine, EngineError, ModelInfo, SeqId, TokenId, Vocab};
+
+/// llama.cpp keeps process-wide backend state and refuses a second initialisation, so the
+/// handle is made once and shared read-only.
+fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+    if let Some(b) = BACKEND.get() {
+        return Ok(b);
+    }
+    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+    let b = LlamaBackend::init().map_err(|e| EngineError::Load(e.to_string()))?;
+    Ok(BACKEND.get_or_init(|| b))
+}
+
+/// How to size the context of an engine.
+#[derive(Clone, Debug)]
+pub struct ContextSettings {
+    /// KV cache tokens per sequence (prompt + completion).
+    pub n_ctx_seq: u32,
+    /// Sequences decoded together.
+    pub n_seq_max: u32,
+    /// Most tokens per decode call (also the prefill chunk budget).
+    pub n_batch: u32,
+    /// CPU threads for decoding and prompt processing.
+    pub n_threads: i32,
+    /// Layers to offload to a GPU (0 on CPU builds).
+    pub n_gpu_layers: u32,
+}
+
+/// A GGUF loaded into memory, shareable between threads.
+#[derive(Clone)]
+pub struct LoadedModel {
+    model: Arc<LlamaModel>,
+}
+
+impl LoadedModel {
+    /// Loads a GGUF file (memory-mapped).
+    pub fn load(path: &Path, n_gpu_layers: u32) -> Result<Self, EngineError> {
+        let backend = backend()?;
+        let params = LlamaModelParams::default().with_n_gpu_layers(n_gpu_layers);
+        let model = LlamaModel::load_from_file(backend, path, &params)
+            .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
+        Ok(Self {
+            model: Arc::new(model),
+        })
+    }
+
+    /// The tokenizer, cheap to clone and share.
+    pub fn vocab(&self) -> LlamaVocab {
+        LlamaVocab::new(self.model.clone())
+    }
+
+    /// Static facts, for a context of the given shape.
+    pub fn info(&self, ctx: &ContextSettings) -> ModelInfo {
+        let m = &self.model;
+        let vocab = m.vocab();
+        let piece = |t: LlamaToken| {
+            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
+        };
+        ModelInfo {
+            arch: m.meta_val_str("general.architecture").unwrap_or_default(),
+            n_vocab: usize::try_from(m.n_vocab()).unwrap_or(0),
+            n_ctx_train: m.n_ctx_train(),
+            n_ctx_seq: ctx.n_ctx_seq,
+            n_seq_max: ctx.n_seq_max,
+            n_batch: ctx.n_batch,
+            chat_template: m.meta_val_str("tokenizer.chat_template").ok(),
+            bos_text: piece(vocab.bos()),
+            eos_text: piece(vocab.eos()),
+            n_params: m.n_params(),
+            size_bytes: m.size(),
+        }
+    }
+
+    /// Creates an engine (a llama.cpp context) over this model.
+    pub fn engine(&self, ctx: &ContextSettings) -> Result<LlamaEngine, EngineError> {
+        let info = self.info(ctx);
+        let backend = backend()?;
+        let n_ctx = ctx
+            .n_ctx_seq
+            .checked_mul(ctx.n_seq_max)
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| EngineError::Load("context size must be positive".into()))?;
+        let params = LlamaContextParams::default()
+            .with_n_ctx(Some(n_ctx))
+            .with_n_seq_max(ctx.n_seq_max)
+            .with_n_batch(ctx.n_batch)
+            .with_n_ubatch(ctx.n_batch)
+            .with_n_threads(ctx.n_threads)
+            .with_n_threads_batch(ctx.n_threads)
+            // Each sequence gets its own n_ctx_seq slice of the cache, so one long
+            // conversation cannot starve the others.
+            .with_kv_unified(false);
+        let cell = ModelContext::try_new(self.model.clone(), |model| {
+            model
+                .new_context(backend, params)
+                .map_err(|e| EngineError::Load(e.to_string()))
+        })?;
+        Ok(LlamaEngine {
+            cell,
+            info,
+            batch: LlamaBatch::new(ctx.n_batch as usize, 1),
+        })
+    }
+}
+
+self_cell::self_cell!(
+    struct ModelContext {
+        owner: Arc<LlamaModel>,
+        #[covariant]
+        dependent: LlamaContext,
+    }
+);
+
+/// A llama.cpp context: the KV cache for `n_seq_max` sequences and the forward pass.
+pub struct LlamaEngine {
+    cell: ModelContext,
+    info: ModelInfo,
+    batch: LlamaBatch<'static>,
+}
+
+impl Engine for LlamaEngine {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn decode(&mut self, batch: &Batch) -> Result<(), EngineError> {
+        let max = self.info.n_batch as usize;
+        if batch.len() > max {
+            return Err(EngineError::BatchTooLarge {
+                got: batch.len(),
+                max,
+            });
+        }
+        self.batch.clear();
+        for t in &batch.tokens {
+            let token = LlamaToken::new(t.token as i32);
+            self.batch
+                .add(token, t.pos as i32, &[t.seq.0 as i32], t.logits)
+                .map_err(|e| EngineError::Decode(e.to_string()))?;
+        }
+        let lb = &mut self.batch;
+        self.cell.with_dependent_mut(|_, ctx| {
+            ctx.decode(lb).map_err(|e| match e {
+                llama_cpp_2::DecodeError::NoKvCacheSlot => EngineError::NoKvSpace,
+                other => EngineError::Decode(other.to_string()),
+            })
+        })
+    }
+
+    fn logits(&self, row: usize) -> &[f32] {
+        self.cell.borrow_dependent().get_logits_ith(row as i32)
+    }
+
+    fn clear_seq(&mut self, seq: SeqId, from: u32) {
+        self.cell.with_dependent_mut(|_, ctx| {
+            // Removing a range cannot fail for a plain transformer KV cache; a failure would
+            // only leave stale entries that the next prefill of this slot overwrites.
+            let _ = ctx.clear_kv_cache_seq(Some(seq.0), Some(from), None);
+        });
+    }
+}
+
+/// The model's tokenizer. Token pieces are read once at load, so detokenizing is a lookup.
+#[derive(Clone)]
+pub struct LlamaVocab {
+    model: Arc<LlamaModel>,
+    pieces: Arc<Vec<Box<[u8]>>>,
+    eog: Arc<Vec<bool>>,
+    bos: Option<TokenId>,
+    add_bos: bool,
+}
+
+impl LlamaVocab {
+    fn new(model: Arc<LlamaModel>) -> Self {
+        let v = model.vocab();
+        let n = usize::try_from(v.n_tokens()).unwrap_or(0);
+        let mut pieces = Vec::with_capacity(n);
+        let mut eog = Vec::with_capacity(n);
+        for id in 0..n {
+            let t = LlamaToken::new(id as i32);
+            // `special = false`: control tokens (`<|im_end|>`) render as nothing, while
+            // user-defined added tokens (`<tool_call>`) still render as their text.
+            pieces.push(v.token_to_piece(t, false, None).into_boxed_slice());
+            eog.push(v.is_eog(t));
+        }
+        let bos = v.bos().0;
+        let bos = u32::try_from(bos).ok();
+        let add_bos = v.should_add_bos();
+        drop(v);
+        Self {
+            model,
+            pieces: Arc::new(pieces),
+            eog: Arc::new(eog),
+            bos,
+            add_bos,
+        }
+    }
+}
+
+impl Vocab for LlamaVocab {
+    fn n_vocab(&self) -> usize {
+        self.pieces.len()
+    }
+
+    fn tokenize(&self, text: &str) -> Vec<TokenId> {
+        let v = self.model.vocab();
+        let toks = v.tokenize(text.as_bytes(), false, true);
+        let mut out: Vec<TokenId> = Vec::with_capacity(toks.len() + 1);
+        if let (true, Some(bos)) = (self.add_bos, self.bos) {
+            // Templates that spell out the BOS text already produced it.
+            if toks.first().map(|t| t.0 as u32) != Some(bos) {
+                out.push(bos);
+            }
+        }
+        out.extend(toks.iter().map(|t| t.0 as u32));
+        out
+    }
+
+    fn token_bytes(&self, token: TokenId) -> Vec<u8> {
+        self.pieces
+            .get(token as usize)
+            .map(|p| p.to_vec())
+            .unwrap_or_default()
+    }
+
+    fn is_eog(&self, token: TokenId) -> bool {
+        self.eog.get(token as usize).copied().unwrap_or(false)
+    }
+}

@@ -1,0 +1,28 @@
+//! Chat completions: the request body, its messages, the response and the stream chunks.
+//!
+//! - [`ChatCompletionRequest`] and its parts ([`ChatMessage`], [`MessageContent`], [`Tool`],
+//!   [`ToolChoice`], [`ResponseFormat`], ...): what clients send (spec §2).
+//! - [`ChatCompletion`]: the non-streaming answer (spec §3.1), with [`Usage`] and [`XGroq`].
+//! - [`ChatCompletionChunk`]: one SSE `data:` payload of a stream (spec §3.4).
+
+mod message;
+mod request;
+mod response;
+mod stream;
+
+pub use message::{ChatMessage, ContentPart, FunctionCall, ImageUrl, MessageContent, ToolCall};
+pub use request::{
+    ChatCompletionRequest, FunctionCallChoice, FunctionDefinition, FunctionName, JsonSchemaFormat,
+    ResponseFormat, StopSequences, StreamOptions, Tool, ToolChoice, REQUEST_FIELDS,
+};
+pub use response::{
+    AssistantMessage, AssistantRole, ChatCompletion, ChatCompletionObject, Choice, ChoiceLogprobs,
+    CompletionTokensDetails, PromptTokensDetails, TokenLogprob, TopLogprob, Usage, XGroq,
+};
+pub use stream::{
+    ChatCompletionChunk, ChatCompletionChunkObject, ChunkChoice, Delta, FunctionCallDelta,
+    ToolCallDelta,
+};
+
+#[cfg(test)]
+pub(crate) use request::tests::full_request;

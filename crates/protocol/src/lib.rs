@@ -1,0 +1,31 @@
+//! Wire types for Peregrine's Groq-compatible API: serde structs only (no tokio, no axum).
+//!
+//! The JSON shapes follow `shared/spec/groq-api.md`; field order in response structs is the
+//! key order of Groq's live responses, so `serde_json::to_string` matches them byte for byte.
+//!
+//! Key types, in the order a request meets them:
+//! - [`parse::parse_chat_request`]: request bytes -> [`chat::ChatCompletionRequest`], or a
+//!   [`parse::RequestParseError`] whose message names the field in Groq's wording
+//!   (`property 'foo' is unsupported, did you mean 'top_p'?`).
+//! - [`chat::ChatCompletionRequest`] with [`chat::ChatMessage`] (one variant per `role`, each
+//!   rejecting unknown fields), [`chat::MessageContent`], [`chat::Tool`],
+//!   [`chat::ToolChoice`], [`chat::ResponseFormat`]. Shapes only: ranges and per-model rules
+//!   are the runtime's validation layer's job.
+//! - [`chat::ChatCompletion`]: the non-streaming answer, with [`chat::Usage`] and
+//!   [`chat::XGroq`].
+//! - [`chat::ChatCompletionChunk`]: one SSE `data:` payload of a stream.
+//! - [`error::ErrorEnvelope`] / [`error::ErrorObject`]: every error body.
+//! - [`models::Model`] / [`models::ModelList`]: the models API.
+//!
+//! Fixed strings (`"object":"chat.completion"`, `"role":"assistant"`, ...) are zero-sized
+//! types such as [`chat::ChatCompletionObject`], so a response cannot carry a wrong one.
+
+pub mod chat;
+pub mod error;
+pub mod models;
+pub mod parse;
+mod wire;
+
+pub use chat::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage};
+pub use error::{ErrorEnvelope, ErrorObject};
+pub use parse::{parse_chat_request, RequestParseError};

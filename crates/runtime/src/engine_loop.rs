@@ -1,0 +1,433 @@
+//! The engine thread: drains new requests, plans a step with the scheduler, runs one forward
+//! pass over every sequence in flight, samples, detokenizes, matches stop strings and sends
+//! events. A request whose receiver is gone (the client left) is aborted and its KV cache
+//! slot freed before the next step.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use peregrine_engine::{Batch, BatchToken, Engine, SeqId, TokenId, Vocab};
+use peregrine_text::detok::IncrementalDecoder;
+use peregrine_text::stop::StopMatcher;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::events::{Event, FinishReason, Finished, TokenLogprob, TopLogprob, UsageStats};
+use crate::sampling::Sampler;
+use crate::scheduler::{self, Budget, SeqView};
+use crate::validate::ValidRequest;
+
+/// A request on its way to the engine thread.
+pub(crate) struct Submission {
+    pub req: ValidRequest,
+    pub events: mpsc::Sender<Event>,
+    pub submitted: Instant,
+}
+
+/// Tuning of the loop.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LoopConfig {
+    pub busy_prefill: usize,
+}
+
+/// What a KV slot holds, so a new prompt sharing a prefix can skip re-computing it.
+#[derive(Default)]
+struct Slot {
+    tokens: Vec<TokenId>,
+    busy: bool,
+    last_used: u64,
+}
+
+struct Active {
+    slot: SeqId,
+    events: mpsc::Sender<Event>,
+    prompt: Vec<TokenId>,
+    /// Tokens of this sequence already in the KV cache.
+    kv: Vec<TokenId>,
+    /// Sampled but not yet fed to the model.
+    pending: Option<TokenId>,
+    sampler: Sampler,
+    max_tokens: u32,
+    generated: u32,
+    stop: StopMatcher,
+    /// A stop string matched: text held back after it is never released.
+    hit_stop: bool,
+    detok: IncrementalDecoder,
+    cached: usize,
+    submitted: Instant,
+    started: Instant,
+    first_token: Option<Instant>,
+}
+
+impl Active {
+    fn prefill_remaining(&self) -> usize {
+        self.prompt.len().saturating_sub(self.kv.len())
+    }
+}
+
+pub(crate) struct EngineLoop<E: Engine> {
+    engine: E,
+    vocab: Arc<dyn Vocab>,
+    inbox: mpsc::UnboundedReceiver<Submission>,
+    pending_count: Arc<AtomicUsize>,
+    waiting: VecDeque<Submission>,
+    active: Vec<Active>,
+    slots: Vec<Slot>,
+    clock: u64,
+    budget: Budget,
+    batch: Batch,
+}
+
+enum Outcome {
+    Continue,
+    Finish(FinishReason),
+    Gone,
+}
+
+impl<E: Engine> EngineLoop<E> {
+    pub fn new(
+        engine: E,
+        vocab: Arc<dyn Vocab>,
+        inbox: mpsc::UnboundedReceiver<Submission>,
+        pending_count: Arc<AtomicUsize>,
+        cfg: LoopConfig,
+    ) -> Self {
+        let info = engine.info();
+        let n_slots = info.n_seq_max as usize;
+        let budget = Budget {
+            max_tokens: info.n_batch as usize,
+            busy_prefill: cfg.busy_prefill,
+        };
+        Self {
+            engine,
+            vocab,
+            inbox,
+            pending_count,
+            waiting: VecDeque::new(),
+            active: Vec::new(),
+            slots: (0..n_slots).map(|_| Slot::default()).collect(),
+            clock: 0,
+            budget,
+            batch: Batch::default(),
+        }
+    }
+
+    /// Runs until every sender of the inbox is dropped and no work is left.
+    pub fn run(mut self) {
+        loop {
+            if self.active.is_empty() && self.waiting.is_empty() {
+                match self.inbox.blocking_recv() {
+                    Some(s) => self.waiting.push_back(s),
+                    None => return,
+                }
+            }
+            while let Ok(s) = self.inbox.try_recv() {
+                self.waiting.push_back(s);
+            }
+            self.drop_departed();
+            self.admit();
+            if !self.active.is_empty() {
+                self.step();
+            }
+        }
+    }
+
+    fn drop_departed(&mut self) {
+        let before = self.waiting.len();
+        self.waiting.retain(|s| !s.events.is_closed());
+        let gone = before - self.waiting.len();
+        if gone > 0 {
+            self.pending_count.fetch_sub(gone, Ordering::AcqRel);
+        }
+        let mut i = 0;
+        while i < self.active.len() {
+            if self.active[i].events.is_closed() {
+                debug!(
+                    slot = self.active[i].slot.0,
+                    "client left; freeing its sequence"
+                );
+                let a = self.active.swap_remove(i);
+                self.release(a);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn admit(&mut self) {
+        while !self.waiting.is_empty() {
+            let Some(slot) = self.pick_slot() else { return };
+            let Some(sub) = self.waiting.pop_front() else {
+                return;
+            };
+            self.pending_count.fetch_sub(1, Ordering::AcqRel);
+            let prompt = sub.req.prompt;
+            // Reuse the longest cached prefix of this slot, but always compute at least the
+            // last prompt token: its logits choose the first completion token.
+            let s = &mut self.slots[slot];
+            let common = s
+                .tokens
+                .iter()
+                .zip(&prompt)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(prompt.len().saturating_sub(1));
+            s.busy = true;
+            let seq = SeqId(slot as u32);
+            self.engine.clear_seq(seq, common as u32);
+            let kv = prompt[..common].to_vec();
+            self.active.push(Active {
+                slot: seq,
+                events: sub.events,
+                kv,
+                pending: None,
+                sampler: Sampler::new(sub.req.sampling),
+                max_tokens: sub.req.max_tokens,
+                generated: 0,
+                stop: StopMatcher::new(sub.req.stops),
+                hit_stop: false,
+                detok: IncrementalDecoder::default(),
+                cached: common,
+                submitted: sub.submitted,
+                started: Instant::now(),
+                first_token: None,
+                prompt,
+            });
+        }
+    }
+
+    /// The free slot whose cached tokens share the longest prefix with the next waiting
+    /// prompt; among equals, the least recently used.
+    fn pick_slot(&self) -> Option<usize> {
+        let next = &self.waiting.front()?.req.prompt;
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.busy)
+            .max_by_key(|(_, s)| {
+                let common = s
+                    .tokens
+                    .iter()
+                    .zip(next)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                (common, std::cmp::Reverse(s.last_used))
+            })
+            .map(|(i, _)| i)
+    }
+
+    fn step(&mut self) {
+        let views: Vec<SeqView> = self
+            .active
+            .iter()
+            .map(|a| SeqView {
+                prefill_remaining: a.prefill_remaining(),
+            })
+            .collect();
+        let plan = scheduler::plan(&views, self.budget);
+        self.batch.clear();
+        // For each active sequence, the batch row whose logits it samples from.
+        let mut rows: Vec<Option<usize>> = vec![None; self.active.len()];
+        for (i, (a, &n)) in self.active.iter_mut().zip(&plan).enumerate() {
+            if n == 0 {
+                continue;
+            }
+            if let Some(tok) = a.pending {
+                self.batch.push(BatchToken {
+                    token: tok,
+                    pos: a.kv.len() as u32,
+                    seq: a.slot,
+                    logits: true,
+                });
+                rows[i] = Some(self.batch.len() - 1);
+            } else {
+                let start = a.kv.len();
+                let end = start + n;
+                for (p, &tok) in a.prompt[start..end].iter().enumerate() {
+                    let last = start + p + 1 == a.prompt.len();
+                    self.batch.push(BatchToken {
+                        token: tok,
+                        pos: (start + p) as u32,
+                        seq: a.slot,
+                        logits: last,
+                    });
+                    if last {
+                        rows[i] = Some(self.batch.len() - 1);
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.engine.decode(&self.batch) {
+            warn!(error = %e, "decode failed; failing the sequences of this step");
+            let failed: Vec<usize> = (0..self.active.len()).filter(|&i| plan[i] > 0).collect();
+            for i in failed.into_iter().rev() {
+                let a = self.active.swap_remove(i);
+                let _ = a
+                    .events
+                    .try_send(Event::Failed("internal_server_error".into()));
+                self.engine.clear_seq(a.slot, 0);
+                self.slots[a.slot.0 as usize].tokens.clear();
+                self.slots[a.slot.0 as usize].busy = false;
+            }
+            return;
+        }
+        // Record what is now in the KV cache.
+        for (a, &n) in self.active.iter_mut().zip(&plan) {
+            if n == 0 {
+                continue;
+            }
+            match a.pending.take() {
+                Some(tok) => a.kv.push(tok),
+                None => {
+                    let start = a.kv.len();
+                    a.kv.extend_from_slice(&a.prompt[start..start + n]);
+                }
+            }
+        }
+        let mut done: Vec<(usize, Outcome)> = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let Some(row) = *row else { continue };
+            let logits = self.engine.logits(row);
+            let a = &mut self.active[i];
+            let sampled = a.sampler.sample(logits);
+            let outcome = process_token(
+                a,
+                sampled,
+                self.vocab.as_ref(),
+                self.engine.info().n_ctx_seq,
+            );
+            if !matches!(outcome, Outcome::Continue) {
+                done.push((i, outcome));
+            }
+        }
+        // Remove from the back so indices stay valid.
+        done.sort_by_key(|d| std::cmp::Reverse(d.0));
+        for (i, outcome) in done {
+            let mut a = self.active.swap_remove(i);
+            if let Outcome::Finish(reason) = outcome {
+                finish(&mut a, reason);
+            }
+            self.release(a);
+        }
+    }
+
+    fn release(&mut self, a: Active) {
+        self.clock += 1;
+        let slot = &mut self.slots[a.slot.0 as usize];
+        slot.busy = false;
+        slot.last_used = self.clock;
+        slot.tokens = a.kv;
+    }
+}
+
+fn process_token(
+    a: &mut Active,
+    sampled: crate::sampling::Sampled,
+    vocab: &dyn Vocab,
+    n_ctx_seq: u32,
+) -> Outcome {
+    let now = Instant::now();
+    a.first_token.get_or_insert(now);
+    a.generated += 1;
+    let tok = sampled.token;
+    let logprobs = sampled
+        .logprobs
+        .map(|(lp, top)| {
+            vec![TokenLogprob {
+                token: piece(vocab, tok),
+                bytes: vocab.token_bytes(tok),
+                logprob: lp,
+                top: top
+                    .into_iter()
+                    .map(|(t, l)| TopLogprob {
+                        token: piece(vocab, t),
+                        bytes: vocab.token_bytes(t),
+                        logprob: l,
+                    })
+                    .collect(),
+            }]
+        })
+        .unwrap_or_default();
+    if vocab.is_eog(tok) {
+        if !logprobs.is_empty()
+            && !send(
+                a,
+                Event::Delta {
+                    text: String::new(),
+                    logprobs,
+                },
+            )
+        {
+            return Outcome::Gone;
+        }
+        return Outcome::Finish(FinishReason::Stop);
+    }
+    let text = a.detok.push(&vocab.token_bytes(tok));
+    let step = a.stop.push(&text);
+    if (!step.emit.is_empty() || !logprobs.is_empty())
+        && !send(
+            a,
+            Event::Delta {
+                text: step.emit,
+                logprobs,
+            },
+        )
+    {
+        return Outcome::Gone;
+    }
+    if step.stopped {
+        a.hit_stop = true;
+        return Outcome::Finish(FinishReason::Stop);
+    }
+    if a.generated >= a.max_tokens || a.kv.len() + 1 >= n_ctx_seq as usize {
+        return Outcome::Finish(FinishReason::Length);
+    }
+    a.pending = Some(tok);
+    Outcome::Continue
+}
+
+fn finish(a: &mut Active, reason: FinishReason) {
+    // A stop string ends the text where it began: nothing held back is released then.
+    if !a.hit_stop {
+        let tail = a.detok.flush();
+        let step = a.stop.push(&tail);
+        let mut rest = step.emit;
+        if !step.stopped {
+            rest.push_str(&a.stop.flush());
+        }
+        if !rest.is_empty()
+            && !send(
+                a,
+                Event::Delta {
+                    text: rest,
+                    logprobs: vec![],
+                },
+            )
+        {
+            return;
+        }
+    }
+    let now = Instant::now();
+    let first = a.first_token.unwrap_or(now);
+    let usage = UsageStats {
+        prompt_tokens: a.prompt.len() as u32,
+        cached_tokens: a.cached as u32,
+        completion_tokens: a.generated,
+        queue_time: (a.started - a.submitted).as_secs_f64(),
+        prompt_time: (first - a.started).as_secs_f64(),
+        completion_time: (now - first).as_secs_f64(),
+    };
+    send(a, Event::Finished(Finished { reason, usage }));
+}
+
+fn send(a: &Active, ev: Event) -> bool {
+    // The channel is sized for every event a request can produce, so `Full` cannot happen;
+    // `Closed` means the client left.
+    a.events.try_send(ev).is_ok()
+}
+
+fn piece(vocab: &dyn Vocab, t: TokenId) -> String {
+    String::from_utf8_lossy(&vocab.token_bytes(t)).into_owned()
+}

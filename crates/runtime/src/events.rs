@@ -1,0 +1,69 @@
+//! What the engine thread sends back for one request.
+
+/// One event of a request's stream, in order: any number of `Delta`s, then exactly one
+/// `Finished` or `Failed`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// New output text (already past stop-string matching; may be empty when only
+    /// log-probabilities are reported for a token whose text is held back).
+    Delta {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
+    Finished(Finished),
+    /// Generation failed after it started (the response headers may be out already).
+    Failed(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End of turn or a stop sequence.
+    Stop,
+    /// `max_tokens` or the context window reached.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    pub reason: FinishReason,
+    pub usage: UsageStats,
+}
+
+/// Token counts and the times measured where they happen (seconds).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct UsageStats {
+    pub prompt_tokens: u32,
+    /// Prompt tokens whose KV cache was reused from an earlier request.
+    pub cached_tokens: u32,
+    pub completion_tokens: u32,
+    /// From submission until the request got a sequence slot.
+    pub queue_time: f64,
+    /// From getting a slot until the first completion token was sampled.
+    pub prompt_time: f64,
+    /// From the first completion token until the end.
+    pub completion_time: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    pub top: Vec<TopLogprob>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopLogprob {
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}

@@ -1,0 +1,132 @@
+//! [`Runtime`]: the async side's handle on the engine thread.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use peregrine_engine::{Engine, EngineError, ModelInfo, Vocab};
+use tokio::sync::mpsc;
+
+use crate::engine_loop::{EngineLoop, LoopConfig, Submission};
+use crate::events::Event;
+use crate::validate::ValidRequest;
+
+/// Limits of the runtime. Defaults in brackets.
+#[derive(Clone, Copy, Debug)]
+pub struct RuntimeConfig {
+    /// Requests that may wait for a sequence slot before new ones get 429 [64].
+    pub max_queue: usize,
+    /// Prefill tokens per step while other sequences are decoding [128]. Smaller keeps
+    /// running streams smoother while a long prompt is read; larger reads prompts faster.
+    pub busy_prefill: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_queue: 64,
+            busy_prefill: 128,
+        }
+    }
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AdmissionError {
+    #[error("the server is at capacity: {0} requests are already waiting")]
+    QueueFull(usize),
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// Handle on one model's engine thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inbox: mpsc::UnboundedSender<Submission>,
+    pending: Arc<AtomicUsize>,
+    info: Arc<ModelInfo>,
+    cfg: RuntimeConfig,
+}
+
+impl Runtime {
+    /// Starts the engine thread. `make` runs on that thread, so the engine never has to be
+    /// `Send`; its load error is returned here.
+    pub fn spawn<E, F>(
+        make: F,
+        vocab: Arc<dyn Vocab>,
+        cfg: RuntimeConfig,
+    ) -> Result<(Self, std::thread::JoinHandle<()>), EngineError>
+    where
+        E: Engine + 'static,
+        F: FnOnce() -> Result<E, EngineError> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let loop_pending = pending.clone();
+        let join = std::thread::Builder::new()
+            .name("peregrine-engine".into())
+            .spawn(move || {
+                let engine = match make() {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let info = engine.info().clone();
+                if ready_tx.send(Ok(info)).is_err() {
+                    return;
+                }
+                let cfg = LoopConfig {
+                    busy_prefill: cfg.busy_prefill,
+                };
+                EngineLoop::new(engine, vocab, rx, loop_pending, cfg).run();
+            })
+            .map_err(|e| EngineError::Load(format!("cannot start the engine thread: {e}")))?;
+        let info = ready_rx
+            .recv()
+            .map_err(|_| EngineError::Load("the engine thread exited during load".into()))??;
+        Ok((
+            Self {
+                inbox: tx,
+                pending,
+                info: Arc::new(info),
+                cfg,
+            },
+            join,
+        ))
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Requests waiting for a slot right now.
+    pub fn queue_depth(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Queues a request. Dropping the returned receiver cancels it.
+    pub fn submit(&self, req: ValidRequest) -> Result<mpsc::Receiver<Event>, AdmissionError> {
+        let max = self.cfg.max_queue;
+        self.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|n| AdmissionError::QueueFull(n))?;
+        // Room for one event per completion token, the flush and the finish: the engine
+        // thread's `try_send` can then only fail when the client is gone.
+        let (tx, rx) = mpsc::channel(req.max_tokens as usize + 4);
+        let sub = Submission {
+            req,
+            events: tx,
+            submitted: Instant::now(),
+        };
+        if self.inbox.send(sub).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(AdmissionError::Stopped);
+        }
+        Ok(rx)
+    }
+}

@@ -1,0 +1,380 @@
+//! The one boundary where a wire request becomes a [`ValidRequest`]: ranges checked, the
+//! prompt rendered with the model's chat template and tokenized, the context checked, the
+//! sampling parameters resolved. Downstream code never re-checks a field.
+
+use std::sync::Arc;
+
+use peregrine_engine::{ModelInfo, TokenId, Vocab};
+use peregrine_protocol::chat::{
+    ChatCompletionRequest, ChatMessage, ContentPart, MessageContent, ResponseFormat, StopSequences,
+    ToolChoice,
+};
+use peregrine_text::template::{ChatTemplate, TemplateMessage, TemplateToolCall};
+
+use crate::sampling::{Sampling, SamplingParams};
+
+/// The most stop sequences a request may carry (Groq's limit).
+pub const MAX_STOP_SEQUENCES: usize = 4;
+/// The most alternatives `top_logprobs` may ask for.
+pub const MAX_TOP_LOGPROBS: i64 = 20;
+/// Below this a temperature is treated as greedy decoding (Groq maps 0 to 1e-8).
+const GREEDY_BELOW: f64 = 1e-5;
+
+/// What validation needs to know about the model a request resolved to.
+pub struct ModelContext {
+    pub template: ChatTemplate,
+    pub vocab: Arc<dyn Vocab>,
+    pub info: ModelInfo,
+    /// Most completion tokens one request may ask for.
+    pub max_completion_tokens: u32,
+}
+
+/// Requested service tier, as echoed in responses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceTier {
+    OnDemand,
+    Flex,
+    Performance,
+}
+
+impl ServiceTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceTier::OnDemand => "on_demand",
+            ServiceTier::Flex => "flex",
+            ServiceTier::Performance => "performance",
+        }
+    }
+}
+
+/// A request that passed every check that can be made before generation.
+#[derive(Clone, Debug)]
+pub struct ValidRequest {
+    pub prompt: Vec<TokenId>,
+    /// Completion tokens allowed (already bounded by the context window).
+    pub max_tokens: u32,
+    pub sampling: SamplingParams,
+    pub stops: Vec<String>,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub service_tier: ServiceTier,
+}
+
+/// Why a request was refused. Messages name the field.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ValidationError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("`{param}` is not supported with this model")]
+    Unsupported { param: &'static str },
+    #[error("Please reduce the length of the messages or completion. The prompt has {prompt} tokens but the context window of this model is {context} tokens.")]
+    ContextLengthExceeded { prompt: usize, context: u32 },
+    #[error("failed to apply the chat template: {0}")]
+    Template(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ValidationError {
+    ValidationError::Invalid(msg.into())
+}
+
+fn check_range(name: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<(), ValidationError> {
+    match v {
+        Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => Err(invalid(format!(
+            "`{name}` must be between {lo} and {hi}, got {x}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Checks and resolves a chat request for `model`. `random_seed` is used when the request
+/// carries no seed.
+pub fn validate(
+    req: &ChatCompletionRequest,
+    model: &ModelContext,
+    random_seed: u64,
+) -> Result<ValidRequest, ValidationError> {
+    if req.messages.is_empty() {
+        return Err(invalid("`messages` must contain at least one message"));
+    }
+    if let Some(n) = req.n {
+        if n != 1 {
+            return Err(invalid(format!("`n` must be 1, got {n}")));
+        }
+    }
+    check_range("temperature", req.temperature, 0.0, 2.0)?;
+    check_range("top_p", req.top_p, 0.0, 1.0)?;
+    check_range("frequency_penalty", req.frequency_penalty, -2.0, 2.0)?;
+    check_range("presence_penalty", req.presence_penalty, -2.0, 2.0)?;
+    reject_unsupported(req)?;
+
+    let stops: Vec<String> = match &req.stop {
+        None => Vec::new(),
+        Some(StopSequences::One(s)) => vec![s.clone()],
+        Some(StopSequences::Many(v)) => {
+            if v.len() > MAX_STOP_SEQUENCES {
+                return Err(invalid(format!(
+                    "`stop` may contain at most {MAX_STOP_SEQUENCES} sequences, got {}",
+                    v.len()
+                )));
+            }
+            v.clone()
+        }
+    };
+    let stops = stops.into_iter().filter(|s| !s.is_empty()).collect();
+
+    let logprobs = match (req.logprobs, req.top_logprobs) {
+        (Some(true), n) => {
+            let n = n.unwrap_or(0);
+            if !(0..=MAX_TOP_LOGPROBS).contains(&n) {
+                return Err(invalid(format!(
+                    "`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS}, got {n}"
+                )));
+            }
+            Some(n as u8)
+        }
+        (_, Some(_)) => return Err(invalid("`top_logprobs` requires `logprobs` to be true")),
+        _ => None,
+    };
+
+    let logit_bias = match &req.logit_bias {
+        None => Vec::new(),
+        Some(map) => {
+            let mut out = Vec::with_capacity(map.len());
+            for (k, &v) in map {
+                let tok: TokenId = k
+                    .parse()
+                    .ok()
+                    .filter(|&t: &TokenId| (t as usize) < model.info.n_vocab)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "`logit_bias` key `{k}` is not a token id of this model"
+                        ))
+                    })?;
+                if !(-100.0..=100.0).contains(&v) {
+                    return Err(invalid(format!(
+                        "`logit_bias` values must be between -100 and 100, got {v} for token {k}"
+                    )));
+                }
+                out.push((tok, v as f32));
+            }
+            out
+        }
+    };
+
+    let temperature = req.temperature.unwrap_or(1.0);
+    let top_p = req.top_p.unwrap_or(1.0);
+    let mode = if temperature < GREEDY_BELOW || top_p == 0.0 {
+        Sampling::Greedy
+    } else {
+        Sampling::Random {
+            temperature: temperature as f32,
+            top_p: top_p as f32,
+        }
+    };
+    let seed = req.seed.map_or(random_seed, |s| s as u64);
+
+    let service_tier = match req.service_tier.as_deref() {
+        None | Some("auto") | Some("on_demand") => ServiceTier::OnDemand,
+        Some("flex") => ServiceTier::Flex,
+        Some("performance") => ServiceTier::Performance,
+        Some(other) => {
+            return Err(invalid(format!(
+                "`service_tier` must be one of auto, on_demand, flex, performance, got '{other}'"
+            )))
+        }
+    };
+
+    let prompt = render_and_tokenize(req, model)?;
+    let context = model.info.n_ctx_seq;
+    if prompt.len() >= context as usize {
+        return Err(ValidationError::ContextLengthExceeded {
+            prompt: prompt.len(),
+            context,
+        });
+    }
+    let requested = match (req.max_completion_tokens, req.max_tokens) {
+        (Some(n), _) => Some(("max_completion_tokens", n)),
+        (None, Some(n)) => Some(("max_tokens", n)),
+        (None, None) => None,
+    };
+    let room = context - prompt.len() as u32;
+    let max_tokens = match requested {
+        Some((name, n)) if n < 1 => {
+            return Err(invalid(format!("`{name}` must be at least 1, got {n}")))
+        }
+        Some((name, n)) if n > i64::from(model.max_completion_tokens) => {
+            return Err(invalid(format!(
+                "`{name}` must be less than or equal to `{}`, the maximum value for `{name}` is less than the `context_window` for this model",
+                model.max_completion_tokens
+            )))
+        }
+        Some((_, n)) => (n as u32).min(room),
+        None => model.max_completion_tokens.min(room),
+    };
+
+    Ok(ValidRequest {
+        prompt,
+        max_tokens,
+        sampling: SamplingParams {
+            mode,
+            seed,
+            frequency_penalty: req.frequency_penalty.unwrap_or(0.0) as f32,
+            presence_penalty: req.presence_penalty.unwrap_or(0.0) as f32,
+            logit_bias,
+            logprobs,
+        },
+        stops,
+        stream: req.stream.unwrap_or(false),
+        include_usage: req
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+        service_tier,
+    })
+}
+
+/// Parameters whose feature has not landed yet are refused rather than silently ignored.
+fn reject_unsupported(req: &ChatCompletionRequest) -> Result<(), ValidationError> {
+    let unsupported = |param| Err(ValidationError::Unsupported { param });
+    if matches!(
+        req.response_format,
+        Some(ResponseFormat::JsonObject) | Some(ResponseFormat::JsonSchema { .. })
+    ) {
+        return unsupported("response_format");
+    }
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return unsupported("tools");
+    }
+    if req.functions.as_ref().is_some_and(|f| !f.is_empty()) {
+        return unsupported("functions");
+    }
+    match &req.tool_choice {
+        None => {}
+        Some(ToolChoice::Mode(m)) if m == "none" || m == "auto" => {}
+        Some(_) => return unsupported("tool_choice"),
+    }
+    if req.reasoning_format.is_some() {
+        return unsupported("reasoning_format");
+    }
+    if req.include_reasoning == Some(true) {
+        return unsupported("include_reasoning");
+    }
+    if req.reasoning_effort.is_some() {
+        return unsupported("reasoning_effort");
+    }
+    if req.documents.as_ref().is_some_and(|d| !d.is_empty()) {
+        return unsupported("documents");
+    }
+    if req.compound_custom.is_some() {
+        return unsupported("compound_custom");
+    }
+    if req.search_settings.is_some()
+        || req.include_domains.is_some()
+        || req.exclude_domains.is_some()
+    {
+        return unsupported("search_settings");
+    }
+    Ok(())
+}
+
+fn text_of(content: &MessageContent, idx: usize) -> Result<String, ValidationError> {
+    if let MessageContent::Parts(parts) = content {
+        if parts.is_empty() {
+            return Err(invalid(format!(
+                "`messages[{idx}].content` must contain at least one part"
+            )));
+        }
+        for p in parts {
+            match p {
+                ContentPart::Text { .. } => {}
+                ContentPart::ImageUrl { .. } => {
+                    return Err(ValidationError::Unsupported { param: "image_url" })
+                }
+                ContentPart::Document { .. } => {
+                    return Err(ValidationError::Unsupported { param: "document" })
+                }
+            }
+        }
+    }
+    Ok(content.as_text())
+}
+
+fn render_and_tokenize(
+    req: &ChatCompletionRequest,
+    model: &ModelContext,
+) -> Result<Vec<TokenId>, ValidationError> {
+    let mut msgs = Vec::with_capacity(req.messages.len());
+    for (i, m) in req.messages.iter().enumerate() {
+        let tm = match m {
+            ChatMessage::System { content, name } => {
+                msg("system", Some(text_of(content, i)?), name)
+            }
+            ChatMessage::Developer { content, name } => {
+                msg("developer", Some(text_of(content, i)?), name)
+            }
+            ChatMessage::User { content, name } => msg("user", Some(text_of(content, i)?), name),
+            ChatMessage::Assistant {
+                content,
+                name,
+                reasoning,
+                tool_calls,
+                ..
+            } => {
+                let mut t = msg(
+                    "assistant",
+                    content.as_ref().map(|c| text_of(c, i)).transpose()?,
+                    name,
+                );
+                t.reasoning = reasoning.clone();
+                if let Some(calls) = tool_calls {
+                    let mut out = Vec::with_capacity(calls.len());
+                    for c in calls {
+                        let arguments = serde_json::from_str(&c.function.arguments).map_err(|e| {
+                            invalid(format!(
+                                "`messages[{i}].tool_calls`: arguments of `{}` are not valid JSON: {e}",
+                                c.function.name
+                            ))
+                        })?;
+                        out.push(TemplateToolCall {
+                            id: c.id.clone(),
+                            name: c.function.name.clone(),
+                            arguments,
+                        });
+                    }
+                    t.tool_calls = Some(out);
+                }
+                t
+            }
+            ChatMessage::Tool {
+                content,
+                tool_call_id,
+                name,
+            } => {
+                let mut t = msg("tool", Some(text_of(content, i)?), name);
+                t.tool_call_id = Some(tool_call_id.clone());
+                t
+            }
+            ChatMessage::Function { content, name } => {
+                msg("function", content.clone(), &Some(name.clone()))
+            }
+        };
+        msgs.push(tm);
+    }
+    let rendered = model
+        .template
+        .render_prompt(msgs, None)
+        .map_err(|e| ValidationError::Template(e.to_string()))?;
+    Ok(model.vocab.tokenize(&rendered.text))
+}
+
+fn msg(role: &str, content: Option<String>, name: &Option<String>) -> TemplateMessage {
+    TemplateMessage {
+        role: role.to_string(),
+        content,
+        name: name.clone(),
+        tool_calls: None,
+        tool_call_id: None,
+        reasoning: None,
+    }
+}

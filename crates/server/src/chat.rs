@@ -1,0 +1,312 @@
+//! `POST /chat/completions`: parse -> resolve model -> validate -> submit -> stream or fold.
+//! Every error that can be known before generation is returned before any header goes out.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use peregrine_protocol::chat::{
+    AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice,
+    Delta, TokenLogprob, TopLogprob, Usage, XGroq,
+};
+use peregrine_protocol::parse::parse_chat_request;
+use peregrine_runtime::{validate, Event, ServiceTier, UsageStats};
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::middleware::RequestId;
+use crate::state::SharedState;
+
+/// What every response of one request shares.
+struct Meta {
+    id: String,
+    created: i64,
+    model: String,
+    fingerprint: String,
+    request_id: String,
+    seed: i64,
+    service_tier: &'static str,
+    include_usage: bool,
+    logprobs: bool,
+}
+
+pub async fn create(
+    State(state): State<SharedState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(crate::BODY_LIMIT),
+        _ => ApiError::BadRequest(e.body_text()),
+    })?;
+    let req = parse_chat_request(&body).map_err(|e| ApiError::BadRequest(e.message()))?;
+    let resolved = state
+        .registry
+        .resolve(&req.model)
+        .ok_or_else(|| ApiError::ModelNotFound(req.model.clone()))?;
+    let model = resolved.model.clone();
+    // Groq's generated seeds are 31-bit; keep ours in the same range.
+    let random_seed = u64::from(rand::random::<u32>() >> 1);
+    let valid = validate(&req, &model.ctx, random_seed)?;
+    let meta = Meta {
+        id: format!("chatcmpl-{}", uuid::Uuid::new_v4()),
+        created: now_unix(),
+        model: req.model.clone(),
+        fingerprint: model.fingerprint.clone(),
+        request_id,
+        seed: valid.sampling.seed as i64,
+        service_tier: valid.service_tier.as_str(),
+        include_usage: valid.include_usage,
+        logprobs: valid.sampling.logprobs.is_some(),
+    };
+    let stream = valid.stream;
+    let flex = valid.service_tier == ServiceTier::Flex;
+    let rx = model
+        .runtime
+        .submit(valid)
+        .map_err(|e| ApiError::Admission(e, flex))?;
+    let mut resp = if stream {
+        sse_response(meta, rx)
+    } else {
+        Json(fold(&meta, rx).await?).into_response()
+    };
+    if let Ok(v) = HeaderValue::from_str(&model.id) {
+        resp.headers_mut().insert("x-peregrine-model", v);
+    }
+    Ok(resp)
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Seconds at nanosecond precision, as Groq reports them.
+fn secs(x: f64) -> f64 {
+    (x * 1e9).round() / 1e9
+}
+
+pub(crate) fn usage(u: &UsageStats) -> Usage {
+    let (prompt_time, completion_time) = (secs(u.prompt_time), secs(u.completion_time));
+    Usage {
+        queue_time: secs(u.queue_time),
+        prompt_tokens: u64::from(u.prompt_tokens),
+        prompt_time,
+        completion_tokens: u64::from(u.completion_tokens),
+        completion_time,
+        total_tokens: u64::from(u.prompt_tokens + u.completion_tokens),
+        total_time: secs(prompt_time + completion_time),
+        prompt_tokens_details: (u.cached_tokens > 0).then_some(
+            peregrine_protocol::chat::PromptTokensDetails {
+                cached_tokens: u64::from(u.cached_tokens),
+            },
+        ),
+        completion_tokens_details: None,
+    }
+}
+
+fn wire_logprobs(lps: Vec<peregrine_runtime::TokenLogprob>) -> Vec<TokenLogprob> {
+    lps.into_iter()
+        .map(|t| TokenLogprob {
+            token: t.token,
+            logprob: f64::from(t.logprob),
+            bytes: Some(t.bytes),
+            top_logprobs: t
+                .top
+                .into_iter()
+                .map(|x| TopLogprob {
+                    token: x.token,
+                    logprob: f64::from(x.logprob),
+                    bytes: Some(x.bytes),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The non-streaming response: the same event stream, folded.
+async fn fold(meta: &Meta, mut rx: mpsc::Receiver<Event>) -> Result<ChatCompletion, ApiError> {
+    let mut content = String::new();
+    let mut logprobs = Vec::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Delta { text, logprobs: lp } => {
+                content.push_str(&text);
+                logprobs.extend(wire_logprobs(lp));
+            }
+            Event::Finished(f) => {
+                return Ok(ChatCompletion {
+                    id: meta.id.clone(),
+                    object: Default::default(),
+                    created: meta.created,
+                    model: meta.model.clone(),
+                    choices: vec![Choice {
+                        index: 0,
+                        message: AssistantMessage {
+                            content: Some(content),
+                            ..Default::default()
+                        },
+                        logprobs: meta
+                            .logprobs
+                            .then_some(ChoiceLogprobs { content: logprobs }),
+                        finish_reason: f.reason.as_str().to_string(),
+                    }],
+                    usage: usage(&f.usage),
+                    usage_breakdown: None,
+                    system_fingerprint: meta.fingerprint.clone(),
+                    x_groq: XGroq {
+                        id: meta.request_id.clone(),
+                        seed: Some(meta.seed),
+                        ..Default::default()
+                    },
+                    service_tier: Some(meta.service_tier.to_string()),
+                });
+            }
+            Event::Failed(why) => return Err(ApiError::Internal(why)),
+        }
+    }
+    Err(ApiError::Internal("the engine dropped the request".into()))
+}
+
+impl Meta {
+    fn chunk(&self, choices: Vec<ChunkChoice>) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: Default::default(),
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: self.fingerprint.clone(),
+            choices,
+            x_groq: None,
+            usage: None,
+            service_tier: None,
+        }
+    }
+}
+
+fn sse(out: &mut Vec<u8>, chunk: &impl serde::Serialize) {
+    out.extend_from_slice(b"data: ");
+    // Serialising plain data structs cannot fail.
+    serde_json::to_writer(&mut *out, chunk).unwrap_or_default();
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Turns one event into SSE bytes. Returns `true` when the stream is over.
+fn encode(meta: &Meta, ev: Option<Event>, out: &mut Vec<u8>) -> bool {
+    match ev {
+        Some(Event::Delta { text, logprobs }) => {
+            let c = meta.chunk(vec![ChunkChoice {
+                index: 0,
+                delta: Delta {
+                    content: Some(text),
+                    ..Default::default()
+                },
+                logprobs: meta.logprobs.then(|| ChoiceLogprobs {
+                    content: wire_logprobs(logprobs),
+                }),
+                finish_reason: None,
+            }]);
+            sse(out, &c);
+            false
+        }
+        Some(Event::Finished(f)) => {
+            let u = usage(&f.usage);
+            let mut c = meta.chunk(vec![ChunkChoice {
+                index: 0,
+                delta: Delta::default(),
+                logprobs: None,
+                finish_reason: Some(f.reason.as_str().to_string()),
+            }]);
+            c.x_groq = Some(XGroq {
+                id: meta.request_id.clone(),
+                usage: Some(u.clone()),
+                ..Default::default()
+            });
+            if meta.include_usage {
+                c.usage = Some(u.clone());
+            }
+            sse(out, &c);
+            if meta.include_usage {
+                let mut last = meta.chunk(vec![]);
+                last.usage = Some(u);
+                last.service_tier = Some(meta.service_tier.to_string());
+                sse(out, &last);
+            }
+            out.extend_from_slice(b"data: [DONE]\n\n");
+            true
+        }
+        Some(Event::Failed(_)) | None => {
+            // Mid-stream failure (docs/decisions/0003): Groq's `x_groq.error` chunk, then an
+            // `error` event that the groq and openai SDKs raise on.
+            let mut c = meta.chunk(vec![]);
+            c.x_groq = Some(XGroq {
+                id: meta.request_id.clone(),
+                error: Some("internal_server_error".into()),
+                ..Default::default()
+            });
+            sse(out, &c);
+            let err = ApiError::Internal(String::new()).envelope();
+            sse(out, &err);
+            true
+        }
+    }
+}
+
+fn sse_response(meta: Meta, rx: mpsc::Receiver<Event>) -> Response {
+    let mut first = Vec::new();
+    let mut c = meta.chunk(vec![ChunkChoice {
+        index: 0,
+        delta: Delta {
+            role: Some(Default::default()),
+            content: Some(String::new()),
+            ..Default::default()
+        },
+        logprobs: None,
+        finish_reason: None,
+    }]);
+    c.x_groq = Some(XGroq {
+        id: meta.request_id.clone(),
+        seed: Some(meta.seed),
+        ..Default::default()
+    });
+    sse(&mut first, &c);
+    // State: (receiver, meta, bytes to send first, finished?)
+    let init = (rx, meta, Some(first), false);
+    let stream = futures::stream::unfold(init, |(mut rx, meta, head, done)| async move {
+        if let Some(bytes) = head {
+            return Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from(bytes)),
+                (rx, meta, None, done),
+            ));
+        }
+        if done {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut over = encode(&meta, rx.recv().await, &mut out);
+        // Coalesce whatever else is already waiting into the same write.
+        while !over {
+            match rx.try_recv() {
+                Ok(ev) => over = encode(&meta, Some(ev), &mut out),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    over = encode(&meta, None, &mut out)
+                }
+            }
+        }
+        Some((Ok(Bytes::from(out)), (rx, meta, None, over)))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}

@@ -1,0 +1,56 @@
+//! `GET /models` and `GET /models/{id}`: served models plus their aliases.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use peregrine_protocol::models::{Model, ModelList};
+
+use crate::error::ApiError;
+use crate::state::{ServedModel, SharedState};
+
+fn entry(id: &str, m: &ServedModel, alias: bool) -> Model {
+    Model {
+        id: id.to_string(),
+        object: Default::default(),
+        created: m.created,
+        owned_by: m.owned_by.clone(),
+        active: true,
+        context_window: u64::from(m.ctx.info.n_ctx_seq),
+        public_apps: None,
+        max_completion_tokens: u64::from(m.ctx.max_completion_tokens),
+        name: Some(if alias {
+            format!("{} (alias of {})", m.name, m.id)
+        } else {
+            m.name.clone()
+        }),
+        input_modalities: vec!["text".into()],
+        output_modalities: vec!["text".into()],
+        supported_features: m.features.clone(),
+        alias_of: alias.then(|| m.id.clone()),
+    }
+}
+
+pub async fn list(State(state): State<SharedState>) -> Json<ModelList> {
+    let reg = &state.registry;
+    let mut data: Vec<Model> = reg
+        .models()
+        .iter()
+        .map(|m| entry(&m.id, m, false))
+        .collect();
+    data.extend(reg.aliases().map(|(a, m)| entry(a, m, true)));
+    Json(ModelList {
+        object: Default::default(),
+        data,
+    })
+}
+
+pub async fn get(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<Json<Model>, ApiError> {
+    let r = state
+        .registry
+        .resolve(&id)
+        .ok_or_else(|| ApiError::ModelNotFound(id.clone()))?;
+    let alias = r.listed_id != r.model.id;
+    Ok(Json(entry(r.listed_id, r.model, alias)))
+}
