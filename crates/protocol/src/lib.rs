@@ -6,7 +6,7 @@
 //! Key types, in the order a request meets them:
 //! - [`parse::parse_chat_request`]: request bytes -> [`chat::ChatCompletionRequest`], or a
 //!   [`parse::RequestParseError`] whose message names the field in Groq's wording
-//!   (`property 'foo' is unsupported, did you mean 'top_p'?`).
+//!   (`property 'max_token' is unsupported, did you mean 'max_tokens'?`).
 //! - [`chat::ChatCompletionRequest`] with [`chat::ChatMessage`] (one variant per `role`, each
 //!   rejecting unknown fields), [`chat::MessageContent`], [`chat::Tool`],
 //!   [`chat::ToolChoice`], [`chat::ResponseFormat`]. Shapes only: ranges and per-model rules

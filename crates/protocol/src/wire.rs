@@ -64,20 +64,12 @@ pub(crate) use const_str;
 /// emit: an integral value has no fraction (`0`, not `0.0`), as in the live capture
 /// `"logprob":0`. Everything else is serde_json's shortest round-trip form, which matches Go
 /// for the magnitudes that appear in timings and log-probabilities.
-#[expect(
-    clippy::trivially_copy_pass_by_ref,
-    reason = "serialize_with passes the field by reference"
-)]
 pub(crate) fn go_f64<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
     // 2^53: every integral f64 below this converts to i64 exactly.
     const EXACT: f64 = 9_007_199_254_740_992.0;
     if v.is_finite() && v.fract() == 0.0 && v.abs() < EXACT {
-        #[expect(
-            clippy::cast_possible_truncation,
-            reason = "integral and below 2^53, checked above"
-        )]
-        let i = *v as i64;
-        s.serialize_i64(i)
+        // Exact: integral and below 2^53, checked above.
+        s.serialize_i64(*v as i64)
     } else {
         s.serialize_f64(*v)
     }

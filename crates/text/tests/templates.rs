@@ -581,3 +581,39 @@ fn compile_and_raise_errors_are_distinguished() {
         )
     );
 }
+
+#[test]
+fn prefill_falls_back_when_the_template_drops_the_assistant_turn() {
+    let source = "{% for m in messages %}{% if m.role == 'user' %}U:{{ m.content }}\n{% endif %}{% endfor %}\
+                  {% if add_generation_prompt %}A:{% endif %}";
+    let template = ChatTemplate::new(source, "", "").unwrap();
+    let rendered = template
+        .render_prompt(vec![msg("user", "Hi"), msg("assistant", "Sure")], None)
+        .unwrap();
+    assert_eq!(
+        rendered,
+        RenderedPrompt {
+            text: "U:Hi\nA:Sure".to_owned(),
+            prefill: Some("Sure".to_owned()),
+        }
+    );
+}
+
+#[test]
+fn chat_template_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ChatTemplate>();
+    let template = std::sync::Arc::new(smollm());
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let template = std::sync::Arc::clone(&template);
+            std::thread::spawn(move || prompt(&template, vec![msg("user", &i.to_string())]))
+        })
+        .collect();
+    for (i, handle) in handles.into_iter().enumerate() {
+        assert!(handle
+            .join()
+            .unwrap()
+            .contains(&format!("user\n{i}<|im_end|>")));
+    }
+}

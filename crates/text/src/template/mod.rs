@@ -38,8 +38,8 @@ const TEMPLATE_NAME: &str = "chat_template";
 /// filters (`upper`, `trim`) leave them alone.
 const PREFILL_SENTINEL: &str = "\u{F0000}\u{E05A}peregrine-prefill\u{E05A}\u{F0000}";
 
-/// A compiled chat template. Cheap to share behind an `Arc`; rendering takes `&self`.
-#[derive(Debug)]
+/// A compiled chat template. `Send + Sync`: share it behind an `Arc`; rendering takes `&self`.
+#[derive(Debug, Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,

@@ -1,0 +1,116 @@
+//! Router tests on the mock engine: no socket, no model.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use peregrine_engine::{Engine, MockEngine, MockVocab, MOCK_CHAT_TEMPLATE};
+use peregrine_runtime::{ModelContext, Runtime, RuntimeConfig};
+use peregrine_server::{AppState, ModelRegistry, ServedModel};
+use peregrine_text::template::ChatTemplate;
+use tower::ServiceExt;
+
+pub const SCRIPT: &str = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10. Done!";
+
+pub struct Setup {
+    pub script: &'static str,
+    pub parallel: u32,
+    pub ctx: u32,
+    pub delay: Duration,
+    pub max_queue: usize,
+    pub api_keys: Vec<String>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            script: SCRIPT,
+            parallel: 2,
+            ctx: 256,
+            delay: Duration::ZERO,
+            max_queue: 8,
+            api_keys: vec![],
+        }
+    }
+}
+
+pub fn app(s: Setup) -> Router {
+    let (script, ctx, parallel, delay) = (s.script, s.ctx, s.parallel, s.delay);
+    let info = MockEngine::new(script, ctx, parallel).info().clone();
+    let (runtime, _join) = Runtime::spawn(
+        move || Ok(MockEngine::new(script, ctx, parallel).with_delay(delay)),
+        Arc::new(MockVocab),
+        RuntimeConfig {
+            max_queue: s.max_queue,
+            busy_prefill: 16,
+        },
+    )
+    .expect("mock runtime starts");
+    let mut registry = ModelRegistry::default();
+    registry.add(
+        ServedModel {
+            id: "mock-model".into(),
+            name: "Mock".into(),
+            owned_by: "Peregrine".into(),
+            created: 1_700_000_000,
+            fingerprint: "fp_0123456789".into(),
+            features: vec![],
+            runtime,
+            ctx: Arc::new(ModelContext {
+                template: ChatTemplate::new(MOCK_CHAT_TEMPLATE, "<|endoftext|>", "<|im_end|>")
+                    .expect("template compiles"),
+                vocab: Arc::new(MockVocab),
+                max_completion_tokens: ctx,
+                info,
+            }),
+        },
+        vec!["llama-3.3-70b-versatile".into()],
+    );
+    peregrine_server::router(Arc::new(AppState {
+        registry,
+        api_keys: s.api_keys,
+    }))
+}
+
+pub fn post(path: &str, body: &str) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("valid request")
+}
+
+pub async fn send(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let resp = app.clone().oneshot(req).await.expect("router answers");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        headers,
+        String::from_utf8(bytes.to_vec()).expect("utf-8 body"),
+    )
+}
+
+pub async fn chat(app: &Router, body: &str) -> (StatusCode, serde_json::Value) {
+    let (status, _, text) = send(app, post("/openai/v1/chat/completions", body)).await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_events(body: &str) -> Vec<String> {
+    assert!(body.ends_with("\n\n"), "every event ends with a blank line");
+    body.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            e.strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("event without data: {e:?}"))
+                .to_string()
+        })
+        .collect()
+}
