@@ -23,13 +23,14 @@ use peregrine_engine::{Batch, Engine, EngineError, ModelInfo, SeqId, TokenId, Vo
 /// llama.cpp keeps process-wide backend state and refuses a second initialisation, so the
 /// handle is made once and shared read-only.
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
-    static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
-    if let Some(b) = BACKEND.get() {
-        return Ok(b);
-    }
-    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-    let b = LlamaBackend::init().map_err(|e| EngineError::Load(e.to_string()))?;
-    Ok(BACKEND.get_or_init(|| b))
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EngineError::Load(e.clone()))
 }
 
 /// How to size the context of an engine.
@@ -207,7 +208,6 @@ impl LlamaVocab {
         let bos = v.bos().0;
         let bos = u32::try_from(bos).ok();
         let add_bos = v.should_add_bos();
-        drop(v);
         Self {
             model,
             pieces: Arc::new(pieces),

@@ -114,7 +114,7 @@ impl Runtime {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .map_err(|n| AdmissionError::QueueFull(n))?;
+            .map_err(AdmissionError::QueueFull)?;
         // Room for one event per completion token, the flush and the finish: the engine
         // thread's `try_send` can then only fail when the client is gone.
         let (tx, rx) = mpsc::channel(req.max_tokens as usize + 4);

@@ -198,7 +198,7 @@ async fn errors_have_groq_status_and_envelope() {
             "temperature",
         ),
         (
-            format!(r#"{{"model":"mock-model","messages":"hi"}}"#),
+            r#"{"model":"mock-model","messages":"hi"}"#.to_string(),
             StatusCode::BAD_REQUEST,
             None,
             "messages",

@@ -133,6 +133,10 @@ impl ChatTemplate {
     /// which some templates print (`{{ bos_token }}`).
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
+        // transformers compiles templates with `trim_blocks=True, lstrip_blocks=True` and
+        // Jinja2's default `keep_trailing_newline=False`; templates are written (and their
+        // whitespace tuned) for exactly that, e.g. Qwen2.5's source ends in a newline that
+        // must not reach the prompt. Checked against Jinja2 by tests/hf_golden.rs.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);

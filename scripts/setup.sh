@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building and testing Peregrine needs on a fresh Debian machine:
+# cmake + clang + libclang (llama.cpp through llama-cpp-2), and with --python the Python
+# packages of the end-to-end suite. Idempotent and quiet when everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
+
+if ! dpkg -s cmake clang libclang-dev >/dev/null 2>&1; then
+  echo "==> installing cmake, clang, libclang-dev (apt)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake clang libclang-dev >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo is not installed: install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+
+if [ "${1:-}" = "--python" ]; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip >/dev/null
+  fi
+  python3 -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
+fi

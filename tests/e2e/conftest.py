@@ -1,0 +1,164 @@
+"""End-to-end fixtures: one real `peregrine serve` for the whole session, plus SDK clients.
+
+Environment:
+  PEREGRINE_BIN        server binary (default <repo>/target/release/peregrine)
+  PEREGRINE_E2E_MODEL  catalogue id or GGUF path to serve (default qwen2.5-coder-0.5b-instruct)
+  PEREGRINE_E2E_URL    use an already running server at this URL instead of starting one
+                       (it must accept PEREGRINE_E2E_API_KEY, default the fixture's test key)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import groq
+import openai
+import pytest
+import pytest_asyncio
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BIN = REPO_ROOT / "target" / "release" / "peregrine"
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
+TEST_API_KEY = os.environ.get("PEREGRINE_E2E_API_KEY", "gsk_peregrine_e2e_test_key_0123456789")
+STARTUP_TIMEOUT_S = 120.0
+# Generation on a shared CPU can be slow; never let the SDK's 60 s default cut a request short.
+CLIENT_TIMEOUT_S = 600.0
+LISTEN_RE = re.compile(r"^peregrine listening on (http://\S+)\s*$")
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _stderr_tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:  # pragma: no cover - diagnostics only
+        return f"<could not read server stderr: {e}>"
+    all_lines = ANSI_RE.sub("", text).splitlines()
+    # With RUST_BACKTRACE set, an anyhow error is followed by dozens of frames that would push
+    # the actual message out of the tail: keep what comes before the backtrace.
+    for i, line in enumerate(all_lines):
+        if line.strip() == "Stack backtrace:":
+            all_lines = all_lines[:i] + [f"(backtrace of {len(all_lines) - i - 1} lines omitted)"]
+            break
+    return "\n".join(all_lines[-lines:])
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    return TEST_API_KEY
+
+
+@pytest.fixture(scope="session")
+def served_model() -> str:
+    return os.environ.get("PEREGRINE_E2E_MODEL", DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def server(api_key: str, served_model: str):
+    """Starts `peregrine serve --port 0` and yields its base URL (no trailing slash)."""
+    external = os.environ.get("PEREGRINE_E2E_URL")
+    if external:
+        yield external.rstrip("/")
+        return
+
+    binary = Path(os.environ.get("PEREGRINE_BIN", str(DEFAULT_BIN)))
+    if not binary.is_file():
+        pytest.fail(f"server binary not found: {binary} (build it or set PEREGRINE_BIN)")
+
+    stderr_file = Path(tempfile.mkstemp(prefix="peregrine-e2e-", suffix=".stderr")[1])
+    cmd = [
+        str(binary), "serve",
+        "--port", "0",
+        "--model", served_model,
+        "--api-key", api_key,
+    ]
+    with open(stderr_file, "wb") as err:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+            cwd=REPO_ROOT, text=True, bufsize=1,
+        )
+
+    found: dict[str, str] = {}
+    ready = threading.Event()
+
+    def read_stdout() -> None:
+        # Keeps draining stdout for the server's whole life so it can never block on a full pipe.
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            m = LISTEN_RE.match(line)
+            if m and "url" not in found:
+                found["url"] = m.group(1)
+                ready.set()
+        ready.set()  # EOF: the server exited
+
+    threading.Thread(target=read_stdout, name="peregrine-stdout", daemon=True).start()
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not ready.wait(timeout=0.2):
+        if time.monotonic() > deadline:
+            _stop(proc)
+            pytest.fail(
+                f"peregrine did not print its listening line within {STARTUP_TIMEOUT_S:.0f} s\n"
+                f"command: {' '.join(cmd)}\n--- server stderr (tail) ---\n{_stderr_tail(stderr_file)}"
+            )
+    if "url" not in found:
+        code = proc.wait(timeout=10)
+        pytest.fail(
+            f"peregrine exited (status {code}) before listening\n"
+            f"command: {' '.join(cmd)}\n--- server stderr (tail) ---\n{_stderr_tail(stderr_file)}"
+        )
+
+    try:
+        yield found["url"].rstrip("/")
+    finally:
+        _stop(proc)
+        if proc.returncode not in (0, -signal.SIGTERM):
+            print(f"\nperegrine exited with status {proc.returncode}\n{_stderr_tail(stderr_file)}")
+        stderr_file.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def base_url(server: str) -> str:
+    return server
+
+
+@pytest.fixture(scope="session")
+def groq_client(server: str, api_key: str):
+    # The groq SDK appends /openai/v1 itself: base_url is the bare server URL.
+    client = groq.Groq(base_url=server, api_key=api_key, max_retries=0, timeout=CLIENT_TIMEOUT_S)
+    yield client
+    client.close()
+
+
+@pytest_asyncio.fixture
+async def async_groq_client(server: str, api_key: str):
+    # Function-scoped: an async HTTP pool must not outlive the event loop of one test.
+    client = groq.AsyncGroq(base_url=server, api_key=api_key, max_retries=0, timeout=CLIENT_TIMEOUT_S)
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="session")
+def openai_client(server: str, api_key: str):
+    client = openai.OpenAI(
+        base_url=f"{server}/openai/v1", api_key=api_key, max_retries=0, timeout=CLIENT_TIMEOUT_S
+    )
+    yield client
+    client.close()
