@@ -81,6 +81,16 @@ pub fn start_model(
     let loc = locate(common, &spec.source)?;
     tracing::info!(model = %loc.id, path = %loc.path.display(), "loading");
     let loaded = LoadedModel::load(&loc.path, s.gpu_layers)?;
+    serve_loaded(loc, &loaded, spec, s)
+}
+
+/// Starts an engine thread over an already loaded model.
+pub fn serve_loaded(
+    loc: Located,
+    loaded: &LoadedModel,
+    spec: &ModelSpec,
+    s: &ServeSettings,
+) -> Result<ServedModel> {
     let cs = ContextSettings {
         n_ctx_seq: spec.ctx_size,
         n_seq_max: spec.parallel,

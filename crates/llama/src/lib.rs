@@ -109,9 +109,12 @@ impl LoadedModel {
             .with_n_ubatch(ctx.n_batch)
             .with_n_threads(ctx.n_threads)
             .with_n_threads_batch(ctx.n_threads)
-            // Each sequence gets its own n_ctx_seq slice of the cache, so one long
-            // conversation cannot starve the others.
-            .with_kv_unified(false);
+            // One unified KV cache: llama.cpp then packs any mix of sequences (decode tokens
+            // and prefill chunks) into one ubatch. With per-sequence streams it only groups
+            // consecutive sequence ids with equal token counts, which serialises continuous
+            // batching (docs/decisions/0004). The per-sequence limit is enforced by
+            // validation (prompt + max_tokens <= n_ctx_seq), so the total cannot overflow.
+            .with_kv_unified(true);
         let cell = ModelContext::try_new(self.model.clone(), |model| {
             model
                 .new_context(backend, params)

@@ -259,7 +259,15 @@ impl<E: Engine> EngineLoop<E> {
                 }
             }
         }
-        if let Err(e) = self.engine.decode(&self.batch) {
+        let t0 = Instant::now();
+        let res = self.engine.decode(&self.batch);
+        tracing::trace!(
+            tokens = self.batch.len(),
+            seqs = self.active.len(),
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "step"
+        );
+        if let Err(e) = res {
             warn!(error = %e, "decode failed; failing the sequences of this step");
             let failed: Vec<usize> = (0..self.active.len()).filter(|&i| plan[i] > 0).collect();
             for i in failed.into_iter().rev() {
