@@ -40,6 +40,7 @@ pub fn router(state: SharedState) -> Router {
         .nest("/v1", api_routes(state.clone()))
         .route("/health", get(health))
         .fallback(unknown_url)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(middleware::request_id))
         .with_state(state)
@@ -47,6 +48,10 @@ pub fn router(state: SharedState) -> Router {
 
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn method_not_allowed(method: Method) -> impl IntoResponse {
+    error::ApiError::MethodNotAllowed(method.to_string())
 }
 
 async fn unknown_url(method: Method, uri: Uri) -> impl IntoResponse {

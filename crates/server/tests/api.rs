@@ -328,6 +328,12 @@ async fn auth_and_unknown_routes() {
     let (status, _, body) = send(&app, post("/openai/v1/nope", "{}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("unknown_url"));
+    let get = axum::http::Request::get("/openai/v1/chat/completions")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, _, body) = send(&app, get).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(body.contains("method_not_allowed"), "{body}");
 }
 
 #[tokio::test]
