@@ -359,17 +359,9 @@ fn process_token(
         })
         .unwrap_or_default();
     if vocab.is_eog(tok) {
-        if !logprobs.is_empty()
-            && !send(
-                a,
-                Event::Delta {
-                    text: String::new(),
-                    logprobs,
-                },
-            )
-        {
-            return Outcome::Gone;
-        }
+        // The end-of-turn token is not part of the answer: no text, no logprobs entry, and
+        // not counted in completion_tokens (so logprobs and usage line up with content).
+        a.generated -= 1;
         return Outcome::Finish(FinishReason::Stop);
     }
     let text = a.detok.push(&vocab.token_bytes(tok));
