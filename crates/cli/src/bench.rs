@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// (docs/benchmarks.md); both sides are measured after it.
     #[arg(long, default_value_t = 25)]
     pub settle_secs: u64,
+    /// Measure constrained decoding instead (`response_format: json_schema` streams against
+    /// plain ones on the same server, and the grammar mask time per token).
+    #[arg(long)]
+    pub structured: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -141,8 +145,9 @@ fn raw_run(
     })
 }
 
-/// One streaming request; returns (time to first content, time of the last content, tokens).
-async fn http_one(
+/// One streaming request: when it was sent, its first and last content, and its completion
+/// tokens (from `usage`, or the number of content chunks when the stream ends in an error).
+pub(crate) async fn http_one(
     client: &reqwest::Client,
     url: &str,
     body: serde_json::Value,
@@ -160,6 +165,7 @@ async fn http_one(
     let mut first = None;
     let mut last = sent;
     let mut tokens = 0u64;
+    let mut chunks = 0u64;
     let mut buf = Vec::new();
     while let Some(chunk) = stream.next().await {
         buf.extend_from_slice(&chunk?);
@@ -180,6 +186,7 @@ async fn http_one(
                 let now = Instant::now();
                 first.get_or_insert(now);
                 last = now;
+                chunks += 1;
             }
             if let Some(n) = v["x_groq"]["usage"]["completion_tokens"].as_u64() {
                 tokens = n;
@@ -187,7 +194,7 @@ async fn http_one(
         }
     }
     let first = first.context("the stream carried no content")?;
-    Ok((sent, first, last, tokens))
+    Ok((sent, first, last, if tokens > 0 { tokens } else { chunks }))
 }
 
 async fn http_run(
@@ -281,6 +288,7 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
         batch_size: cs.n_batch,
         threads,
         gpu_layers: cs.n_gpu_layers,
+        grammar: peregrine_grammar::GrammarLimits::default(),
     };
     let spec = ModelSpec {
         source: loc.path.display().to_string(),
@@ -290,7 +298,14 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
         aliases: vec![],
     };
     let served = crate::serve::serve_loaded(loc, &loaded, &spec, &settings)?;
-    let mut engine = loaded.engine(&cs)?;
+    let runtime = served.runtime.clone();
+    // The raw engine's context exists only when it is measured: a second llama context in
+    // the process slows decoding on this machine kind (docs/benchmarks.md).
+    let mut engine = if args.structured {
+        None
+    } else {
+        Some(loaded.engine(&cs)?)
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -312,13 +327,16 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
 
     // Warm-up: page the weights in and let the machine settle.
     std::thread::sleep(Duration::from_secs(args.settle_secs));
-    raw_run(&mut engine, &vocab, &prompts("warm", 1)?, 64, &bias)?;
+    let Some(engine) = engine.as_mut() else {
+        return crate::structured_bench::run(&rt, &url, &runtime, &args, &bias_json);
+    };
+    raw_run(engine, &vocab, &prompts("warm", 1)?, 64, &bias)?;
     rt.block_on(http_run(&url, 1, "warm", 64, &bias_json))?;
 
     let (mut raw, mut srv) = (Vec::new(), Vec::new());
     for &c in &args.concurrency {
         let r = raw_run(
-            &mut engine,
+            engine,
             &vocab,
             &prompts(&format!("raw{c}"), c)?,
             args.gen_tokens,

@@ -5,6 +5,7 @@ mod catalog;
 mod pull;
 mod serve;
 mod settings;
+mod structured_bench;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

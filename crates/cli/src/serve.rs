@@ -113,6 +113,10 @@ pub fn serve_loaded(
     )
     .with_context(|| format!("compiling the chat template of {}", loc.id))?;
     let vocab: Arc<dyn peregrine_engine::Vocab> = Arc::new(loaded.vocab());
+    let grammars = Arc::new(
+        peregrine_grammar::Grammars::new(vocab.as_ref(), s.grammar_limits())
+            .map_err(|e| anyhow::anyhow!("building the grammar tokenizer of {}: {e}", loc.id))?,
+    );
     let engine_model = loaded.clone();
     let engine_cs = cs.clone();
     let (runtime, _join) = Runtime::spawn(
@@ -137,6 +141,7 @@ pub fn serve_loaded(
             template,
             vocab,
             max_completion_tokens: spec.ctx_size,
+            grammars,
             info,
         }),
         id,

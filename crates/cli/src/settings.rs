@@ -109,6 +109,21 @@ pub struct ServeArgs {
     /// Prefill tokens per step while other streams decode.
     #[arg(long, env = "PEREGRINE_BUSY_PREFILL", default_value_t = 128)]
     pub busy_prefill: usize,
+    /// Lexer fuel one `response_format` schema may spend to compile (~50k units per ms);
+    /// a schema over it gets a 400.
+    #[arg(
+        long,
+        env = "PEREGRINE_GRAMMAR_COMPILE_FUEL",
+        default_value_t = 1_000_000
+    )]
+    pub grammar_compile_fuel: u64,
+    /// Lexer fuel one token mask may spend (~14k units per ms); a grammar over it ends its
+    /// request with `json_validate_failed`.
+    #[arg(long, env = "PEREGRINE_GRAMMAR_MASK_FUEL", default_value_t = 200_000)]
+    pub grammar_mask_fuel: u64,
+    /// Compiled grammars kept per model (keyed by schema).
+    #[arg(long, env = "PEREGRINE_GRAMMAR_CACHE", default_value_t = 256)]
+    pub grammar_cache: usize,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -162,6 +177,13 @@ pub struct ServeSettings {
     pub batch_size: u32,
     pub threads: i32,
     pub gpu_layers: u32,
+    pub grammar: peregrine_grammar::GrammarLimits,
+}
+
+impl ServeSettings {
+    pub fn grammar_limits(&self) -> peregrine_grammar::GrammarLimits {
+        self.grammar
+    }
 }
 
 fn load_file(path: &Path) -> Result<FileConfig> {
@@ -230,6 +252,12 @@ impl ServeArgs {
             batch_size: self.engine.batch_size,
             threads: self.engine.threads(),
             gpu_layers: self.engine.gpu_layers,
+            grammar: peregrine_grammar::GrammarLimits {
+                compile_fuel: self.grammar_compile_fuel,
+                mask_fuel: self.grammar_mask_fuel,
+                cache_entries: self.grammar_cache,
+                ..Default::default()
+            },
         })
     }
 }

@@ -75,6 +75,11 @@ pub trait Vocab: Send + Sync {
     fn token_bytes(&self, token: TokenId) -> Vec<u8>;
     /// Whether the token ends generation (EOS, EOT, `<|im_end|>`, ...).
     fn is_eog(&self, token: TokenId) -> bool;
+    /// The text of a control token that renders as nothing (`<|im_end|>`), so grammars can
+    /// name it; `None` for ordinary tokens.
+    fn special_text(&self, _token: TokenId) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// One token placed in a [`Batch`].

@@ -61,6 +61,13 @@ impl Vocab for MockVocab {
     fn is_eog(&self, token: TokenId) -> bool {
         token == IM_END || token == ENDOFTEXT
     }
+
+    fn special_text(&self, token: TokenId) -> Option<Vec<u8>> {
+        SPECIALS
+            .iter()
+            .find(|(_, id)| *id == token)
+            .map(|(s, _)| s.as_bytes().to_vec())
+    }
 }
 
 /// The deterministic test engine. See the module docs.

@@ -190,6 +190,8 @@ impl Engine for LlamaEngine {
 pub struct LlamaVocab {
     model: Arc<LlamaModel>,
     pieces: Arc<Vec<Box<[u8]>>>,
+    /// Text of control tokens (those whose piece is empty), by token id.
+    specials: Arc<Vec<(TokenId, Box<[u8]>)>>,
     eog: Arc<Vec<bool>>,
     bos: Option<TokenId>,
     add_bos: bool,
@@ -201,11 +203,19 @@ impl LlamaVocab {
         let n = usize::try_from(v.n_tokens()).unwrap_or(0);
         let mut pieces = Vec::with_capacity(n);
         let mut eog = Vec::with_capacity(n);
+        let mut specials = Vec::new();
         for id in 0..n {
             let t = LlamaToken::new(id as i32);
             // `special = false`: control tokens (`<|im_end|>`) render as nothing, while
             // user-defined added tokens (`<tool_call>`) still render as their text.
-            pieces.push(v.token_to_piece(t, false, None).into_boxed_slice());
+            let piece = v.token_to_piece(t, false, None);
+            if piece.is_empty() {
+                let text = v.token_to_piece(t, true, None);
+                if !text.is_empty() {
+                    specials.push((id as TokenId, text.into_boxed_slice()));
+                }
+            }
+            pieces.push(piece.into_boxed_slice());
             eog.push(v.is_eog(t));
         }
         let bos = v.bos().0;
@@ -214,6 +224,7 @@ impl LlamaVocab {
         Self {
             model,
             pieces: Arc::new(pieces),
+            specials: Arc::new(specials),
             eog: Arc::new(eog),
             bos,
             add_bos,
@@ -249,5 +260,12 @@ impl Vocab for LlamaVocab {
 
     fn is_eog(&self, token: TokenId) -> bool {
         self.eog.get(token as usize).copied().unwrap_or(false)
+    }
+
+    fn special_text(&self, token: TokenId) -> Option<Vec<u8>> {
+        self.specials
+            .binary_search_by_key(&token, |(t, _)| *t)
+            .ok()
+            .map(|i| self.specials[i].1.to_vec())
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use peregrine_engine::{Engine, Vocab};
+use peregrine_grammar::{GrammarLimits, Grammars};
 use peregrine_llama::{ContextSettings, LoadedModel};
 use peregrine_protocol::parse::parse_chat_request;
 use peregrine_runtime::{validate, Event, FinishReason, ModelContext, Runtime, RuntimeConfig};
@@ -56,6 +57,8 @@ fn start(path: &std::path::Path) -> Fixture {
     )
     .expect("template compiles");
     let vocab: Arc<dyn Vocab> = Arc::new(loaded.vocab());
+    let grammars =
+        Arc::new(Grammars::new(vocab.as_ref(), GrammarLimits::default()).expect("grammars"));
     let engine_model = loaded.clone();
     let (runtime, _) = Runtime::spawn(
         move || engine_model.engine(&cs),
@@ -69,6 +72,7 @@ fn start(path: &std::path::Path) -> Fixture {
             template,
             vocab,
             max_completion_tokens: 1024,
+            grammars,
             info,
         },
     }
@@ -84,6 +88,7 @@ async fn complete(f: &Fixture, body: &str) -> (String, FinishReason, u32) {
             Event::Delta { text: t, .. } => text.push_str(&t),
             Event::Finished(done) => return (text, done.reason, done.usage.cached_tokens),
             Event::Failed(e) => panic!("generation failed: {e}"),
+            Event::Rejected(r) => panic!("output rejected: {r:?}"),
         }
     }
     panic!("stream ended without a finish event");
@@ -189,6 +194,7 @@ async fn first_token(f: &Fixture, body: &str) -> FirstToken {
                 return (tok, top, done.reason);
             }
             Event::Failed(e) => panic!("generation failed: {e}"),
+            Event::Rejected(r) => panic!("output rejected: {r:?}"),
         }
     }
     panic!("stream ended without a finish event");

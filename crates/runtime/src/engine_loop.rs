@@ -6,17 +6,21 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use peregrine_engine::{Batch, BatchToken, Engine, SeqId, TokenId, Vocab};
+use peregrine_grammar::{Constraint, OutputError};
 use peregrine_text::detok::IncrementalDecoder;
 use peregrine_text::stop::StopMatcher;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::events::{Event, FinishReason, Finished, TokenLogprob, TopLogprob, UsageStats};
+use crate::events::{
+    Event, FinishReason, Finished, Rejection, TokenLogprob, TopLogprob, UsageStats,
+};
 use crate::sampling::Sampler;
 use crate::scheduler::{self, Budget, SeqView};
+use crate::stats::StatsCell;
 use crate::validate::ValidRequest;
 
 /// A request on its way to the engine thread.
@@ -55,6 +59,11 @@ struct Active {
     /// A stop string matched: text held back after it is never released.
     hit_stop: bool,
     detok: IncrementalDecoder,
+    /// The grammar the output must follow (`response_format`), if any.
+    constraint: Option<Constraint>,
+    /// Text sent so far, kept only for constrained sequences (checked at the end, and the
+    /// `failed_generation` of a rejection).
+    text: String,
     cached: usize,
     submitted: Instant,
     started: Instant,
@@ -78,11 +87,16 @@ pub(crate) struct EngineLoop<E: Engine> {
     clock: u64,
     budget: Budget,
     batch: Batch,
+    stats: StatsCell,
+    /// Threads computing grammar masks while the forward pass runs.
+    mask_threads: usize,
 }
 
 enum Outcome {
     Continue,
     Finish(FinishReason),
+    /// The grammar could not go on.
+    Reject(OutputError),
     Gone,
 }
 
@@ -93,6 +107,7 @@ impl<E: Engine> EngineLoop<E> {
         inbox: mpsc::UnboundedReceiver<Submission>,
         pending_count: Arc<AtomicUsize>,
         cfg: LoopConfig,
+        stats: StatsCell,
     ) -> Self {
         let info = engine.info();
         let n_slots = info.n_seq_max as usize;
@@ -111,6 +126,10 @@ impl<E: Engine> EngineLoop<E> {
             clock: 0,
             budget,
             batch: Batch::default(),
+            stats,
+            // llama.cpp's own threads take the cores during decode; a quarter of them (at
+            // least one) computes masks alongside.
+            mask_threads: std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).max(1)),
         }
     }
 
@@ -148,7 +167,7 @@ impl<E: Engine> EngineLoop<E> {
                     slot = self.active[i].slot.0,
                     "client left; freeing its sequence"
                 );
-                let a = self.active.swap_remove(i);
+                let a = self.active.remove(i);
                 self.release(a);
             } else {
                 i += 1;
@@ -189,6 +208,8 @@ impl<E: Engine> EngineLoop<E> {
                 stop: StopMatcher::new(sub.req.stops),
                 hit_stop: false,
                 detok: IncrementalDecoder::default(),
+                constraint: sub.req.constraint,
+                text: String::new(),
                 cached: common,
                 submitted: sub.submitted,
                 started: Instant::now(),
@@ -260,7 +281,7 @@ impl<E: Engine> EngineLoop<E> {
             }
         }
         let t0 = Instant::now();
-        let res = self.engine.decode(&self.batch);
+        let (res, mask_errors) = self.decode_with_masks(&rows);
         tracing::trace!(
             tokens = self.batch.len(),
             seqs = self.active.len(),
@@ -271,7 +292,7 @@ impl<E: Engine> EngineLoop<E> {
             warn!(error = %e, "decode failed; failing the sequences of this step");
             let failed: Vec<usize> = (0..self.active.len()).filter(|&i| plan[i] > 0).collect();
             for i in failed.into_iter().rev() {
-                let a = self.active.swap_remove(i);
+                let a = self.active.remove(i);
                 let _ = a
                     .events
                     .try_send(Event::Failed("internal_server_error".into()));
@@ -295,11 +316,22 @@ impl<E: Engine> EngineLoop<E> {
             }
         }
         let mut done: Vec<(usize, Outcome)> = Vec::new();
+        for (i, e) in mask_errors {
+            done.push((i, Outcome::Reject(e)));
+        }
         for (i, row) in rows.iter().enumerate() {
             let Some(row) = *row else { continue };
+            if done.iter().any(|d| d.0 == i) {
+                continue;
+            }
             let logits = self.engine.logits(row);
             let a = &mut self.active[i];
-            let sampled = a.sampler.sample(logits);
+            let sampled = match &a.constraint {
+                Some(c) => a
+                    .sampler
+                    .sample_masked(logits, Some(&|r: &mut [f32]| c.apply(r))),
+                None => a.sampler.sample(logits),
+            };
             let outcome = process_token(
                 a,
                 sampled,
@@ -310,15 +342,76 @@ impl<E: Engine> EngineLoop<E> {
                 done.push((i, outcome));
             }
         }
-        // Remove from the back so indices stay valid.
+        // Remove from the back so indices stay valid; `remove` keeps the order of the rest
+        // (the scheduler serves prefill first come, first served).
         done.sort_by_key(|d| std::cmp::Reverse(d.0));
         for (i, outcome) in done {
-            let mut a = self.active.swap_remove(i);
-            if let Outcome::Finish(reason) = outcome {
-                finish(&mut a, reason);
+            let mut a = self.active.remove(i);
+            match outcome {
+                Outcome::Finish(reason) => finish(&mut a, reason),
+                Outcome::Reject(e) => reject(&a, &e),
+                Outcome::Continue | Outcome::Gone => {}
             }
             self.release(a);
         }
+    }
+
+    /// Runs the forward pass while other threads compute the grammar masks of the sequences
+    /// that sample this step (a mask depends only on tokens already committed). Returns the
+    /// decode result and the sequences whose grammar failed.
+    fn decode_with_masks(
+        &mut self,
+        rows: &[Option<usize>],
+    ) -> (
+        Result<(), peregrine_engine::EngineError>,
+        Vec<(usize, OutputError)>,
+    ) {
+        let mut work: Vec<(usize, &mut Constraint)> = self
+            .active
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| rows[*i].is_some())
+            .filter_map(|(i, a)| a.constraint.as_mut().map(|c| (i, c)))
+            .collect();
+        if work.is_empty() {
+            return (self.engine.decode(&self.batch), Vec::new());
+        }
+        let engine = &mut self.engine;
+        let batch = &self.batch;
+        let per_thread = work.len().div_ceil(self.mask_threads);
+        let (res, errors, wait) = std::thread::scope(|s| {
+            let handles: Vec<_> = work
+                .chunks_mut(per_thread)
+                .map(|chunk| {
+                    s.spawn(move || {
+                        chunk
+                            .iter_mut()
+                            .filter_map(|(i, c)| c.compute_mask().err().map(|e| (*i, e)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let res = engine.decode(batch);
+            let t = Instant::now();
+            let mut errors = Vec::new();
+            for h in handles {
+                match h.join() {
+                    Ok(e) => errors.extend(e),
+                    Err(_) => warn!("a grammar mask computation panicked"),
+                }
+            }
+            (res, errors, t.elapsed())
+        });
+        let times: Vec<Duration> = work.iter().map(|(_, c)| c.last_mask_time()).collect();
+        // A panicked mask thread leaves its constraints without a mask: fail them.
+        let mut errors = errors;
+        for (i, c) in &work {
+            if !c.has_mask() && !errors.iter().any(|e| e.0 == *i) {
+                errors.push((*i, OutputError::Grammar("mask computation failed".into())));
+            }
+        }
+        self.stats.record(&times, wait);
+        (res, errors)
     }
 
     fn release(&mut self, a: Active) {
@@ -364,8 +457,16 @@ fn process_token(
         a.generated -= 1;
         return Outcome::Finish(FinishReason::Stop);
     }
+    if let Some(c) = &mut a.constraint {
+        if let Err(e) = c.commit(tok) {
+            return Outcome::Reject(e);
+        }
+    }
     let text = a.detok.push(&vocab.token_bytes(tok));
     let step = a.stop.push(&text);
+    if a.constraint.is_some() {
+        a.text.push_str(&step.emit);
+    }
     if (!step.emit.is_empty() || !logprobs.is_empty())
         && !send(
             a,
@@ -397,6 +498,9 @@ fn finish(a: &mut Active, reason: FinishReason) {
         if !step.stopped {
             rest.push_str(&a.stop.flush());
         }
+        if a.constraint.is_some() {
+            a.text.push_str(&rest);
+        }
         if !rest.is_empty()
             && !send(
                 a,
@@ -406,6 +510,12 @@ fn finish(a: &mut Active, reason: FinishReason) {
                 },
             )
         {
+            return;
+        }
+    }
+    if let Some(c) = &mut a.constraint {
+        if let Err(e) = c.check_output(&a.text) {
+            reject(a, &e);
             return;
         }
     }
@@ -420,6 +530,12 @@ fn finish(a: &mut Active, reason: FinishReason) {
         completion_time: (now - first).as_secs_f64(),
     };
     send(a, Event::Finished(Finished { reason, usage }));
+}
+
+/// Ends a constrained request whose text is not an acceptable answer.
+fn reject(a: &Active, e: &OutputError) {
+    debug!(slot = a.slot.0, error = %e, "constrained output rejected");
+    send(a, Event::Rejected(Rejection::Json(e.to_string())));
 }
 
 fn send(a: &Active, ev: Event) -> bool {

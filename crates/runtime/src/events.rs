@@ -13,6 +13,16 @@ pub enum Event {
     Finished(Finished),
     /// Generation failed after it started (the response headers may be out already).
     Failed(String),
+    /// Generation ended but the text is not an acceptable answer (the text sent so far is
+    /// the failed generation).
+    Rejected(Rejection),
+}
+
+/// Why a finished text was refused.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rejection {
+    /// Not a complete value of the requested JSON format (Groq's `json_validate_failed`).
+    Json(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

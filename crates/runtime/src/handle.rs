@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::engine_loop::{EngineLoop, LoopConfig, Submission};
 use crate::events::Event;
+use crate::stats::{MaskStats, StatsCell};
 use crate::validate::ValidRequest;
 
 /// Limits of the runtime. Defaults in brackets.
@@ -46,6 +47,7 @@ pub struct Runtime {
     pending: Arc<AtomicUsize>,
     info: Arc<ModelInfo>,
     cfg: RuntimeConfig,
+    stats: StatsCell,
 }
 
 impl Runtime {
@@ -64,6 +66,8 @@ impl Runtime {
         let pending = Arc::new(AtomicUsize::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let loop_pending = pending.clone();
+        let stats = StatsCell::default();
+        let loop_stats = stats.clone();
         let join = std::thread::Builder::new()
             .name("peregrine-engine".into())
             .spawn(move || {
@@ -81,7 +85,7 @@ impl Runtime {
                 let cfg = LoopConfig {
                     busy_prefill: cfg.busy_prefill,
                 };
-                EngineLoop::new(engine, vocab, rx, loop_pending, cfg).run();
+                EngineLoop::new(engine, vocab, rx, loop_pending, cfg, loop_stats).run();
             })
             .map_err(|e| EngineError::Load(format!("cannot start the engine thread: {e}")))?;
         let info = ready_rx
@@ -93,6 +97,7 @@ impl Runtime {
                 pending,
                 info: Arc::new(info),
                 cfg,
+                stats,
             },
             join,
         ))
@@ -100,6 +105,15 @@ impl Runtime {
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// Grammar mask timings since start (or the last [`Runtime::reset_mask_stats`]).
+    pub fn mask_stats(&self) -> MaskStats {
+        self.stats.snapshot()
+    }
+
+    pub fn reset_mask_stats(&self) {
+        self.stats.reset();
     }
 
     /// Requests waiting for a slot right now.

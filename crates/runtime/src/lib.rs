@@ -15,8 +15,10 @@ pub mod events;
 mod handle;
 pub mod sampling;
 pub mod scheduler;
+pub mod stats;
 pub mod validate;
 
-pub use events::{Event, FinishReason, Finished, TokenLogprob, TopLogprob, UsageStats};
+pub use events::{Event, FinishReason, Finished, Rejection, TokenLogprob, TopLogprob, UsageStats};
 pub use handle::{AdmissionError, Runtime, RuntimeConfig};
+pub use stats::{MaskStats, Summary};
 pub use validate::{validate, ModelContext, ServiceTier, ValidRequest, ValidationError};

@@ -39,6 +39,9 @@ pub struct Sampled {
     pub logprobs: Option<(f32, Vec<(TokenId, f32)>)>,
 }
 
+/// Sets the logits of forbidden tokens to -inf (a grammar's token mask).
+pub type LogitsMask<'a> = &'a dyn Fn(&mut [f32]);
+
 /// Per-sequence sampler state.
 pub struct Sampler {
     params: SamplingParams,
@@ -69,8 +72,15 @@ impl Sampler {
 
     /// Chooses the next token from `logits` and records it for the penalties.
     pub fn sample(&mut self, logits: &[f32]) -> Sampled {
+        self.sample_masked(logits, None)
+    }
+
+    /// Like [`Sampler::sample`], with `mask` first setting the logits of tokens a grammar
+    /// forbids to -inf. Log-probabilities are those of the distribution actually sampled from.
+    pub fn sample_masked(&mut self, logits: &[f32], mask: Option<LogitsMask<'_>>) -> Sampled {
         let p = &self.params;
-        let adjusted = !p.logit_bias.is_empty()
+        let adjusted = mask.is_some()
+            || !p.logit_bias.is_empty()
             || (!self.counts.is_empty()
                 && (p.frequency_penalty != 0.0 || p.presence_penalty != 0.0));
         let row: &[f32] = if adjusted {
@@ -85,6 +95,9 @@ impl Sampler {
                 if let Some(l) = self.scratch.get_mut(tok as usize) {
                     *l += bias;
                 }
+            }
+            if let Some(mask) = mask {
+                mask(&mut self.scratch);
             }
             &self.scratch
         } else {
@@ -116,6 +129,9 @@ fn argmax(row: &[f32]) -> TokenId {
 
 fn sample_nucleus(row: &[f32], temperature: f32, top_p: f32, rng: &mut StdRng) -> TokenId {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return argmax(row);
+    }
     let inv_t = 1.0 / temperature;
     let mut cands: Vec<(TokenId, f32)> = Vec::new();
     let mut total = 0.0f32;
@@ -147,7 +163,8 @@ fn sample_nucleus(row: &[f32], temperature: f32, top_p: f32, rng: &mut StdRng) -
         }
         r -= w;
     }
-    cands.last().map_or(0, |c| c.0)
+    // Rounding left `r` past the end: the last token with any weight (never a masked one).
+    cands.iter().rev().find(|c| c.1 > 0.0).map_or(0, |c| c.0)
 }
 
 /// Log-softmax of the chosen token and of the `n` most likely tokens.
@@ -238,6 +255,26 @@ mod tests {
         assert_eq!(s.sample(&[1.0, 2.0, 0.0]).token, 1);
         // Token 1 is now penalised below token 0.
         assert_eq!(s.sample(&[1.0, 2.0, 0.0]).token, 0);
+    }
+
+    #[test]
+    fn a_mask_limits_the_choice_for_greedy_and_random() {
+        let only_2 = |row: &mut [f32]| {
+            for (i, l) in row.iter_mut().enumerate() {
+                if i != 2 {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        };
+        let mut s = Sampler::new(params(Sampling::Greedy));
+        assert_eq!(s.sample_masked(&[5.0, 3.0, 0.0], Some(&only_2)).token, 2);
+        let mut s = Sampler::new(params(Sampling::Random {
+            temperature: 1.5,
+            top_p: 0.9,
+        }));
+        for _ in 0..100 {
+            assert_eq!(s.sample_masked(&[5.0, 3.0, 0.0], Some(&only_2)).token, 2);
+        }
     }
 
     #[test]

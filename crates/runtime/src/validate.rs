@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use peregrine_engine::{ModelInfo, TokenId, Vocab};
+use peregrine_grammar::{strict, Constraint, GrammarSpec, Grammars};
 use peregrine_protocol::chat::{
     ChatCompletionRequest, ChatMessage, ContentPart, MessageContent, ResponseFormat, StopSequences,
     ToolChoice,
@@ -15,6 +16,8 @@ use crate::sampling::{Sampling, SamplingParams};
 
 /// The most stop sequences a request may carry (Groq's limit).
 pub const MAX_STOP_SEQUENCES: usize = 4;
+/// Longest stop sequence, in bytes (the matcher holds back up to this much text).
+pub const MAX_STOP_BYTES: usize = 1024;
 /// The most alternatives `top_logprobs` may ask for.
 pub const MAX_TOP_LOGPROBS: i64 = 20;
 /// Below this a temperature is treated as greedy decoding (Groq maps 0 to 1e-8).
@@ -27,6 +30,8 @@ pub struct ModelContext {
     pub info: ModelInfo,
     /// Most completion tokens one request may ask for.
     pub max_completion_tokens: u32,
+    /// Grammar compiler for this model's tokenizer (`response_format`).
+    pub grammars: Arc<Grammars>,
 }
 
 /// Requested service tier, as echoed in responses.
@@ -48,13 +53,15 @@ impl ServiceTier {
 }
 
 /// A request that passed every check that can be made before generation.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ValidRequest {
     pub prompt: Vec<TokenId>,
     /// Completion tokens allowed (already bounded by the context window).
     pub max_tokens: u32,
     pub sampling: SamplingParams,
     pub stops: Vec<String>,
+    /// The grammar the output must follow (`response_format` json_object / json_schema).
+    pub constraint: Option<Constraint>,
     pub stream: bool,
     pub include_usage: bool,
     pub service_tier: ServiceTier,
@@ -120,6 +127,12 @@ pub fn validate(
             v.clone()
         }
     };
+    if let Some(long) = stops.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(invalid(format!(
+            "`stop` sequences may be at most {MAX_STOP_BYTES} bytes long, got {}",
+            long.len()
+        )));
+    }
     let stops = stops.into_iter().filter(|s| !s.is_empty()).collect();
 
     let logprobs = match (req.logprobs, req.top_logprobs) {
@@ -184,7 +197,11 @@ pub fn validate(
         }
     };
 
-    let prompt = render_and_tokenize(req, model)?;
+    let format = output_format(req)?;
+    let prompt = render_and_tokenize(req, model, format.as_ref())?;
+    if prompt.is_empty() {
+        return Err(invalid("the rendered prompt is empty"));
+    }
     let context = model.info.n_ctx_seq;
     if prompt.len() >= context as usize {
         return Err(ValidationError::ContextLengthExceeded {
@@ -212,8 +229,20 @@ pub fn validate(
         None => model.max_completion_tokens.min(room),
     };
 
+    // Compiled last: it is the most expensive check, and cached for repeated schemas.
+    let constraint = match &format {
+        None => None,
+        Some(f) => Some(
+            model
+                .grammars
+                .compile(&f.spec)
+                .map_err(|e| invalid(format!("`response_format`: {e}")))?,
+        ),
+    };
+
     Ok(ValidRequest {
         prompt,
+        constraint,
         max_tokens,
         sampling: SamplingParams {
             mode,
@@ -237,12 +266,6 @@ pub fn validate(
 /// Parameters whose feature has not landed yet are refused rather than silently ignored.
 fn reject_unsupported(req: &ChatCompletionRequest) -> Result<(), ValidationError> {
     let unsupported = |param| Err(ValidationError::Unsupported { param });
-    if matches!(
-        req.response_format,
-        Some(ResponseFormat::JsonObject) | Some(ResponseFormat::JsonSchema { .. })
-    ) {
-        return unsupported("response_format");
-    }
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return unsupported("tools");
     }
@@ -300,9 +323,108 @@ fn text_of(content: &MessageContent, idx: usize) -> Result<String, ValidationErr
     Ok(content.as_text())
 }
 
+/// A `response_format` that constrains the output, resolved.
+struct OutputFormat {
+    spec: GrammarSpec,
+    /// What the model is told when the prompt does not already say it.
+    instruction: String,
+    /// Text whose presence in the prompt means the model was already told.
+    markers: Vec<String>,
+}
+
+fn valid_schema_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn output_format(req: &ChatCompletionRequest) -> Result<Option<OutputFormat>, ValidationError> {
+    match &req.response_format {
+        None | Some(ResponseFormat::Text) => Ok(None),
+        Some(ResponseFormat::JsonObject) => Ok(Some(OutputFormat {
+            spec: GrammarSpec::JsonObject,
+            instruction: "Respond with a single JSON object and nothing else.".into(),
+            markers: vec!["json".into()],
+        })),
+        Some(ResponseFormat::JsonSchema { json_schema: f }) => {
+            if !valid_schema_name(&f.name) {
+                return Err(invalid(format!(
+                    "`response_format.json_schema.name` must match [a-zA-Z0-9_-]{{1,64}}, got '{}'",
+                    f.name
+                )));
+            }
+            let schema = match &f.schema {
+                Some(s @ serde_json::Value::Object(_)) => s.clone(),
+                Some(_) => {
+                    return Err(invalid(
+                        "`response_format.json_schema.schema` must be a JSON Schema object",
+                    ))
+                }
+                None => return Err(invalid("`response_format.json_schema.schema` is required")),
+            };
+            if f.strict == Some(true) {
+                strict::check(&schema)
+                    .map_err(|e| invalid(format!("`response_format.json_schema.schema`: {e}")))?;
+            }
+            // The schema counts as mentioned when every top-level property name appears
+            // quoted in the prompt (a pasted schema or example); otherwise the model is shown
+            // the schema, as Groq's docs advise.
+            let markers: Vec<String> = schema
+                .get("properties")
+                .and_then(|p| p.as_object())
+                .map(|p| p.keys().map(|k| format!("\"{k}\"")).collect())
+                .filter(|m: &Vec<String>| !m.is_empty())
+                .unwrap_or_else(|| vec![schema.to_string()]);
+            let about = match &f.description {
+                Some(d) if !d.is_empty() => format!(" ({d})"),
+                _ => String::new(),
+            };
+            let instruction = format!(
+                "Respond with a single JSON value and nothing else. It must match the JSON Schema `{}`{about}:\n{}",
+                f.name, schema
+            );
+            Ok(Some(OutputFormat {
+                spec: GrammarSpec::JsonSchema(schema),
+                instruction,
+                markers,
+            }))
+        }
+    }
+}
+
+/// Adds the format instruction to the system prompt (or a new system message first) unless
+/// every marker already appears in the conversation.
+fn add_format_instruction(msgs: &mut Vec<TemplateMessage>, format: &OutputFormat) {
+    let all_text: String = msgs
+        .iter()
+        .filter_map(|m| m.content.as_deref())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .to_lowercase();
+    if format
+        .markers
+        .iter()
+        .all(|m| all_text.contains(&m.to_lowercase()))
+    {
+        return;
+    }
+    match msgs.first_mut() {
+        Some(m) if m.role == "system" || m.role == "developer" => {
+            let c = m.content.get_or_insert_with(String::new);
+            if !c.is_empty() {
+                c.push_str("\n\n");
+            }
+            c.push_str(&format.instruction);
+        }
+        _ => msgs.insert(0, msg("system", Some(format.instruction.clone()), &None)),
+    }
+}
+
 fn render_and_tokenize(
     req: &ChatCompletionRequest,
     model: &ModelContext,
+    format: Option<&OutputFormat>,
 ) -> Result<Vec<TokenId>, ValidationError> {
     let mut msgs = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
@@ -361,6 +483,9 @@ fn render_and_tokenize(
         };
         msgs.push(tm);
     }
+    if let Some(f) = format {
+        add_format_instruction(&mut msgs, f);
+    }
     let rendered = model
         .template
         .render_prompt(msgs, None)
@@ -376,5 +501,74 @@ fn msg(role: &str, content: Option<String>, name: &Option<String>) -> TemplateMe
         tool_calls: None,
         tool_call_id: None,
         reasoning: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peregrine_protocol::parse::parse_chat_request;
+
+    fn format_of(body: serde_json::Value) -> OutputFormat {
+        let req = parse_chat_request(body.to_string().as_bytes()).unwrap();
+        output_format(&req).unwrap().unwrap()
+    }
+
+    fn user(text: &str) -> TemplateMessage {
+        msg("user", Some(text.into()), &None)
+    }
+
+    #[test]
+    fn the_schema_is_added_to_the_system_prompt_when_the_prompt_lacks_it() {
+        let f = format_of(serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "review",
+                "schema": {"type": "object", "properties": {"stars": {"type": "integer"}}}}}
+        }));
+        let mut msgs = vec![
+            msg("system", Some("Be brief.".into()), &None),
+            user("Rate it"),
+        ];
+        add_format_instruction(&mut msgs, &f);
+        let sys = msgs[0].content.as_deref().unwrap();
+        assert!(sys.starts_with("Be brief.\n\n"), "{sys}");
+        assert!(
+            sys.contains(r#""stars""#) && sys.contains("`review`"),
+            "{sys}"
+        );
+
+        // No system message: one is added first.
+        let mut msgs = vec![user("Rate it")];
+        add_format_instruction(&mut msgs, &f);
+        assert_eq!(msgs[0].role, "system");
+        assert_eq!(msgs.len(), 2);
+
+        // The prompt already names every property: left alone.
+        let mut msgs = vec![user(r#"Answer as {"stars": n}"#)];
+        add_format_instruction(&mut msgs, &f);
+        assert_eq!(msgs.len(), 1);
+    }
+
+    #[test]
+    fn json_mode_adds_an_instruction_only_when_json_is_not_mentioned() {
+        let f = format_of(serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_object"}
+        }));
+        let mut msgs = vec![user("Reply in JSON please")];
+        add_format_instruction(&mut msgs, &f);
+        assert_eq!(msgs.len(), 1);
+        let mut msgs = vec![user("List three colours")];
+        add_format_instruction(&mut msgs, &f);
+        assert_eq!(msgs.len(), 2);
+        assert!(msgs[0].content.as_deref().unwrap().contains("JSON object"));
+    }
+
+    #[test]
+    fn schema_names_are_checked() {
+        assert!(valid_schema_name("product_review-2"));
+        assert!(!valid_schema_name(""));
+        assert!(!valid_schema_name("has space"));
+        assert!(!valid_schema_name(&"x".repeat(65)));
     }
 }

@@ -14,7 +14,7 @@ use peregrine_protocol::chat::{
     Delta, TokenLogprob, TopLogprob, Usage, XGroq,
 };
 use peregrine_protocol::parse::parse_chat_request;
-use peregrine_runtime::{validate, Event, ServiceTier, UsageStats};
+use peregrine_runtime::{validate, Event, Rejection, ServiceTier, UsageStats};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
@@ -32,6 +32,8 @@ struct Meta {
     service_tier: &'static str,
     include_usage: bool,
     logprobs: bool,
+    /// Keep the streamed text (for a rejection's `failed_generation`).
+    track_text: bool,
 }
 
 pub async fn create(
@@ -51,17 +53,23 @@ pub async fn create(
     let model = resolved.model.clone();
     // Groq's generated seeds are 31-bit; keep ours in the same range.
     let random_seed = u64::from(rand::random::<u32>() >> 1);
-    let valid = validate(&req, &model.ctx, random_seed)?;
+    let model_name = req.model.clone();
+    // Rendering, tokenizing and compiling a schema are CPU work: off the async workers.
+    let ctx = model.ctx.clone();
+    let valid = tokio::task::spawn_blocking(move || validate(&req, &ctx, random_seed))
+        .await
+        .map_err(|e| ApiError::Internal(format!("validation task: {e}")))??;
     let meta = Meta {
         id: format!("chatcmpl-{}", uuid::Uuid::new_v4()),
         created: now_unix(),
-        model: req.model.clone(),
+        model: model_name,
         fingerprint: model.fingerprint.clone(),
         request_id,
         seed: valid.sampling.seed as i64,
         service_tier: valid.service_tier.as_str(),
         include_usage: valid.include_usage,
         logprobs: valid.sampling.logprobs.is_some(),
+        track_text: valid.constraint.is_some(),
     };
     let stream = valid.stream;
     let flex = valid.service_tier == ServiceTier::Flex;
@@ -78,6 +86,16 @@ pub async fn create(
         resp.headers_mut().insert("x-peregrine-model", v);
     }
     Ok(resp)
+}
+
+/// The error for a generated text that was refused; `text` is what was generated.
+fn rejected(r: Rejection, text: String) -> ApiError {
+    match r {
+        Rejection::Json(message) => ApiError::JsonValidateFailed {
+            message,
+            failed_generation: text,
+        },
+    }
 }
 
 fn now_unix() -> i64 {
@@ -168,6 +186,7 @@ async fn fold(meta: &Meta, mut rx: mpsc::Receiver<Event>) -> Result<ChatCompleti
                 });
             }
             Event::Failed(why) => return Err(ApiError::Internal(why)),
+            Event::Rejected(r) => return Err(rejected(r, content)),
         }
     }
     Err(ApiError::Internal("the engine dropped the request".into()))
@@ -196,10 +215,28 @@ fn sse(out: &mut Vec<u8>, chunk: &impl serde::Serialize) {
     out.extend_from_slice(b"\n\n");
 }
 
-/// Turns one event into SSE bytes. Returns `true` when the stream is over.
-fn encode(meta: &Meta, ev: Option<Event>, out: &mut Vec<u8>) -> bool {
+/// Turns one event into SSE bytes. Returns `true` when the stream is over. `sent` is the
+/// text streamed so far (the `failed_generation` of a rejection).
+fn encode(meta: &Meta, ev: Option<Event>, sent: &mut String, out: &mut Vec<u8>) -> bool {
     match ev {
+        Some(Event::Rejected(r)) => {
+            // A refused answer ends the stream with the error Groq would have returned
+            // (docs/decisions/0005): an `x_groq.error` chunk, then the error event.
+            let err = rejected(r, std::mem::take(sent));
+            let mut c = meta.chunk(vec![]);
+            c.x_groq = Some(XGroq {
+                id: meta.request_id.clone(),
+                error: Some(err.to_string()),
+                ..Default::default()
+            });
+            sse(out, &c);
+            sse(out, &err.envelope());
+            true
+        }
         Some(Event::Delta { text, logprobs }) => {
+            if meta.track_text {
+                sent.push_str(&text);
+            }
             let c = meta.chunk(vec![ChunkChoice {
                 index: 0,
                 delta: Delta {
@@ -275,31 +312,31 @@ fn sse_response(meta: Meta, rx: mpsc::Receiver<Event>) -> Response {
         ..Default::default()
     });
     sse(&mut first, &c);
-    // State: (receiver, meta, bytes to send first, finished?)
-    let init = (rx, meta, Some(first), false);
-    let stream = futures::stream::unfold(init, |(mut rx, meta, head, done)| async move {
+    // State: (receiver, meta, text sent, bytes to send first, finished?)
+    let init = (rx, meta, String::new(), Some(first), false);
+    let stream = futures::stream::unfold(init, |(mut rx, meta, mut sent, head, done)| async move {
         if let Some(bytes) = head {
             return Some((
                 Ok::<_, std::convert::Infallible>(Bytes::from(bytes)),
-                (rx, meta, None, done),
+                (rx, meta, sent, None, done),
             ));
         }
         if done {
             return None;
         }
         let mut out = Vec::new();
-        let mut over = encode(&meta, rx.recv().await, &mut out);
+        let mut over = encode(&meta, rx.recv().await, &mut sent, &mut out);
         // Coalesce whatever else is already waiting into the same write.
         while !over {
             match rx.try_recv() {
-                Ok(ev) => over = encode(&meta, Some(ev), &mut out),
+                Ok(ev) => over = encode(&meta, Some(ev), &mut sent, &mut out),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    over = encode(&meta, None, &mut out)
+                    over = encode(&meta, None, &mut sent, &mut out)
                 }
             }
         }
-        Some((Ok(Bytes::from(out)), (rx, meta, None, over)))
+        Some((Ok(Bytes::from(out)), (rx, meta, sent, None, over)))
     });
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();

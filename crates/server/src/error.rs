@@ -26,6 +26,12 @@ pub enum ApiError {
     UnknownUrl { method: String, path: String },
     #[error("Method {0} is not allowed for this endpoint.")]
     MethodNotAllowed(String),
+    /// The generated text is not valid for the requested JSON format.
+    #[error("{message}")]
+    JsonValidateFailed {
+        message: String,
+        failed_generation: String,
+    },
     /// A failure of ours. The cause goes to the log, never to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -87,6 +93,11 @@ impl ApiError {
                 "invalid_request_error",
                 Some("method_not_allowed"),
             ),
+            ApiError::JsonValidateFailed { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("json_validate_failed"),
+            ),
         }
     }
 
@@ -114,7 +125,12 @@ impl ApiError {
                 kind: kind.to_string(),
                 code: code.map(str::to_string),
                 param: None,
-                failed_generation: None,
+                failed_generation: match self {
+                    ApiError::JsonValidateFailed {
+                        failed_generation, ..
+                    } => Some(failed_generation.clone()),
+                    _ => None,
+                },
             },
         }
     }

@@ -429,6 +429,9 @@ async fn full_queue_answers_429_with_retry_after() {
         .await
         .unwrap();
     let mut a_body = a.into_body();
+    // The role chunk goes out at admission to the queue; a content chunk proves `a` holds
+    // the only slot and left the queue.
+    let _ = a_body.frame().await;
     let _ = a_body.frame().await;
     let b = app
         .clone()

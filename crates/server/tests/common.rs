@@ -8,6 +8,7 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use peregrine_engine::{Engine, MockEngine, MockVocab, MOCK_CHAT_TEMPLATE};
+use peregrine_grammar::{GrammarLimits, Grammars};
 use peregrine_runtime::{ModelContext, Runtime, RuntimeConfig};
 use peregrine_server::{AppState, ModelRegistry, ServedModel};
 use peregrine_text::template::ChatTemplate;
@@ -64,6 +65,9 @@ pub fn app(s: Setup) -> Router {
                     .expect("template compiles"),
                 vocab: Arc::new(MockVocab),
                 max_completion_tokens: ctx,
+                grammars: Arc::new(
+                    Grammars::new(&MockVocab, GrammarLimits::default()).expect("grammars"),
+                ),
                 info,
             }),
         },

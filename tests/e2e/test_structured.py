@@ -1,0 +1,157 @@
+"""Structured outputs through the official groq SDK: every seed schema, non-streaming and
+streaming (beyond Groq), checked with `jsonschema`; pydantic seeds parse with
+`model_validate_json`; bad schemas and unfinished values get Groq's errors.
+
+The seed requests are sent as documented (messages, response_format) with only the client's
+base_url and api_key changed, plus `max_completion_tokens` so a runaway answer cannot stall the
+suite and `temperature: 0` for repeatable runs on a 0.5B model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import groq
+import jsonschema
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "structured"
+SEEDS = json.loads((FIXTURES / "seeds.json").read_text())
+MODEL = "openai/gpt-oss-20b"  # Groq's structured-outputs model id; an alias of the default model
+BUDGET = 1500
+
+
+def _id(seed: dict) -> str:
+    # Some seeds show one schema twice (JSON and pydantic/zod) under the same name.
+    return seed.get("id", seed["name"])
+
+
+def _request(seed: dict, stream: bool) -> dict:
+    return dict(
+        model=MODEL,
+        messages=seed["messages"],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {
+                "name": seed["name"],
+                "schema": seed["schema"],
+                **({"strict": True} if seed.get("strict") else {}),
+            },
+        },
+        max_completion_tokens=BUDGET,
+        temperature=0,
+        stream=stream,
+    )
+
+
+def _run(client: groq.Groq, seed: dict, stream: bool) -> str:
+    if not stream:
+        resp = client.chat.completions.create(**_request(seed, False))
+        assert resp.choices[0].finish_reason == "stop", resp
+        return resp.choices[0].message.content
+    parts = []
+    finish = None
+    for chunk in client.chat.completions.create(**_request(seed, True)):
+        if chunk.choices:
+            parts.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    assert finish == "stop"
+    return "".join(parts)
+
+
+@pytest.fixture(scope="module")
+def seed_outputs(groq_client):
+    """Every seed, both ways, one request at a time.
+
+    Greedy output of a request running alone is repeatable; batched beside others, its logits
+    can differ in the last bits (docs/decisions/0003), and for a few of these long schemas the
+    0.5B model then falls into a repetition loop that runs to the token budget (a
+    json_validate_failed, correctly). One at a time keeps the suite deterministic.
+    """
+    jobs = [(s, stream) for s in SEEDS for stream in (False, True)]
+    outs = [_run(groq_client, *j) for j in jobs]
+    return {(_id(s), stream): out for (s, stream), out in zip(jobs, outs)}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("seed", SEEDS, ids=[_id(s) for s in SEEDS])
+def test_seed_schema_output_validates(seed_outputs, seed, stream):
+    text = seed_outputs[(_id(seed), stream)]
+    value = json.loads(text)
+    jsonschema.validate(value, seed["schema"])
+    if seed.get("pydantic"):
+        ns: dict = {}
+        exec(seed["pydantic"], ns)  # the seed's own pydantic models
+        model = ns[seed["pydantic_model"]]
+        # exec'd classes resolve their forward references in the exec namespace.
+        model.model_rebuild(_types_namespace=ns)
+        model.model_validate_json(text)
+
+
+def test_json_object_mode(groq_client):
+    resp = groq_client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Give the name and population of two large cities."}],
+        response_format={"type": "json_object"},
+        max_completion_tokens=300,
+        temperature=0,
+    )
+    assert isinstance(json.loads(resp.choices[0].message.content), dict)
+
+
+def test_unsupported_schema_is_a_400(groq_client):
+    with pytest.raises(groq.BadRequestError) as e:
+        groq_client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "List numbers"}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "nums", "schema": {"type": "array", "uniqueItems": True}},
+            },
+        )
+    assert "uniqueItems" in e.value.body["error"]["message"]
+
+
+def test_strict_rules_are_enforced(groq_client):
+    with pytest.raises(groq.BadRequestError) as e:
+        groq_client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "A person"}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "person",
+                    "strict": True,
+                    "schema": {"type": "object", "properties": {"name": {"type": "string"}}},
+                },
+            },
+        )
+    assert "additionalProperties" in e.value.body["error"]["message"]
+
+
+def test_unfinished_value_is_json_validate_failed(groq_client):
+    with pytest.raises(groq.BadRequestError) as e:
+        groq_client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Describe Paris in JSON with many fields."}],
+            response_format={"type": "json_object"},
+            max_completion_tokens=5,
+        )
+    err = e.value.body["error"]
+    assert err["code"] == "json_validate_failed"
+    assert err["failed_generation"].startswith("{")
+
+
+def test_unfinished_stream_raises(groq_client):
+    stream = groq_client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Describe Paris in JSON with many fields."}],
+        response_format={"type": "json_object"},
+        max_completion_tokens=5,
+        stream=True,
+    )
+    with pytest.raises(groq.APIError) as e:
+        for _ in stream:
+            pass
+    assert "JSON" in str(e.value)
