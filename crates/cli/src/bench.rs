@@ -289,6 +289,7 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
         threads,
         gpu_layers: cs.n_gpu_layers,
         grammar: peregrine_grammar::GrammarLimits::default(),
+        mask_threads: crate::settings::default_mask_threads(threads),
     };
     let spec = ModelSpec {
         source: loc.path.display().to_string(),

@@ -125,6 +125,7 @@ pub fn serve_loaded(
         RuntimeConfig {
             max_queue: s.max_queue,
             busy_prefill: s.busy_prefill,
+            mask_threads: s.mask_threads,
         },
     )?;
     let id = spec.id.clone().unwrap_or(loc.id);

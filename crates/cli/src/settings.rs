@@ -121,6 +121,10 @@ pub struct ServeArgs {
     /// request with `json_validate_failed`.
     #[arg(long, env = "PEREGRINE_GRAMMAR_MASK_FUEL", default_value_t = 200_000)]
     pub grammar_mask_fuel: u64,
+    /// Threads computing grammar masks while the forward pass runs [default: the cores
+    /// llama.cpp does not use, at most 4; 0 computes them just before it].
+    #[arg(long, env = "PEREGRINE_MASK_THREADS")]
+    pub mask_threads: Option<usize>,
     /// Compiled grammars kept per model (keyed by schema).
     #[arg(long, env = "PEREGRINE_GRAMMAR_CACHE", default_value_t = 256)]
     pub grammar_cache: usize,
@@ -178,6 +182,13 @@ pub struct ServeSettings {
     pub threads: i32,
     pub gpu_layers: u32,
     pub grammar: peregrine_grammar::GrammarLimits,
+    pub mask_threads: usize,
+}
+
+/// Mask threads when not configured: the cores left over by llama.cpp's `threads`, at most 4.
+pub fn default_mask_threads(threads: i32) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_sub(threads.max(0) as usize).min(4)
 }
 
 impl ServeSettings {
@@ -252,6 +263,9 @@ impl ServeArgs {
             batch_size: self.engine.batch_size,
             threads: self.engine.threads(),
             gpu_layers: self.engine.gpu_layers,
+            mask_threads: self
+                .mask_threads
+                .unwrap_or_else(|| default_mask_threads(self.engine.threads())),
             grammar: peregrine_grammar::GrammarLimits {
                 compile_fuel: self.grammar_compile_fuel,
                 mask_fuel: self.grammar_mask_fuel,

@@ -71,7 +71,7 @@ fn start(path: &Path) -> Fixture {
         vocab.clone(),
         RuntimeConfig {
             max_queue: 256,
-            busy_prefill: 128,
+            ..RuntimeConfig::default()
         },
     )
     .expect("engine starts");

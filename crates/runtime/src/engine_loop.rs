@@ -34,6 +34,7 @@ pub(crate) struct Submission {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LoopConfig {
     pub busy_prefill: usize,
+    pub mask_threads: usize,
 }
 
 /// What a KV slot holds, so a new prompt sharing a prefix can skip re-computing it.
@@ -88,7 +89,8 @@ pub(crate) struct EngineLoop<E: Engine> {
     budget: Budget,
     batch: Batch,
     stats: StatsCell,
-    /// Threads computing grammar masks while the forward pass runs.
+    /// Threads computing grammar masks while the forward pass runs; 0: on this thread,
+    /// before it.
     mask_threads: usize,
 }
 
@@ -127,9 +129,7 @@ impl<E: Engine> EngineLoop<E> {
             budget,
             batch: Batch::default(),
             stats,
-            // llama.cpp's own threads take the cores during decode; a quarter of them (at
-            // least one) computes masks alongside.
-            mask_threads: std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).max(1)),
+            mask_threads: cfg.mask_threads,
         }
     }
 
@@ -375,6 +375,16 @@ impl<E: Engine> EngineLoop<E> {
             .collect();
         if work.is_empty() {
             return (self.engine.decode(&self.batch), Vec::new());
+        }
+        if self.mask_threads == 0 {
+            // No spare core: masks first, then the forward pass, on this thread.
+            let errors: Vec<(usize, OutputError)> = work
+                .iter_mut()
+                .filter_map(|(i, c)| c.compute_mask().err().map(|e| (*i, e)))
+                .collect();
+            let times: Vec<Duration> = work.iter().map(|(_, c)| c.last_mask_time()).collect();
+            self.stats.record(&times, Duration::ZERO);
+            return (self.engine.decode(&self.batch), errors);
         }
         let engine = &mut self.engine;
         let batch = &self.batch;

@@ -20,6 +20,10 @@ pub struct RuntimeConfig {
     /// Prefill tokens per step while other sequences are decoding [128]. Smaller keeps
     /// running streams smoother while a long prompt is read; larger reads prompts faster.
     pub busy_prefill: usize,
+    /// Threads that compute grammar masks while the forward pass runs [0]. 0 computes them
+    /// on the engine thread just before it: right when the forward pass already uses every
+    /// core (on a 2-core CPU, overlapping measured 6% slower than inline).
+    pub mask_threads: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -27,6 +31,7 @@ impl Default for RuntimeConfig {
         Self {
             max_queue: 64,
             busy_prefill: 128,
+            mask_threads: 0,
         }
     }
 }
@@ -84,6 +89,7 @@ impl Runtime {
                 }
                 let cfg = LoopConfig {
                     busy_prefill: cfg.busy_prefill,
+                    mask_threads: cfg.mask_threads,
                 };
                 EngineLoop::new(engine, vocab, rx, loop_pending, cfg, loop_stats).run();
             })

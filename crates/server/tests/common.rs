@@ -47,6 +47,9 @@ pub fn app(s: Setup) -> Router {
         RuntimeConfig {
             max_queue: s.max_queue,
             busy_prefill: 16,
+            // Exercise masks computed beside the forward pass (the real-model tests run
+            // them inline).
+            mask_threads: 1,
         },
     )
     .expect("mock runtime starts");
