@@ -77,6 +77,11 @@ def server(api_key: str, served_model: str):
     if external:
         yield external.rstrip("/")
         return
+    yield from start_server(api_key, served_model)
+
+
+def start_server(api_key: str, served_model: str):
+    """Generator: starts a server, yields its URL, stops it when resumed."""
 
     binary = Path(os.environ.get("PEREGRINE_BIN", str(DEFAULT_BIN)))
     if not binary.is_file():

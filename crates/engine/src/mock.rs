@@ -196,10 +196,11 @@ impl Engine for MockEngine {
         r
     }
 
-    fn clear_seq(&mut self, seq: SeqId, from: u32) {
+    fn clear_seq(&mut self, seq: SeqId, from: u32) -> bool {
         if let Some(h) = self.kv.get_mut(&seq) {
             h.truncate(from as usize);
         }
+        true
     }
 }
 

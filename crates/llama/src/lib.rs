@@ -176,12 +176,18 @@ impl Engine for LlamaEngine {
         self.cell.borrow_dependent().get_logits_ith(row as i32)
     }
 
-    fn clear_seq(&mut self, seq: SeqId, from: u32) {
+    fn clear_seq(&mut self, seq: SeqId, from: u32) -> bool {
         self.cell.with_dependent_mut(|_, ctx| {
-            // Removing a range cannot fail for a plain transformer KV cache; a failure would
-            // only leave stale entries that the next prefill of this slot overwrites.
-            let _ = ctx.clear_kv_cache_seq(Some(seq.0), Some(from), None);
-        });
+            match ctx.clear_kv_cache_seq(Some(seq.0), Some(from), None) {
+                Ok(true) => true,
+                // Recurrent and sliding-window memories refuse to drop only a suffix: drop
+                // the whole sequence, which they always accept, and report nothing cached.
+                _ => {
+                    let _ = ctx.clear_kv_cache_seq(Some(seq.0), None, None);
+                    from == 0
+                }
+            }
+        })
     }
 }
 

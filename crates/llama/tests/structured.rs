@@ -7,8 +7,11 @@
 //!   one is refused before generation; zero unconstrained answers;
 //! - JSON mode over 50 prompts (json_object_prompts.json) always parses as an object.
 //!
-//! Corpus and JSON-mode requests run concurrently through one runtime, as a server would
-//! batch them; the long seed schemas run one at a time (see below).
+//! Requests run one at a time on a fresh runtime: greedy output is then repeatable, while
+//! batched beside others its logits differ in the last bits and the 0.5B model can fall into
+//! a repetition loop that runs to the token budget (a correct json_validate_failed, but not
+//! what these tests measure). Batching with grammars is covered by the router tests and
+//! `peregrine bench --structured`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -185,12 +188,12 @@ async fn corpus_valid_or_refused_never_unconstrained() {
     let corpus = fixture("corpus.json");
     let corpus = corpus.as_array().expect("a list");
     assert!(corpus.len() >= 60, "at least 60 schemas");
-    let runs = corpus.iter().map(|c| {
+    let mut outcomes = Vec::new();
+    for c in corpus {
         let msgs = json!([{"role": "user", "content": c["prompt"]}]);
         let fmt = schema_format(c["id"].as_str().unwrap(), &c["schema"], false);
-        run(&f, body(msgs, fmt, 600))
-    });
-    let outcomes = futures::future::join_all(runs).await;
+        outcomes.push(run(&f, body(msgs, fmt, 600)).await);
+    }
     let mut failures = Vec::new();
     let (mut valid, mut refused) = (0, 0);
     for (c, o) in corpus.iter().zip(&outcomes) {
@@ -220,11 +223,11 @@ async fn json_mode_always_parses() {
     let prompts = fixture("json_object_prompts.json");
     let prompts = prompts.as_array().expect("a list");
     assert!(prompts.len() >= 50);
-    let runs = prompts.iter().map(|p| {
+    let mut outcomes = Vec::new();
+    for p in prompts {
         let msgs = json!([{"role": "user", "content": p}]);
-        run(&f, body(msgs, json!({"type": "json_object"}), 600))
-    });
-    let outcomes = futures::future::join_all(runs).await;
+        outcomes.push(run(&f, body(msgs, json!({"type": "json_object"}), 600)).await);
+    }
     let mut bad = Vec::new();
     for (p, o) in prompts.iter().zip(&outcomes) {
         match o {

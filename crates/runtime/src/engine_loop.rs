@@ -195,7 +195,11 @@ impl<E: Engine> EngineLoop<E> {
                 .min(prompt.len().saturating_sub(1));
             s.busy = true;
             let seq = SeqId(slot as u32);
-            self.engine.clear_seq(seq, common as u32);
+            let common = if self.engine.clear_seq(seq, common as u32) {
+                common
+            } else {
+                0
+            };
             let kv = prompt[..common].to_vec();
             self.active.push(Active {
                 slot: seq,
