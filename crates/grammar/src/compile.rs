@@ -118,10 +118,6 @@ impl Grammars {
         })
     }
 
-    pub fn limits(&self) -> GrammarLimits {
-        self.limits
-    }
-
     /// A fresh constraint for `spec`, compiled or taken from the cache.
     pub fn compile(&self, spec: &GrammarSpec) -> Result<Constraint, GrammarError> {
         let key = match spec {

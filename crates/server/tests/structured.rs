@@ -8,6 +8,19 @@ use axum::http::StatusCode;
 use common::{app, chat, post, send, sse_events, Setup};
 use serde_json::{json, Value};
 
+/// The concatenated `delta.content` of the chunk events in `events`.
+fn streamed_content(events: &[String]) -> String {
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect()
+}
+
 fn req(script_fmt: Value, extra: Value) -> String {
     let mut r = json!({
         "model": "mock-model",
@@ -91,15 +104,7 @@ async fn a_stream_that_cannot_finish_its_value_ends_in_an_error() {
         .as_str()
         .unwrap()
         .starts_with("Failed to generate JSON"));
-    let content: String = events[..events.len() - 2]
-        .iter()
-        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
+    let content = streamed_content(&events[..events.len() - 2]);
     assert_eq!(last["error"]["failed_generation"], content.as_str());
     assert!(content.starts_with('{'));
 }
@@ -130,15 +135,7 @@ async fn json_schema_streams_a_valid_value() {
     assert_eq!(status, StatusCode::OK);
     let events = sse_events(&text);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let content: String = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str::<Value>(e).unwrap())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
+    let content = streamed_content(&events[..events.len() - 1]);
     assert_eq!(content, r#"{"name": "Ada", "age": 36}"#);
 
     let (status, body) = chat(&app, &req(fmt, json!({}))).await;
