@@ -301,6 +301,7 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
         ctx_size: cs.n_ctx_seq,
         parallel: cs.n_seq_max,
         aliases: vec![],
+        tool_format: None,
     };
     let served = crate::serve::serve_loaded(loc, &loaded, &spec, &settings)?;
     let runtime = served.runtime.clone();

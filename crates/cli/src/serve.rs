@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use peregrine_grammar::CallSyntax;
 use peregrine_llama::{ContextSettings, LoadedModel};
 use peregrine_runtime::{ModelContext, Runtime, RuntimeConfig};
 use peregrine_server::{AppState, ModelRegistry, ServedModel};
 use peregrine_text::template::ChatTemplate;
+use peregrine_text::tools::ToolFormat;
 use sha2::{Digest, Sha256};
 
 use crate::catalog;
@@ -106,17 +108,19 @@ pub fn serve_loaded(
             "context per sequence exceeds what the model was trained with"
         );
     }
-    let template = ChatTemplate::new(
-        info.chat_template.as_deref().unwrap_or(FALLBACK_TEMPLATE),
-        &info.bos_text,
-        &info.eos_text,
-    )
-    .with_context(|| format!("compiling the chat template of {}", loc.id))?;
+    let template_source = info.chat_template.as_deref().unwrap_or(FALLBACK_TEMPLATE);
+    let tool_format = spec
+        .tool_format
+        .unwrap_or_else(|| ToolFormat::detect(template_source));
+    tracing::info!(model = %loc.id, tool_format = tool_format.name(), "tool-call syntax");
+    let template = ChatTemplate::new(template_source, &info.bos_text, &info.eos_text)
+        .with_context(|| format!("compiling the chat template of {}", loc.id))?;
     let vocab: Arc<dyn peregrine_engine::Vocab> = Arc::new(loaded.vocab());
     let grammars = Arc::new(
         peregrine_grammar::Grammars::new(vocab.as_ref(), s.grammar_limits())
             .map_err(|e| anyhow::anyhow!("building the grammar tokenizer of {}: {e}", loc.id))?,
     );
+    let tool_syntax = CallSyntax::resolve(tool_format, vocab.as_ref());
     let engine_model = loaded.clone();
     let engine_cs = cs.clone();
     let (runtime, _join) = Runtime::spawn(
@@ -143,6 +147,7 @@ pub fn serve_loaded(
             vocab,
             max_completion_tokens: spec.ctx_size,
             grammars,
+            tool_syntax,
             info,
         }),
         id,

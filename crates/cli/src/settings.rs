@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use peregrine_text::tools::ToolFormat;
+
 use crate::catalog::DEFAULT_MODEL;
 
 /// Groq's public model ids that resolve to the default model unless `--no-default-aliases`,
@@ -135,6 +137,10 @@ pub struct ServeArgs {
     /// Compiled grammars kept per model (keyed by schema).
     #[arg(long, env = "PEREGRINE_GRAMMAR_CACHE", default_value_t = 256)]
     pub grammar_cache: usize,
+    /// How the model writes tool calls: hermes, llama3, mistral or json [default: detected
+    /// from its chat template].
+    #[arg(long, env = "PEREGRINE_TOOL_FORMAT", value_parser = parse_tool_format)]
+    pub tool_format: Option<ToolFormat>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -164,6 +170,8 @@ pub struct FileModel {
     pub aliases: Vec<String>,
     /// Map Groq's public ids to this model [default: true for the first model].
     pub default_aliases: Option<bool>,
+    /// Tool-call syntax: hermes, llama3, mistral or json [default: from the chat template].
+    pub tool_format: Option<String>,
 }
 
 /// One model to serve, resolved.
@@ -174,6 +182,13 @@ pub struct ModelSpec {
     pub ctx_size: u32,
     pub parallel: u32,
     pub aliases: Vec<String>,
+    /// Tool-call syntax; `None`: detected from the chat template.
+    pub tool_format: Option<ToolFormat>,
+}
+
+fn parse_tool_format(s: &str) -> Result<ToolFormat, String> {
+    ToolFormat::from_name(s)
+        .ok_or_else(|| format!("unknown tool format '{s}' (hermes, llama3, mistral, json)"))
 }
 
 /// Everything `serve` needs, resolved once.
@@ -232,6 +247,7 @@ impl ServeArgs {
                 ctx_size: self.engine.ctx_size.unwrap_or(DEFAULT_CTX_SIZE),
                 parallel: self.engine.parallel.unwrap_or(DEFAULT_PARALLEL),
                 aliases,
+                tool_format: self.tool_format,
             }]
         } else {
             file.models
@@ -244,7 +260,7 @@ impl ServeArgs {
                     if i == 0 {
                         aliases.extend(self.aliases.iter().cloned());
                     }
-                    ModelSpec {
+                    Ok(ModelSpec {
                         source: m.model.clone(),
                         id: m.id.clone(),
                         ctx_size: self
@@ -258,9 +274,15 @@ impl ServeArgs {
                             .or(m.parallel)
                             .unwrap_or(DEFAULT_PARALLEL),
                         aliases,
-                    }
+                        tool_format: m
+                            .tool_format
+                            .as_deref()
+                            .map(parse_tool_format)
+                            .transpose()
+                            .map_err(anyhow::Error::msg)?,
+                    })
                 })
-                .collect()
+                .collect::<Result<Vec<_>>>()?
         };
         let mut api_keys = file.api_keys;
         api_keys.extend(self.api_keys.iter().filter(|k| !k.is_empty()).cloned());

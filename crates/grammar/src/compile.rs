@@ -48,15 +48,9 @@ pub enum GrammarSpec {
     JsonObject,
     /// `response_format: {"type": "json_schema"}`: a value valid against the schema.
     JsonSchema(Value),
-}
-
-impl GrammarSpec {
-    fn schema(&self) -> Value {
-        match self {
-            GrammarSpec::JsonObject => json!({"type": "object"}),
-            GrammarSpec::JsonSchema(s) => s.clone(),
-        }
-    }
+    /// A Lark grammar (tool calls, see [`crate::tools::CallGrammar`]); the output is checked
+    /// only for completeness.
+    Lark(String),
 }
 
 /// Why a grammar could not be built. The message names the schema keyword or limit.
@@ -72,7 +66,7 @@ struct Compiled {
     /// A started matcher that has seen no token; each request gets a clone sharing its lexer
     /// cache.
     matcher: Matcher,
-    validator: Arc<jsonschema::Validator>,
+    validator: Option<Arc<jsonschema::Validator>>,
     last_used: u64,
 }
 
@@ -91,7 +85,7 @@ pub struct Grammars {
 
 /// JSON layout the grammar allows: compact, with the spaces models write by habit
 /// (`{"a": 1, "b": 2}`). No free whitespace: a small model cannot pad forever after the value.
-fn json_options() -> Value {
+pub(crate) fn json_options() -> Value {
     json!({
         "whitespace_flexible": false,
         "item_separator": ", ",
@@ -123,19 +117,31 @@ impl Grammars {
         let key = match spec {
             GrammarSpec::JsonObject => "json_object".to_string(),
             GrammarSpec::JsonSchema(s) => format!("json_schema:{s}"),
+            GrammarSpec::Lark(g) => format!("lark:{g}"),
         };
         if let Some(c) = self.lookup(&key) {
             return Ok(c);
         }
         let t0 = Instant::now();
-        let schema = spec.schema();
-        let validator = jsonschema::validator_for(&schema)
-            .map_err(|e| GrammarError::InvalidSchema(e.to_string()))?;
-        let mut with_opts = schema;
-        if let Some(obj) = with_opts.as_object_mut() {
-            obj.insert("x-guidance".into(), json_options());
-        }
-        let grammar = TopLevelGrammar::from_json_schema(with_opts);
+        let (grammar, validator) = match spec {
+            GrammarSpec::Lark(g) => (TopLevelGrammar::from_lark(g.clone()), None),
+            GrammarSpec::JsonObject | GrammarSpec::JsonSchema(_) => {
+                let schema = match spec {
+                    GrammarSpec::JsonSchema(s) => s.clone(),
+                    _ => json!({"type": "object"}),
+                };
+                let validator = jsonschema::validator_for(&schema)
+                    .map_err(|e| GrammarError::InvalidSchema(e.to_string()))?;
+                let mut with_opts = schema;
+                if let Some(obj) = with_opts.as_object_mut() {
+                    obj.insert("x-guidance".into(), json_options());
+                }
+                (
+                    TopLevelGrammar::from_json_schema(with_opts),
+                    Some(Arc::new(validator)),
+                )
+            }
+        };
         let parser = self
             .factory
             .create_parser(grammar)
@@ -145,7 +151,6 @@ impl Grammars {
             return Err(GrammarError::Unsupported(clean(&e)));
         }
         tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "compiled a grammar");
-        let validator = Arc::new(validator);
         let constraint = Constraint::new(matcher.clone(), validator.clone());
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.clock += 1;

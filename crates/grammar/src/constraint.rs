@@ -25,7 +25,7 @@ pub enum OutputError {
 /// A per-sequence constraint. `Send`, so masks can be computed off the engine thread.
 pub struct Constraint {
     matcher: Matcher,
-    validator: Arc<jsonschema::Validator>,
+    validator: Option<Arc<jsonschema::Validator>>,
     mask: Option<SimpleVob>,
     mask_time: Duration,
 }
@@ -40,7 +40,7 @@ impl std::fmt::Debug for Constraint {
 }
 
 impl Constraint {
-    pub(crate) fn new(matcher: Matcher, validator: Arc<jsonschema::Validator>) -> Self {
+    pub(crate) fn new(matcher: Matcher, validator: Option<Arc<jsonschema::Validator>>) -> Self {
         Self {
             matcher,
             validator,
@@ -113,6 +113,32 @@ impl Constraint {
             .map_err(|e| OutputError::Grammar(first_line(&e.to_string())))
     }
 
+    /// Advances the grammar past tokens generated before it was started (a lazy grammar
+    /// that begins at a call's opening): `bytes` first (the opening's part of a token that
+    /// began before it, tokenized by the grammar's own tokenizer), then whole `tokens`.
+    /// An error means the text so far is not a prefix of the grammar.
+    pub fn feed(&mut self, bytes: &[u8], tokens: &[TokenId]) -> Result<(), OutputError> {
+        self.mask = None;
+        let err = |e: String| OutputError::Grammar(first_line(&e));
+        let mut all = Vec::new();
+        if !bytes.is_empty() {
+            let env = self.matcher.tok_env().map_err(|e| err(e.to_string()))?;
+            all.extend(env.tokenize_bytes(bytes));
+        }
+        all.extend_from_slice(tokens);
+        let n = self
+            .matcher
+            .try_consume_tokens(&all)
+            .map_err(|e| err(e.to_string()))?;
+        if n < all.len() {
+            return Err(OutputError::Grammar(format!(
+                "the text is not a prefix of the grammar (stopped after {n} of {} tokens)",
+                all.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether the text so far is a complete value of the grammar.
     pub fn is_complete(&mut self) -> bool {
         (self.matcher.is_stopped() && !self.matcher.is_error())
@@ -127,9 +153,12 @@ impl Constraint {
         if !self.is_complete() {
             return Err(OutputError::Incomplete);
         }
+        let Some(validator) = &self.validator else {
+            return Ok(());
+        };
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|_| OutputError::Incomplete)?;
-        match self.validator.validate(&value) {
+        match validator.validate(&value) {
             Ok(()) => Ok(()),
             Err(e) => Err(OutputError::Schema(format!(
                 "'{}' does not validate with {}: {}",

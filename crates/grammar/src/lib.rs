@@ -20,7 +20,9 @@ mod compile;
 mod constraint;
 pub mod strict;
 mod tokenizer;
+pub mod tools;
 
 pub use compile::{GrammarError, GrammarLimits, GrammarSpec, Grammars};
 pub use constraint::{Constraint, OutputError};
 pub use tokenizer::tok_env;
+pub use tools::{CallGrammar, CallSyntax, Marker, ToolDef};

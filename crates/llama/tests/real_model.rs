@@ -59,6 +59,12 @@ fn start(path: &std::path::Path) -> Fixture {
     let vocab: Arc<dyn Vocab> = Arc::new(loaded.vocab());
     let grammars =
         Arc::new(Grammars::new(vocab.as_ref(), GrammarLimits::default()).expect("grammars"));
+    let tool_syntax = peregrine_grammar::CallSyntax::resolve(
+        peregrine_text::tools::ToolFormat::detect(
+            info.chat_template.as_deref().unwrap_or_default(),
+        ),
+        vocab.as_ref(),
+    );
     let engine_model = loaded.clone();
     let (runtime, _) = Runtime::spawn(
         move || engine_model.engine(&cs),
@@ -73,6 +79,7 @@ fn start(path: &std::path::Path) -> Fixture {
             vocab,
             max_completion_tokens: 1024,
             grammars,
+            tool_syntax,
             info,
         },
     }
@@ -88,6 +95,7 @@ async fn complete(f: &Fixture, body: &str) -> (String, FinishReason, u32) {
             Event::Delta { text: t, .. } => text.push_str(&t),
             Event::Finished(done) => return (text, done.reason, done.usage.cached_tokens),
             Event::Failed(e) => panic!("generation failed: {e}"),
+            Event::ToolCall { .. } => panic!("no tools were offered"),
             Event::Rejected(r) => panic!("output rejected: {r:?}"),
         }
     }
@@ -194,6 +202,7 @@ async fn first_token(f: &Fixture, body: &str) -> FirstToken {
                 return (tok, top, done.reason);
             }
             Event::Failed(e) => panic!("generation failed: {e}"),
+            Event::ToolCall { .. } => panic!("no tools were offered"),
             Event::Rejected(r) => panic!("output rejected: {r:?}"),
         }
     }

@@ -68,6 +68,12 @@ fn start(path: &Path) -> Fixture {
     .expect("template compiles");
     let vocab: Arc<dyn peregrine_engine::Vocab> = Arc::new(loaded.vocab());
     let grammars = Arc::new(Grammars::new(vocab.as_ref(), GrammarLimits::default()).unwrap());
+    let tool_syntax = peregrine_grammar::CallSyntax::resolve(
+        peregrine_text::tools::ToolFormat::detect(
+            info.chat_template.as_deref().unwrap_or_default(),
+        ),
+        vocab.as_ref(),
+    );
     let engine_model = loaded.clone();
     let (runtime, _) = Runtime::spawn(
         move || engine_model.engine(&cs),
@@ -85,6 +91,7 @@ fn start(path: &Path) -> Fixture {
             vocab,
             max_completion_tokens: 4096,
             grammars,
+            tool_syntax,
             info,
         }),
     }
@@ -119,7 +126,9 @@ async fn run(f: &Fixture, body: Value) -> Outcome {
             Event::Delta { text: t, .. } => text.push_str(&t),
             Event::Finished(_) => return Outcome::Answer(text),
             Event::Rejected(Rejection::Json(m)) => return Outcome::Rejected(m, text),
+            Event::Rejected(r @ Rejection::Tool { .. }) => panic!("no tools were offered: {r:?}"),
             Event::Failed(e) => panic!("generation failed: {e}"),
+            Event::ToolCall { .. } => panic!("no tools were offered"),
         }
     }
     panic!("no finish event");

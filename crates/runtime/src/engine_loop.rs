@@ -21,6 +21,7 @@ use crate::events::{
 use crate::sampling::Sampler;
 use crate::scheduler::{self, Budget, SeqView};
 use crate::stats::StatsCell;
+use crate::tools::{ToolOutput, ToolState};
 use crate::validate::ValidRequest;
 
 /// A request on its way to the engine thread.
@@ -65,6 +66,10 @@ struct Active {
     /// Text sent so far, kept only for constrained sequences (checked at the end, and the
     /// `failed_generation` of a rejection).
     text: String,
+    /// Tool calls parsed out of the output, when the request may call tools.
+    tools: Option<ToolState>,
+    /// Tokens the first completion token may not be.
+    first_banned: Option<Arc<[TokenId]>>,
     cached: usize,
     submitted: Instant,
     started: Instant,
@@ -99,6 +104,8 @@ enum Outcome {
     Finish(FinishReason),
     /// The grammar could not go on.
     Reject(OutputError),
+    /// A tool call was refused (Groq's message).
+    RejectTool(String),
     Gone,
 }
 
@@ -214,6 +221,8 @@ impl<E: Engine> EngineLoop<E> {
                 detok: IncrementalDecoder::default(),
                 constraint: sub.req.constraint,
                 text: String::new(),
+                tools: sub.req.tools.map(ToolState::new),
+                first_banned: sub.req.first_banned,
                 cached: common,
                 submitted: sub.submitted,
                 started: Instant::now(),
@@ -330,11 +339,22 @@ impl<E: Engine> EngineLoop<E> {
             }
             let logits = self.engine.logits(row);
             let a = &mut self.active[i];
-            let sampled = match &a.constraint {
-                Some(c) => a
+            let ban = a.first_banned.as_deref().filter(|_| a.generated == 0);
+            let sampled = match (&a.constraint, ban) {
+                (Some(c), _) => a
                     .sampler
                     .sample_masked(logits, Some(&|r: &mut [f32]| c.apply(r))),
-                None => a.sampler.sample(logits),
+                (None, Some(ban)) => a.sampler.sample_masked(
+                    logits,
+                    Some(&|r: &mut [f32]| {
+                        for &t in ban {
+                            if let Some(l) = r.get_mut(t as usize) {
+                                *l = f32::NEG_INFINITY;
+                            }
+                        }
+                    }),
+                ),
+                (None, None) => a.sampler.sample(logits),
             };
             let outcome = process_token(
                 a,
@@ -354,6 +374,7 @@ impl<E: Engine> EngineLoop<E> {
             match outcome {
                 Outcome::Finish(reason) => finish(&mut a, reason),
                 Outcome::Reject(e) => reject(&a, &e),
+                Outcome::RejectTool(m) => reject_tool(&a, m),
                 Outcome::Continue | Outcome::Gone => {}
             }
             self.release(a);
@@ -476,21 +497,41 @@ fn process_token(
             return Outcome::Reject(e);
         }
     }
-    let text = a.detok.push(&vocab.token_bytes(tok));
-    let step = a.stop.push(&text);
-    if a.constraint.is_some() {
-        a.text.push_str(&step.emit);
+    let mut bytes = vocab.token_bytes(tok);
+    if let Some(t) = &mut a.tools {
+        if bytes.is_empty() {
+            if let Some(m) = t.marker_text(tok) {
+                bytes = m.as_bytes().to_vec();
+            }
+        }
+        t.record(tok, &bytes);
     }
-    if (!step.emit.is_empty() || !logprobs.is_empty())
-        && !send(
-            a,
-            Event::Delta {
-                text: step.emit,
-                logprobs,
-            },
-        )
-    {
-        return Outcome::Gone;
+    let text = a.detok.push(&bytes);
+    let step = a.stop.push(&text);
+    if let Some(t) = &mut a.tools {
+        match t.push(&step.emit, &mut a.constraint) {
+            Ok(outputs) => {
+                if !send_outputs(a, outputs, logprobs) {
+                    return Outcome::Gone;
+                }
+            }
+            Err(message) => return Outcome::RejectTool(message),
+        }
+    } else {
+        if a.constraint.is_some() {
+            a.text.push_str(&step.emit);
+        }
+        if (!step.emit.is_empty() || !logprobs.is_empty())
+            && !send(
+                a,
+                Event::Delta {
+                    text: step.emit,
+                    logprobs,
+                },
+            )
+        {
+            return Outcome::Gone;
+        }
     }
     if step.stopped {
         a.hit_stop = true;
@@ -503,15 +544,37 @@ fn process_token(
     Outcome::Continue
 }
 
-fn finish(a: &mut Active, reason: FinishReason) {
+fn finish(a: &mut Active, mut reason: FinishReason) {
     // A stop string ends the text where it began: nothing held back is released then.
+    let mut rest = String::new();
     if !a.hit_stop {
         let tail = a.detok.flush();
         let step = a.stop.push(&tail);
-        let mut rest = step.emit;
+        rest = step.emit;
         if !step.stopped {
             rest.push_str(&a.stop.flush());
         }
+    }
+    if let Some(mut t) = a.tools.take() {
+        let outputs = t.push(&rest, &mut None).and_then(|mut o| {
+            o.extend(t.finish()?);
+            Ok(o)
+        });
+        let ok = match outputs {
+            Ok(o) => send_outputs(a, o, vec![]),
+            Err(message) => {
+                a.tools = Some(t);
+                reject_tool(a, message);
+                return;
+            }
+        };
+        if !ok {
+            return;
+        }
+        if t.calls > 0 {
+            reason = FinishReason::ToolCalls;
+        }
+    } else {
         if a.constraint.is_some() {
             a.text.push_str(&rest);
         }
@@ -526,11 +589,11 @@ fn finish(a: &mut Active, reason: FinishReason) {
         {
             return;
         }
-    }
-    if let Some(c) = &mut a.constraint {
-        if let Err(e) = c.check_output(&a.text) {
-            reject(a, &e);
-            return;
+        if let Some(c) = &mut a.constraint {
+            if let Err(e) = c.check_output(&a.text) {
+                reject(a, &e);
+                return;
+            }
         }
     }
     let now = Instant::now();
@@ -550,6 +613,47 @@ fn finish(a: &mut Active, reason: FinishReason) {
 fn reject(a: &Active, e: &OutputError) {
     debug!(slot = a.slot.0, error = %e, "constrained output rejected");
     send(a, Event::Rejected(Rejection::Json(e.to_string())));
+}
+
+/// Ends a request whose tool calls were refused.
+fn reject_tool(a: &Active, message: String) {
+    debug!(slot = a.slot.0, %message, "tool call rejected");
+    let failed_generation = a.tools.as_ref().map(|t| t.text.clone()).unwrap_or_default();
+    send(
+        a,
+        Event::Rejected(Rejection::Tool {
+            message,
+            failed_generation,
+        }),
+    );
+}
+
+/// Sends parsed output in order; the token's logprobs ride on the first piece of content
+/// (or an empty delta).
+fn send_outputs(a: &Active, outputs: Vec<ToolOutput>, logprobs: Vec<TokenLogprob>) -> bool {
+    let mut logprobs = Some(logprobs).filter(|l| !l.is_empty());
+    for o in outputs {
+        let ev = match o {
+            ToolOutput::Content(text) => Event::Delta {
+                text,
+                logprobs: logprobs.take().unwrap_or_default(),
+            },
+            ToolOutput::Call { name, arguments } => Event::ToolCall { name, arguments },
+        };
+        if !send(a, ev) {
+            return false;
+        }
+    }
+    match logprobs {
+        Some(logprobs) => send(
+            a,
+            Event::Delta {
+                text: String::new(),
+                logprobs,
+            },
+        ),
+        None => true,
+    }
 }
 
 fn send(a: &Active, ev: Event) -> bool {

@@ -10,6 +10,11 @@ pub enum Event {
         text: String,
         logprobs: Vec<TokenLogprob>,
     },
+    /// A complete, checked tool call (`arguments`: compact JSON of an object).
+    ToolCall {
+        name: String,
+        arguments: String,
+    },
     Finished(Finished),
     /// Generation failed after it started (the response headers may be out already).
     Failed(String),
@@ -23,6 +28,12 @@ pub enum Event {
 pub enum Rejection {
     /// Not a complete value of the requested JSON format (Groq's `json_validate_failed`).
     Json(String),
+    /// A tool call that cannot be parsed or does not fit its tool, or no call where one was
+    /// required (Groq's `tool_use_failed`). `failed_generation` is the whole output.
+    Tool {
+        message: String,
+        failed_generation: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +42,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the context window reached.
     Length,
+    /// The model called tools.
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -38,6 +51,7 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }

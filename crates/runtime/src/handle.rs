@@ -137,7 +137,8 @@ impl Runtime {
             .map_err(AdmissionError::QueueFull)?;
         // Room for one event per completion token, the flush and the finish: the engine
         // thread's `try_send` can then only fail when the client is gone.
-        let (tx, rx) = mpsc::channel(req.max_tokens as usize + 4);
+        let per_token = if req.tools.is_some() { 2 } else { 1 };
+        let (tx, rx) = mpsc::channel(req.max_tokens as usize * per_token + 8);
         let sub = Submission {
             req,
             events: tx,

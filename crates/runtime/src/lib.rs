@@ -16,9 +16,11 @@ mod handle;
 pub mod sampling;
 pub mod scheduler;
 pub mod stats;
+pub mod tools;
 pub mod validate;
 
 pub use events::{Event, FinishReason, Finished, Rejection, TokenLogprob, TopLogprob, UsageStats};
 pub use handle::{AdmissionError, Runtime, RuntimeConfig};
 pub use stats::{MaskStats, Summary};
+pub use tools::ToolPlan;
 pub use validate::{validate, ModelContext, ServiceTier, ValidRequest, ValidationError};

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use peregrine_engine::{ModelInfo, TokenId, Vocab};
-use peregrine_grammar::{strict, Constraint, GrammarSpec, Grammars};
+use peregrine_grammar::{strict, CallSyntax, Constraint, GrammarSpec, Grammars};
 use peregrine_protocol::chat::{
     ChatCompletionRequest, ChatMessage, ContentPart, MessageContent, ResponseFormat, StopSequences,
-    ToolChoice,
 };
 use peregrine_text::template::{ChatTemplate, TemplateMessage, TemplateToolCall};
 
 use crate::sampling::{Sampling, SamplingParams};
+use crate::tools::{self, ResolvedTools, ToolPlan};
 
 /// The most stop sequences a request may carry (Groq's limit).
 pub const MAX_STOP_SEQUENCES: usize = 4;
@@ -30,8 +30,10 @@ pub struct ModelContext {
     pub info: ModelInfo,
     /// Most completion tokens one request may ask for.
     pub max_completion_tokens: u32,
-    /// Grammar compiler for this model's tokenizer (`response_format`).
+    /// Grammar compiler for this model's tokenizer (`response_format`, tool calls).
     pub grammars: Arc<Grammars>,
+    /// How this model writes tool calls.
+    pub tool_syntax: CallSyntax,
 }
 
 /// Requested service tier, as echoed in responses.
@@ -60,8 +62,13 @@ pub struct ValidRequest {
     pub max_tokens: u32,
     pub sampling: SamplingParams,
     pub stops: Vec<String>,
-    /// The grammar the output must follow (`response_format` json_object / json_schema).
+    /// The grammar the output must follow (`response_format` json_object / json_schema, or
+    /// a forced tool call).
     pub constraint: Option<Constraint>,
+    /// Tool calls: parse the output for them (`None`: the output is all content).
+    pub tools: Option<ToolPlan>,
+    /// Tokens the answer may not begin with.
+    pub first_banned: Option<Arc<[TokenId]>>,
     pub stream: bool,
     pub include_usage: bool,
     pub service_tier: ServiceTier,
@@ -80,7 +87,7 @@ pub enum ValidationError {
     Template(String),
 }
 
-fn invalid(msg: impl Into<String>) -> ValidationError {
+pub(crate) fn invalid(msg: impl Into<String>) -> ValidationError {
     ValidationError::Invalid(msg.into())
 }
 
@@ -149,7 +156,7 @@ pub fn validate(
         _ => None,
     };
 
-    let logit_bias = match &req.logit_bias {
+    let mut logit_bias = match &req.logit_bias {
         None => Vec::new(),
         Some(map) => {
             let mut out = Vec::with_capacity(map.len());
@@ -198,7 +205,9 @@ pub fn validate(
     };
 
     let format = output_format(req)?;
-    let prompt = render_and_tokenize(req, model, format.as_ref())?;
+    let mut resolved = tools::resolve(req, model)?;
+    logit_bias.extend(resolved.banned.iter().map(|&t| (t, f32::NEG_INFINITY)));
+    let prompt = render_and_tokenize(req, model, format.as_ref(), &mut resolved)?;
     if prompt.is_empty() {
         return Err(invalid("the rendered prompt is empty"));
     }
@@ -231,7 +240,7 @@ pub fn validate(
 
     // Compiled last: it is the most expensive check, and cached for repeated schemas.
     let constraint = match &format {
-        None => None,
+        None => resolved.forced_grammar.take(),
         Some(f) => Some(
             model
                 .grammars
@@ -243,6 +252,8 @@ pub fn validate(
     Ok(ValidRequest {
         prompt,
         constraint,
+        tools: resolved.plan.take(),
+        first_banned: resolved.first_banned.take(),
         max_tokens,
         sampling: SamplingParams {
             mode,
@@ -266,16 +277,8 @@ pub fn validate(
 /// Parameters whose feature has not landed yet are refused rather than silently ignored.
 fn reject_unsupported(req: &ChatCompletionRequest) -> Result<(), ValidationError> {
     let unsupported = |param| Err(ValidationError::Unsupported { param });
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return unsupported("tools");
-    }
     if req.functions.as_ref().is_some_and(|f| !f.is_empty()) {
         return unsupported("functions");
-    }
-    match &req.tool_choice {
-        None => {}
-        Some(ToolChoice::Mode(m)) if m == "none" || m == "auto" => {}
-        Some(_) => return unsupported("tool_choice"),
     }
     if req.reasoning_format.is_some() {
         return unsupported("reasoning_format");
@@ -409,15 +412,20 @@ fn add_format_instruction(msgs: &mut Vec<TemplateMessage>, format: &OutputFormat
     {
         return;
     }
+    add_system_text(msgs, &format.instruction);
+}
+
+/// Appends `text` to the first system message, or adds one.
+fn add_system_text(msgs: &mut Vec<TemplateMessage>, text: &str) {
     match msgs.first_mut() {
         Some(m) if m.role == "system" || m.role == "developer" => {
             let c = m.content.get_or_insert_with(String::new);
             if !c.is_empty() {
                 c.push_str("\n\n");
             }
-            c.push_str(&format.instruction);
+            c.push_str(text);
         }
-        _ => msgs.insert(0, msg("system", Some(format.instruction.clone()), &None)),
+        _ => msgs.insert(0, msg("system", Some(text.to_string()), &None)),
     }
 }
 
@@ -425,6 +433,7 @@ fn render_and_tokenize(
     req: &ChatCompletionRequest,
     model: &ModelContext,
     format: Option<&OutputFormat>,
+    tools: &mut ResolvedTools,
 ) -> Result<Vec<TokenId>, ValidationError> {
     let mut msgs = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
@@ -486,9 +495,38 @@ fn render_and_tokenize(
     if let Some(f) = format {
         add_format_instruction(&mut msgs, f);
     }
+    if let Some(note) = tools.note {
+        add_system_text(&mut msgs, note);
+    }
+    let template_tools = if tools.native {
+        tools.template_tools.take()
+    } else {
+        // The template knows nothing of tools: calls in the history become the JSON the
+        // model is told to write, and the tools are described in the system prompt.
+        for m in &mut msgs {
+            if let Some(calls) = m.tool_calls.take() {
+                let text: Vec<String> = calls
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({"name": c.name, "arguments": c.arguments}).to_string()
+                    })
+                    .collect();
+                let content = m.content.get_or_insert_with(String::new);
+                if !content.is_empty() {
+                    content.push('\n');
+                }
+                content.push_str(&text.join("\n"));
+            }
+        }
+        if let Some(plan) = &tools.plan {
+            let text = tools::instruction(&tools.functions, plan.parallel);
+            add_system_text(&mut msgs, &text);
+        }
+        None
+    };
     let rendered = model
         .template
-        .render_prompt(msgs, None)
+        .render_prompt(msgs, template_tools)
         .map_err(|e| ValidationError::Template(e.to_string()))?;
     Ok(model.vocab.tokenize(&rendered.text))
 }

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use peregrine_protocol::chat::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice,
-    Delta, TokenLogprob, TopLogprob, Usage, XGroq,
+    Delta, FunctionCall, FunctionCallDelta, TokenLogprob, ToolCall, ToolCallDelta, TopLogprob,
+    Usage, XGroq,
 };
 use peregrine_protocol::parse::parse_chat_request;
 use peregrine_runtime::{validate, Event, Rejection, ServiceTier, UsageStats};
@@ -95,7 +96,23 @@ fn rejected(r: Rejection, text: String) -> ApiError {
             message,
             failed_generation: text,
         },
+        Rejection::Tool {
+            message,
+            failed_generation,
+        } => ApiError::ToolUseFailed {
+            message,
+            failed_generation,
+        },
     }
+}
+
+/// A fresh tool-call id: `call_` and 24 random alphanumerics (ids are opaque to clients).
+fn call_id() -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    format!(
+        "call_{}",
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 24)
+    )
 }
 
 fn now_unix() -> i64 {
@@ -151,13 +168,25 @@ fn wire_logprobs(lps: Vec<peregrine_runtime::TokenLogprob>) -> Vec<TokenLogprob>
 async fn fold(meta: &Meta, mut rx: mpsc::Receiver<Event>) -> Result<ChatCompletion, ApiError> {
     let mut content = String::new();
     let mut logprobs = Vec::new();
+    let mut calls = Vec::new();
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Delta { text, logprobs: lp } => {
                 content.push_str(&text);
                 logprobs.extend(wire_logprobs(lp));
             }
+            Event::ToolCall { name, arguments } => calls.push(ToolCall {
+                id: call_id(),
+                kind: "function".into(),
+                function: FunctionCall { name, arguments },
+            }),
             Event::Finished(f) => {
+                // A turn that only calls tools has `content: null`.
+                let content = if !calls.is_empty() && content.trim().is_empty() {
+                    None
+                } else {
+                    Some(std::mem::take(&mut content))
+                };
                 return Ok(ChatCompletion {
                     id: meta.id.clone(),
                     object: Default::default(),
@@ -166,7 +195,8 @@ async fn fold(meta: &Meta, mut rx: mpsc::Receiver<Event>) -> Result<ChatCompleti
                     choices: vec![Choice {
                         index: 0,
                         message: AssistantMessage {
-                            content: Some(content),
+                            content,
+                            tool_calls: (!calls.is_empty()).then(|| std::mem::take(&mut calls)),
                             ..Default::default()
                         },
                         logprobs: meta
@@ -215,14 +245,45 @@ fn sse(out: &mut Vec<u8>, chunk: &impl serde::Serialize) {
     out.extend_from_slice(b"\n\n");
 }
 
-/// Turns one event into SSE bytes. Returns `true` when the stream is over. `sent` is the
-/// text streamed so far (the `failed_generation` of a rejection).
-fn encode(meta: &Meta, ev: Option<Event>, sent: &mut String, out: &mut Vec<u8>) -> bool {
+/// What a stream has sent so far.
+#[derive(Default)]
+struct Sent {
+    /// The text (the `failed_generation` of a JSON rejection), when tracked.
+    text: String,
+    /// Tool calls sent (the next call's `index`).
+    calls: u32,
+}
+
+/// Turns one event into SSE bytes. Returns `true` when the stream is over.
+fn encode(meta: &Meta, ev: Option<Event>, sent: &mut Sent, out: &mut Vec<u8>) -> bool {
     match ev {
+        Some(Event::ToolCall { name, arguments }) => {
+            // Groq sends each call whole, in one delta.
+            let c = meta.chunk(vec![ChunkChoice {
+                index: 0,
+                delta: Delta {
+                    tool_calls: Some(vec![ToolCallDelta {
+                        id: Some(call_id()),
+                        kind: Some("function".into()),
+                        function: Some(FunctionCallDelta {
+                            name: Some(name),
+                            arguments: Some(arguments),
+                        }),
+                        index: sent.calls,
+                    }]),
+                    ..Default::default()
+                },
+                logprobs: None,
+                finish_reason: None,
+            }]);
+            sent.calls += 1;
+            sse(out, &c);
+            false
+        }
         Some(Event::Rejected(r)) => {
             // A refused answer ends the stream with the error Groq would have returned
             // (docs/decisions/0005): an `x_groq.error` chunk, then the error event.
-            let err = rejected(r, std::mem::take(sent));
+            let err = rejected(r, std::mem::take(&mut sent.text));
             let mut c = meta.chunk(vec![]);
             c.x_groq = Some(XGroq {
                 id: meta.request_id.clone(),
@@ -235,7 +296,7 @@ fn encode(meta: &Meta, ev: Option<Event>, sent: &mut String, out: &mut Vec<u8>) 
         }
         Some(Event::Delta { text, logprobs }) => {
             if meta.track_text {
-                sent.push_str(&text);
+                sent.text.push_str(&text);
             }
             let c = meta.chunk(vec![ChunkChoice {
                 index: 0,
@@ -313,7 +374,7 @@ fn sse_response(meta: Meta, rx: mpsc::Receiver<Event>) -> Response {
     });
     sse(&mut first, &c);
     // State: (receiver, meta, text sent, bytes to send first, finished?)
-    let init = (rx, meta, String::new(), Some(first), false);
+    let init = (rx, meta, Sent::default(), Some(first), false);
     let stream = futures::stream::unfold(init, |(mut rx, meta, mut sent, head, done)| async move {
         if let Some(bytes) = head {
             return Some((

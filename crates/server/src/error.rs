@@ -32,6 +32,12 @@ pub enum ApiError {
         message: String,
         failed_generation: String,
     },
+    /// A tool call could not be parsed or does not fit its tool.
+    #[error("{message}")]
+    ToolUseFailed {
+        message: String,
+        failed_generation: String,
+    },
     /// A failure of ours. The cause goes to the log, never to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -98,6 +104,11 @@ impl ApiError {
                 "invalid_request_error",
                 Some("json_validate_failed"),
             ),
+            ApiError::ToolUseFailed { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("tool_use_failed"),
+            ),
         }
     }
 
@@ -127,6 +138,9 @@ impl ApiError {
                 param: None,
                 failed_generation: match self {
                     ApiError::JsonValidateFailed {
+                        failed_generation, ..
+                    }
+                    | ApiError::ToolUseFailed {
                         failed_generation, ..
                     } => Some(failed_generation.clone()),
                     _ => None,

@@ -8,10 +8,11 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use peregrine_engine::{Engine, MockEngine, MockVocab, MOCK_CHAT_TEMPLATE};
-use peregrine_grammar::{GrammarLimits, Grammars};
+use peregrine_grammar::{CallSyntax, GrammarLimits, Grammars};
 use peregrine_runtime::{ModelContext, Runtime, RuntimeConfig};
 use peregrine_server::{AppState, ModelRegistry, ServedModel};
 use peregrine_text::template::ChatTemplate;
+use peregrine_text::tools::ToolFormat;
 use tower::ServiceExt;
 
 pub const SCRIPT: &str = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10. Done!";
@@ -23,6 +24,8 @@ pub struct Setup {
     pub delay: Duration,
     pub max_queue: usize,
     pub api_keys: Vec<String>,
+    /// The mock's tool-call syntax (its ChatML template has none of its own).
+    pub tool_format: ToolFormat,
 }
 
 impl Default for Setup {
@@ -34,6 +37,7 @@ impl Default for Setup {
             delay: Duration::ZERO,
             max_queue: 8,
             api_keys: vec![],
+            tool_format: ToolFormat::Hermes,
         }
     }
 }
@@ -71,6 +75,7 @@ pub fn app(s: Setup) -> Router {
                 grammars: Arc::new(
                     Grammars::new(&MockVocab, GrammarLimits::default()).expect("grammars"),
                 ),
+                tool_syntax: CallSyntax::resolve(s.tool_format, &MockVocab),
                 info,
             }),
         },

@@ -19,6 +19,7 @@
 pub mod detok;
 pub mod stop;
 pub mod template;
+pub mod tools;
 
 pub use detok::IncrementalDecoder;
 pub use stop::{StopMatcher, StopStep};

@@ -42,6 +42,7 @@ const PREFILL_SENTINEL: &str = "\u{F0000}\u{E05A}peregrine-prefill\u{E05A}\u{F00
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
+    handles_tools: bool,
     bos_token: String,
     eos_token: String,
 }
@@ -149,10 +150,16 @@ impl ChatTemplate {
         env.add_template_owned(TEMPLATE_NAME, source.to_owned())
             .map_err(|e| TemplateError::Compile(describe(&e)))?;
         Ok(ChatTemplate {
+            handles_tools: source.contains("tools"),
             env,
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
         })
+    }
+
+    /// Whether the template renders tool definitions (`tools`) itself.
+    pub fn handles_tools(&self) -> bool {
+        self.handles_tools
     }
 
     /// Renders the conversation exactly as given.

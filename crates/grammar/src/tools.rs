@@ -1,0 +1,202 @@
+//! Grammars of tool calls: the family's call syntax with each tool's name and its arguments
+//! constrained to the tool's `parameters` schema, as a Lark grammar for llguidance.
+
+use std::sync::Arc;
+
+use peregrine_engine::{TokenId, Vocab};
+use peregrine_text::tools::ToolFormat;
+use serde_json::{json, Value};
+
+use crate::compile::json_options;
+
+/// A tag of the call syntax: text, or a control token the model emits as one token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Marker {
+    Text(String),
+    Token { id: TokenId, text: String },
+}
+
+impl Marker {
+    /// The marker's text as the tool parser sees it.
+    pub fn text(&self) -> &str {
+        match self {
+            Marker::Text(t) | Marker::Token { text: t, .. } => t,
+        }
+    }
+
+    fn lark(&self) -> String {
+        match self {
+            Marker::Text(t) => lark_str(t),
+            Marker::Token { id, .. } => format!("<[{id}]>"),
+        }
+    }
+}
+
+/// A model's call syntax, with its tags resolved against the vocabulary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallSyntax {
+    pub format: ToolFormat,
+    pub open: Option<Marker>,
+    pub close: Option<Marker>,
+    /// Tokens that would begin an answer with (the whitespace before) a call: text starting
+    /// with `{`, `[` or a backtick, or only whitespace. Banned as the first token when calls
+    /// are off (`tool_choice: none`), so the answer is text.
+    pub openers: Arc<[TokenId]>,
+}
+
+impl CallSyntax {
+    /// Resolves the family's tags: a tag the tokenizer keeps as one control token is matched
+    /// as that token (its text never appears in the output otherwise).
+    pub fn resolve(format: ToolFormat, vocab: &dyn Vocab) -> Self {
+        let marker = |tag: &str| {
+            let toks = vocab.tokenize(tag);
+            match toks.as_slice() {
+                [id] if vocab.token_bytes(*id).is_empty() && vocab.special_text(*id).is_some() => {
+                    Marker::Token {
+                        id: *id,
+                        text: tag.to_string(),
+                    }
+                }
+                _ => Marker::Text(tag.to_string()),
+            }
+        };
+        let openers: Vec<TokenId> = (0..vocab.n_vocab() as TokenId)
+            .filter(|&t| {
+                let b = vocab.token_bytes(t);
+                let start = b.iter().position(|c| !c.is_ascii_whitespace());
+                !b.is_empty() && start.is_none_or(|i| matches!(b[i], b'{' | b'[' | b'`'))
+            })
+            .collect();
+        Self {
+            format,
+            open: format.open_tag().map(marker),
+            close: format.close_tag().map(marker),
+            openers: openers.into(),
+        }
+    }
+
+    /// Control tokens that must be shown to the tool parser as text.
+    pub fn marker_tokens(&self) -> Vec<(TokenId, String)> {
+        [&self.open, &self.close]
+            .into_iter()
+            .flatten()
+            .filter_map(|m| match m {
+                Marker::Token { id, text } => Some((*id, text.clone())),
+                Marker::Text(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// A tool the grammar may call.
+#[derive(Clone, Copy, Debug)]
+pub struct ToolDef<'a> {
+    pub name: &'a str,
+    /// The `parameters` schema; `None` means any object.
+    pub parameters: Option<&'a Value>,
+}
+
+/// What the grammar allows.
+#[derive(Clone, Copy, Debug)]
+pub struct CallGrammar<'a> {
+    pub syntax: &'a CallSyntax,
+    /// The tools that may be called (one for a named `tool_choice`).
+    pub tools: &'a [ToolDef<'a>],
+    /// Any function name with any object arguments (`disable_tool_validation`).
+    pub any_name: bool,
+    /// Several calls allowed.
+    pub parallel: bool,
+    /// `true`: the grammar starts at a call's opening that the model already wrote, in any
+    /// form the parser accepts (`tool_choice: auto`); `false`: the model must call in its
+    /// family's own syntax from the first token (`required` / named).
+    pub lazy: bool,
+}
+
+fn lark_str(s: &str) -> String {
+    // JSON string syntax is Lark's string syntax.
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn json_rule(schema: &Value) -> String {
+    let mut s = schema.clone();
+    if let Some(obj) = s.as_object_mut() {
+        obj.insert("x-guidance".into(), json_options());
+    }
+    format!("%json {s}")
+}
+
+impl CallGrammar<'_> {
+    /// The Lark source.
+    pub fn lark(&self) -> String {
+        let f = self.syntax.format;
+        let key = f.args_key();
+        let mut rules = Vec::new();
+        let mut alts = Vec::new();
+        if self.any_name {
+            rules.push(format!(
+                "call_any: \"{{\\\"name\\\": \" name_any \", \\\"{key}\\\": \" args_any \"}}\""
+            ));
+            rules.push(format!(
+                "name_any: {}",
+                json_rule(&json!({"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"}))
+            ));
+            rules.push(format!(
+                "args_any: {}",
+                json_rule(&json!({"type": "object"}))
+            ));
+            alts.push("call_any".to_string());
+        } else {
+            for (i, t) in self.tools.iter().enumerate() {
+                let head = lark_str(&format!("{{\"name\": {}, \"{key}\": ", lark_str(t.name)));
+                rules.push(format!("call_{i}: {head} args_{i} \"}}\""));
+                let schema = t
+                    .parameters
+                    .cloned()
+                    .unwrap_or_else(|| json!({"type": "object"}));
+                rules.push(format!("args_{i}: {}", json_rule(&schema)));
+                alts.push(format!("call_{i}"));
+            }
+        }
+        rules.push(format!("call: {}", alts.join(" | ")));
+        let many = |item: &str, sep: &str| {
+            if self.parallel {
+                format!("{item} ({} {item})*", lark_str(sep))
+            } else {
+                item.to_string()
+            }
+        };
+        let open = self.syntax.open.as_ref().map(Marker::lark);
+        let close = self.syntax.close.as_ref().map(Marker::lark);
+        let native = match f {
+            ToolFormat::Hermes => {
+                let (o, c) = (open.unwrap_or_default(), close.unwrap_or_default());
+                rules.push(format!("tagged: {o} \"\\n\" call \"\\n\" {c}"));
+                many("tagged", "\n")
+            }
+            ToolFormat::Mistral => {
+                let o = open.unwrap_or_default();
+                format!("{o} \"[\" {} \"]\"", many("call", ", "))
+            }
+            ToolFormat::Llama3 => {
+                let calls = many("call", "; ");
+                if self.lazy {
+                    format!("{} {calls}", open.unwrap_or_default())
+                } else {
+                    calls
+                }
+            }
+            ToolFormat::Json => many("call", "\n"),
+        };
+        let start = if self.lazy {
+            // Also the forms a model writes instead of its own: bare JSON, a JSON array,
+            // a fenced block.
+            rules.push(format!("bare: {}", many("call", "\n")));
+            rules.push(format!("array: \"[\" {} \"]\"", many("call", ", ")));
+            rules.push("fenced: (\"```json\\n\" | \"```\\n\") (bare | array) \"\\n```\"".into());
+            format!("start: native | bare | array | fenced\nnative: {native}")
+        } else {
+            format!("start: {native}")
+        };
+        format!("{start}\n{}\n", rules.join("\n"))
+    }
+}

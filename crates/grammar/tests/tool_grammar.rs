@@ -1,0 +1,170 @@
+//! Tool-call grammars over the mock's byte vocabulary: every family's syntax, names and
+//! arguments constrained, parallel or not, lazy grammars fed the opening already written.
+
+use peregrine_engine::{MockVocab, TokenId};
+use peregrine_grammar::{
+    CallGrammar, CallSyntax, Constraint, GrammarLimits, GrammarSpec, Grammars, Marker, ToolDef,
+};
+use peregrine_text::tools::ToolFormat;
+use serde_json::json;
+
+fn grammars() -> Grammars {
+    Grammars::new(&MockVocab, GrammarLimits::default()).unwrap()
+}
+
+fn feed(c: &mut Constraint, text: &str) -> Result<(), String> {
+    for &b in text.as_bytes() {
+        c.compute_mask().map_err(|e| e.to_string())?;
+        let t = TokenId::from(b);
+        if !c.allows(t) {
+            return Err(format!("byte {:?} not allowed", b as char));
+        }
+        c.commit(t).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn weather() -> serde_json::Value {
+    json!({"type": "object", "properties": {
+        "city": {"type": "string"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}
+    }, "required": ["city", "unit"], "additionalProperties": false})
+}
+
+fn compile(format: ToolFormat, parallel: bool, lazy: bool) -> Constraint {
+    let syntax = CallSyntax::resolve(format, &MockVocab);
+    let w = weather();
+    let tools = [
+        ToolDef {
+            name: "get_weather",
+            parameters: Some(&w),
+        },
+        ToolDef {
+            name: "now",
+            parameters: None,
+        },
+    ];
+    let g = CallGrammar {
+        syntax: &syntax,
+        tools: &tools,
+        any_name: false,
+        parallel,
+        lazy,
+    };
+    grammars().compile(&GrammarSpec::Lark(g.lark())).unwrap()
+}
+
+const HERMES_CALL: &str =
+    "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"celsius\"}}\n</tool_call>";
+
+#[test]
+fn mock_tags_are_text_markers() {
+    let s = CallSyntax::resolve(ToolFormat::Hermes, &MockVocab);
+    assert_eq!(s.open, Some(Marker::Text("<tool_call>".into())));
+    assert!(s.marker_tokens().is_empty());
+}
+
+#[test]
+fn forced_hermes_accepts_calls_and_ends() {
+    let mut c = compile(ToolFormat::Hermes, true, false);
+    feed(&mut c, HERMES_CALL).unwrap();
+    assert!(c.is_complete());
+    feed(
+        &mut c,
+        "\n<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>",
+    )
+    .unwrap();
+    assert!(c.is_complete());
+    c.compute_mask().unwrap();
+    assert!(c.allows(257), "end of turn after the calls");
+    assert!(!c.allows(TokenId::from(b'x')), "no text after the calls");
+}
+
+#[test]
+fn forced_grammar_refuses_text_unknown_names_and_bad_arguments() {
+    let mut c = compile(ToolFormat::Hermes, true, false);
+    assert!(feed(&mut c, "Sure").is_err());
+    let mut c = compile(ToolFormat::Hermes, true, false);
+    assert!(feed(&mut c, "<tool_call>\n{\"name\": \"get_time\"").is_err());
+    let mut c = compile(ToolFormat::Hermes, true, false);
+    assert!(feed(
+        &mut c,
+        "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"kelvin\""
+    )
+    .is_err());
+    let mut c = compile(ToolFormat::Hermes, true, false);
+    c.compute_mask().unwrap();
+    assert!(!c.allows(257), "no end of turn before a call");
+}
+
+#[test]
+fn one_call_only_without_parallel() {
+    let mut c = compile(ToolFormat::Hermes, false, false);
+    feed(&mut c, HERMES_CALL).unwrap();
+    c.compute_mask().unwrap();
+    assert!(c.allows(257));
+    assert!(!c.allows(TokenId::from(b'\n')));
+}
+
+#[test]
+fn every_family_has_a_forced_form() {
+    let cases = [
+        (
+            ToolFormat::Llama3,
+            "{\"name\": \"now\", \"parameters\": {}}; {\"name\": \"now\", \"parameters\": {}}",
+        ),
+        (
+            ToolFormat::Mistral,
+            "[TOOL_CALLS][{\"name\": \"now\", \"arguments\": {}}, {\"name\": \"now\", \"arguments\": {}}]",
+        ),
+        (
+            ToolFormat::Json,
+            "{\"name\": \"now\", \"arguments\": {}}\n{\"name\": \"now\", \"arguments\": {}}",
+        ),
+    ];
+    for (f, text) in cases {
+        let mut c = compile(f, true, false);
+        feed(&mut c, text).unwrap_or_else(|e| panic!("{f:?}: {e}"));
+        assert!(c.is_complete(), "{f:?}");
+    }
+}
+
+#[test]
+fn lazy_grammar_takes_any_opening_fed_at_once() {
+    for opening in [
+        "<tool_call>\n{\"na",
+        "{\"name\": \"get_",
+        "[{\"name\": ",
+        "```json\n{",
+    ] {
+        let mut c = compile(ToolFormat::Hermes, true, true);
+        c.feed(opening.as_bytes(), &[])
+            .unwrap_or_else(|e| panic!("{opening:?}: {e}"));
+    }
+    let mut c = compile(ToolFormat::Hermes, true, true);
+    c.feed(b"{\"na", &[]).unwrap();
+    feed(&mut c, "me\": \"now\", \"arguments\": {}}").unwrap();
+    assert!(c.is_complete());
+    // Text that is no call's opening is refused.
+    let mut c = compile(ToolFormat::Hermes, true, true);
+    assert!(c.feed(b"{\"answer\"", &[]).is_err());
+}
+
+#[test]
+fn any_name_allows_unknown_tools() {
+    let syntax = CallSyntax::resolve(ToolFormat::Hermes, &MockVocab);
+    let g = CallGrammar {
+        syntax: &syntax,
+        tools: &[],
+        any_name: true,
+        parallel: false,
+        lazy: false,
+    };
+    let mut c = grammars().compile(&GrammarSpec::Lark(g.lark())).unwrap();
+    feed(
+        &mut c,
+        "<tool_call>\n{\"name\": \"anything-1\", \"arguments\": {\"x\": [1]}}\n</tool_call>",
+    )
+    .unwrap();
+    assert!(c.is_complete());
+}
