@@ -168,3 +168,24 @@ fn any_name_allows_unknown_tools() {
     .unwrap();
     assert!(c.is_complete());
 }
+
+#[test]
+fn empty_object_arguments() {
+    let syntax = CallSyntax::resolve(ToolFormat::Json, &MockVocab);
+    let p = json!({"type": "object", "properties": {}});
+    let tools = [ToolDef {
+        name: "get_time",
+        parameters: Some(&p),
+    }];
+    let g = CallGrammar {
+        syntax: &syntax,
+        tools: &tools,
+        any_name: false,
+        parallel: true,
+        lazy: true,
+    };
+    let mut c = grammars().compile(&GrammarSpec::Lark(g.lark())).unwrap();
+    c.feed(b"{", &[]).unwrap();
+    feed(&mut c, "\"name\": \"get_time\", \"arguments\": {}}").unwrap();
+    assert!(c.is_complete());
+}

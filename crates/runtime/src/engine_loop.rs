@@ -511,8 +511,12 @@ fn process_token(
     if let Some(t) = &mut a.tools {
         match t.push(&step.emit, &mut a.constraint) {
             Ok(outputs) => {
+                let repeated = t.repeated;
                 if !send_outputs(a, outputs, logprobs) {
                     return Outcome::Gone;
+                }
+                if repeated {
+                    return Outcome::Finish(FinishReason::Stop);
                 }
             }
             Err(message) => return Outcome::RejectTool(message),
@@ -556,8 +560,9 @@ fn finish(a: &mut Active, mut reason: FinishReason) {
         }
     }
     if let Some(mut t) = a.tools.take() {
+        let length = reason == FinishReason::Length;
         let outputs = t.push(&rest, &mut None).and_then(|mut o| {
-            o.extend(t.finish()?);
+            o.extend(t.finish(length)?);
             Ok(o)
         });
         let ok = match outputs {
@@ -571,7 +576,7 @@ fn finish(a: &mut Active, mut reason: FinishReason) {
         if !ok {
             return;
         }
-        if t.calls > 0 {
+        if t.calls > 0 && !length {
             reason = FinishReason::ToolCalls;
         }
     } else {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use peregrine_engine::TokenId;
 use peregrine_grammar::{strict, CallGrammar, Constraint, GrammarSpec, Marker, ToolDef};
 use peregrine_protocol::chat::{
-    ChatCompletionRequest, FunctionDefinition, ResponseFormat, ToolChoice,
+    ChatCompletionRequest, ChatMessage, FunctionDefinition, ResponseFormat, ToolChoice,
 };
 use peregrine_text::tools::{ParseError, ParsedCall, Piece, ToolFormat, ToolParser};
 use serde_json::Value;
@@ -244,10 +244,24 @@ pub(crate) fn resolve(
         functions,
     };
     if !calls_on {
-        if !out.functions.is_empty() {
-            // The tools stay visible to the template, as on Groq; the answer must be text.
+        // No call can be made. With tools visible to the template (as on Groq) or calls
+        // earlier in the conversation, the call tag is never sampled and the answer may not
+        // open like a call.
+        let tool_history = req.messages.iter().any(|m| {
+            matches!(
+                m,
+                ChatMessage::Tool { .. }
+                    | ChatMessage::Assistant {
+                        tool_calls: Some(_),
+                        ..
+                    }
+            )
+        });
+        if !out.functions.is_empty() || tool_history {
             out.banned = tag_tokens(model);
             out.first_banned = Some(syntax.openers.clone());
+        }
+        if !out.functions.is_empty() {
             out.note = Some(NO_CALLS);
         }
         return Ok(out);
@@ -380,6 +394,11 @@ pub(crate) struct ToolState {
     /// The text the parser saw: the `failed_generation` of a rejection.
     pub text: String,
     pub calls: usize,
+    /// Calls made so far, as (name, arguments).
+    seen: Vec<(String, String)>,
+    /// The model repeated a call of this turn word for word: a small model's loop. The
+    /// repeat is dropped and the turn ends there.
+    pub repeated: bool,
 }
 
 /// What one step of the parser yields.
@@ -397,6 +416,8 @@ impl ToolState {
             bytes: Vec::new(),
             text: String::new(),
             calls: 0,
+            seen: Vec::new(),
+            repeated: false,
         }
     }
 
@@ -435,11 +456,14 @@ impl ToolState {
         self.convert(pieces)
     }
 
-    /// Ends the output: what the parser held back, and the final checks.
-    pub fn finish(&mut self) -> Result<Vec<ToolOutput>, String> {
+    /// Ends the output: what the parser held back, and the final checks. `length`: the
+    /// output was cut by `max_tokens` or the context; a call it cut short after complete ones
+    /// is dropped (the finish reason says `length`), a first call cut short is a failure.
+    pub fn finish(&mut self, length: bool) -> Result<Vec<ToolOutput>, String> {
         let parser = std::mem::replace(&mut self.parser, ToolParser::new(self.plan.format));
         let pieces = match parser.finish() {
             Ok(p) => p,
+            Err(ParseError::Truncated) if length && self.calls > 0 => Vec::new(),
             Err(ParseError::Truncated | ParseError::Malformed(_)) => {
                 return Err(FAILED_CALL.to_string())
             }
@@ -453,10 +477,22 @@ impl ToolState {
 
     fn convert(&mut self, pieces: Vec<Piece>) -> Result<Vec<ToolOutput>, String> {
         let mut out = Vec::with_capacity(pieces.len());
+        if self.repeated {
+            return Ok(out);
+        }
         for p in pieces {
             match p {
                 Piece::Content(c) => out.push(ToolOutput::Content(c)),
                 Piece::Call(call) => {
+                    let arguments = call.arguments.to_string();
+                    if self
+                        .seen
+                        .iter()
+                        .any(|(n, a)| *n == call.name && *a == arguments)
+                    {
+                        self.repeated = true;
+                        break;
+                    }
                     if !self.plan.parallel && self.calls >= 1 {
                         return Err("Tool call validation failed: the model called more than one tool, but parallel_tool_calls is false".into());
                     }
@@ -464,9 +500,10 @@ impl ToolState {
                         check.check(&call)?;
                     }
                     self.calls += 1;
+                    self.seen.push((call.name.clone(), arguments.clone()));
                     out.push(ToolOutput::Call {
                         name: call.name,
-                        arguments: call.arguments.to_string(),
+                        arguments,
                     });
                 }
             }
