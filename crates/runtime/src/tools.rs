@@ -23,8 +23,7 @@ use serde_json::Value;
 use crate::validate::{invalid, ModelContext, ValidationError};
 
 /// What a model that sees tools is told under `tool_choice: none`.
-const NO_CALLS: &str =
-    "Do not call any function in this reply: answer the user directly in plain text.";
+const NO_CALLS: &str = "Do not call any function in this reply: answer the user directly.";
 
 /// Groq's limit on `tools`.
 pub const MAX_TOOLS: usize = 128;

@@ -279,12 +279,10 @@ async fn errors_have_groq_status_and_envelope() {
             "`max_tokens`",
         ),
         (
-            format!(
-                r#"{{"model":"mock-model",{m},"tools":[{{"type":"function","function":{{"name":"f"}}}}]}}"#
-            ),
+            format!(r#"{{"model":"mock-model",{m},"functions":[{{"name":"f"}}]}}"#),
             StatusCode::BAD_REQUEST,
             None,
-            "`tools` is not supported",
+            "`functions` is not supported",
         ),
         (
             format!(r#"{{"model":"mock-model",{m},"reasoning_effort":"low"}}"#),

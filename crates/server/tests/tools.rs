@@ -518,3 +518,19 @@ async fn tool_call_wire_output_matches_snapshots() {
     }
     insta::assert_json_snapshot!("tool_calls_stream", chunks);
 }
+
+#[tokio::test]
+async fn structured_outputs_apply_beside_visible_tools_under_none() {
+    let app = mock(r#"{"city": "Paris"}"#);
+    let (status, body) = chat(
+        &app,
+        &req(json!({"tool_choice": "none", "response_format": {"type": "json_object"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        r#"{"city": "Paris"}"#
+    );
+    assert!(body["choices"][0]["message"].get("tool_calls").is_none());
+}
