@@ -5,7 +5,7 @@ Covered:
   model's call comes back as `message.tool_calls` with `finish_reason: "tool_calls"`, the SDK's
   own message object is appended to `messages` as the docs do, the tool result is sent back and
   the second answer is plain text;
-- streaming with the openai SDK (`tool_choice="required"`): deltas accumulated by `index` as the
+- the same flow streamed with the openai SDK (`tool_choice="auto"`): deltas accumulated by `index` as the
   OpenAI docs show, no call syntax leaking into `delta.content`, then a streamed text answer to
   the tool result;
 - parallel calls streamed through the groq SDK: each call arrives whole in one delta (as Groq
@@ -211,7 +211,7 @@ def test_openai_sdk_streaming_tool_calls(openai_tools):
             model=MODEL,
             messages=messages,
             tools=[CALCULATE_TOOL],
-            tool_choice="required",
+            tool_choice="auto",  # the seed's choice: the model decides, and calls
             max_completion_tokens=BUDGET,
             temperature=0,
             stream=True,

@@ -134,7 +134,7 @@ impl CallGrammar<'_> {
         let mut alts = Vec::new();
         if self.any_name {
             rules.push(format!(
-                "call_any: \"{{\\\"name\\\": \" name_any \", \\\"{key}\\\": \" args_any \"}}\""
+                "call_any: \"{{\" OPEN_WS? \"\\\"name\\\": \" name_any \", \\\"{key}\\\": \" args_any \"}}\""
             ));
             rules.push(format!(
                 "name_any: {}",
@@ -147,8 +147,8 @@ impl CallGrammar<'_> {
             alts.push("call_any".to_string());
         } else {
             for (i, t) in self.tools.iter().enumerate() {
-                let head = lark_str(&format!("{{\"name\": {}, \"{key}\": ", lark_str(t.name)));
-                rules.push(format!("call_{i}: {head} args_{i} \"}}\""));
+                let head = lark_str(&format!("\"name\": {}, \"{key}\": ", lark_str(t.name)));
+                rules.push(format!("call_{i}: \"{{\" OPEN_WS? {head} args_{i} \"}}\""));
                 let schema = t
                     .parameters
                     .cloned()
@@ -158,6 +158,9 @@ impl CallGrammar<'_> {
             }
         }
         rules.push(format!("call: {}", alts.join(" | ")));
+        // Models often open the object on its own line (`{\n  "name"`): a few whitespace
+        // characters are allowed there; the rest of the call is compact.
+        rules.push("OPEN_WS: /[ \\t\\n]{1,8}/".into());
         let many = |item: &str, sep: &str| {
             if self.parallel {
                 format!("{item} ({} {item})*", lark_str(sep))

@@ -189,3 +189,16 @@ fn empty_object_arguments() {
     feed(&mut c, "\"name\": \"get_time\", \"arguments\": {}}").unwrap();
     assert!(c.is_complete());
 }
+
+#[test]
+fn a_call_object_may_open_on_its_own_line() {
+    let mut c = compile(ToolFormat::Hermes, true, true);
+    c.feed(b"```json\n{\n  \"name\": ", &[]).unwrap();
+    feed(&mut c, "\"now\", \"arguments\": {}}\n```").unwrap();
+    assert!(c.is_complete());
+    let mut c = compile(ToolFormat::Hermes, true, true);
+    assert!(
+        c.feed(b"{\n\n\n\n\n\n\n\n\n\"name\"", &[]).is_err(),
+        "not unbounded"
+    );
+}

@@ -17,6 +17,7 @@ use peregrine_grammar::{strict, CallGrammar, Constraint, GrammarSpec, Marker, To
 use peregrine_protocol::chat::{
     ChatCompletionRequest, ChatMessage, FunctionDefinition, ResponseFormat, ToolChoice,
 };
+use peregrine_text::template::TemplateMessage;
 use peregrine_text::tools::{ParseError, ParsedCall, Piece, ToolFormat, ToolParser};
 use serde_json::Value;
 
@@ -128,6 +129,92 @@ pub(crate) fn resolve(
     model: &ModelContext,
 ) -> Result<ResolvedTools, ValidationError> {
     let tools = req.tools.as_deref().unwrap_or_default();
+    let functions = check_functions(tools)?;
+    let skip_check = req.disable_tool_validation == Some(true);
+    let choice = choice_of(req, &functions, skip_check)?;
+    let calls_on = !matches!(choice, Choice::None) && (!functions.is_empty() || skip_check);
+    let json_format = matches!(
+        req.response_format,
+        Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+    );
+    if calls_on && json_format {
+        return Err(invalid(
+            "`response_format` json_object / json_schema cannot be combined with tool calls; set `tool_choice` to 'none' or drop `response_format`",
+        ));
+    }
+    let template_tools = (!functions.is_empty()).then(|| {
+        tools
+            .iter()
+            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+            .collect()
+    });
+    let syntax = &model.tool_syntax;
+    let mut out = ResolvedTools {
+        template_tools,
+        plan: None,
+        forced_grammar: None,
+        banned: Vec::new(),
+        first_banned: None,
+        note: None,
+        native: model.template.handles_tools() && syntax.format != ToolFormat::Json,
+        functions,
+    };
+    if !calls_on {
+        // No call can be made. With tools visible to the template (as on Groq) or calls
+        // earlier in the conversation, the call tag is never sampled and the answer may not
+        // open like a call.
+        let tool_history = req.messages.iter().any(|m| {
+            matches!(
+                m,
+                ChatMessage::Tool { .. }
+                    | ChatMessage::Assistant {
+                        tool_calls: Some(_),
+                        ..
+                    }
+            )
+        });
+        if !out.functions.is_empty() || tool_history {
+            out.banned = tag_tokens(model);
+            out.first_banned = Some(syntax.openers.clone());
+        }
+        if !out.functions.is_empty() {
+            out.note = Some(NO_CALLS);
+        }
+        return Ok(out);
+    }
+    let parallel = req.parallel_tool_calls.unwrap_or(true);
+    let check = if skip_check {
+        None
+    } else {
+        Some(validators(&out.functions)?)
+    };
+    let allowed: Vec<&FunctionDefinition> = match &choice {
+        Choice::Named(n) => out.functions.iter().filter(|f| &f.name == n).collect(),
+        _ => out.functions.iter().collect(),
+    };
+    let forced = matches!(choice, Choice::Required | Choice::Named(_));
+    let grammar = compile_calls(model, &allowed, skip_check, parallel, !forced)?;
+    let lazy = if forced {
+        out.forced_grammar = Some(grammar);
+        None
+    } else {
+        Some(grammar)
+    };
+    out.plan = Some(ToolPlan {
+        format: syntax.format,
+        markers: syntax.marker_tokens(),
+        forced,
+        lazy,
+        check,
+        parallel,
+    });
+    Ok(out)
+}
+
+/// Checks each entry of `tools`; returns the function definitions in order.
+fn check_functions(
+    tools: &[peregrine_protocol::chat::Tool],
+) -> Result<Vec<FunctionDefinition>, ValidationError> {
     if tools.len() > MAX_TOOLS {
         return Err(invalid(format!(
             "`tools` may contain at most {MAX_TOOLS} tools, got {}",
@@ -157,25 +244,33 @@ pub(crate) fn resolve(
                 f.name
             )));
         }
-        match &f.parameters {
-            None | Some(Value::Object(_)) => {}
-            Some(_) => {
-                return Err(invalid(format!(
-                    "`tools[{i}].function.parameters` must be a JSON Schema object"
-                )))
-            }
+        let object_schema = |p: &Value| {
+            p.as_object()
+                .is_some_and(|o| o.get("type").is_none_or(|t| t == "object"))
+        };
+        if f.parameters.as_ref().is_some_and(|p| !object_schema(p)) {
+            return Err(invalid(format!(
+                "`tools[{i}].function.parameters` must be a JSON Schema of an object (`\"type\": \"object\"`)"
+            )));
         }
         if f.strict == Some(true) {
-            let params = f
-                .parameters
-                .clone()
-                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}, "required": [], "additionalProperties": false}));
+            let params = f.parameters.clone().unwrap_or_else(|| {
+                serde_json::json!({"type": "object", "properties": {}, "required": [], "additionalProperties": false})
+            });
             strict::check(&params)
                 .map_err(|e| invalid(format!("`tools[{i}].function.parameters`: {e}")))?;
         }
         functions.push(f.clone());
     }
-    let skip_check = req.disable_tool_validation == Some(true);
+    Ok(functions)
+}
+
+/// `tool_choice`, with its default (`auto` with tools, else `none`).
+fn choice_of(
+    req: &ChatCompletionRequest,
+    functions: &[FunctionDefinition],
+    skip_check: bool,
+) -> Result<Choice, ValidationError> {
     let choice = match &req.tool_choice {
         None if functions.is_empty() => Choice::None,
         None => Choice::Auto,
@@ -214,96 +309,24 @@ pub(crate) fn resolve(
             "`tool_choice` is 'required' but the request has no `tools`",
         ));
     }
-    let calls_on = !matches!(choice, Choice::None) && (!functions.is_empty() || skip_check);
-    let json_format = matches!(
-        req.response_format,
-        Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
-    );
-    if calls_on && json_format {
-        return Err(invalid(
-            "`response_format` json_object / json_schema cannot be combined with tool calls; set `tool_choice` to 'none' or drop `response_format`",
-        ));
+    Ok(choice)
+}
+
+/// An argument validator per tool.
+fn validators(functions: &[FunctionDefinition]) -> Result<ToolCheck, ValidationError> {
+    let mut tools = HashMap::new();
+    for (i, f) in functions.iter().enumerate() {
+        let v = match &f.parameters {
+            None => None,
+            Some(p) => Some(Arc::new(jsonschema::validator_for(p).map_err(|e| {
+                invalid(format!(
+                    "`tools[{i}].function.parameters` is not a valid JSON Schema: {e}"
+                ))
+            })?)),
+        };
+        tools.insert(f.name.clone(), v);
     }
-    let template_tools = (!functions.is_empty()).then(|| {
-        tools
-            .iter()
-            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
-            .collect()
-    });
-    let syntax = &model.tool_syntax;
-    let native = model.template.handles_tools() && syntax.format != ToolFormat::Json;
-    let mut out = ResolvedTools {
-        template_tools,
-        plan: None,
-        forced_grammar: None,
-        banned: Vec::new(),
-        first_banned: None,
-        note: None,
-        native,
-        functions,
-    };
-    if !calls_on {
-        // No call can be made. With tools visible to the template (as on Groq) or calls
-        // earlier in the conversation, the call tag is never sampled and the answer may not
-        // open like a call.
-        let tool_history = req.messages.iter().any(|m| {
-            matches!(
-                m,
-                ChatMessage::Tool { .. }
-                    | ChatMessage::Assistant {
-                        tool_calls: Some(_),
-                        ..
-                    }
-            )
-        });
-        if !out.functions.is_empty() || tool_history {
-            out.banned = tag_tokens(model);
-            out.first_banned = Some(syntax.openers.clone());
-        }
-        if !out.functions.is_empty() {
-            out.note = Some(NO_CALLS);
-        }
-        return Ok(out);
-    }
-    let parallel = req.parallel_tool_calls.unwrap_or(true);
-    let check = if skip_check {
-        None
-    } else {
-        let mut map = HashMap::new();
-        for (i, f) in out.functions.iter().enumerate() {
-            let v = match &f.parameters {
-                None => None,
-                Some(p) => Some(Arc::new(jsonschema::validator_for(p).map_err(|e| {
-                    invalid(format!(
-                        "`tools[{i}].function.parameters` is not a valid JSON Schema: {e}"
-                    ))
-                })?)),
-            };
-            map.insert(f.name.clone(), v);
-        }
-        Some(ToolCheck { tools: map })
-    };
-    let allowed: Vec<&FunctionDefinition> = match &choice {
-        Choice::Named(n) => out.functions.iter().filter(|f| &f.name == n).collect(),
-        _ => out.functions.iter().collect(),
-    };
-    let forced = matches!(choice, Choice::Required | Choice::Named(_));
-    let grammar = compile_calls(model, &allowed, skip_check, parallel, !forced)?;
-    let lazy = if forced {
-        out.forced_grammar = Some(grammar);
-        None
-    } else {
-        Some(grammar)
-    };
-    out.plan = Some(ToolPlan {
-        format: syntax.format,
-        markers: syntax.marker_tokens(),
-        forced,
-        lazy,
-        check,
-        parallel,
-    });
-    Ok(out)
+    Ok(ToolCheck { tools })
 }
 
 /// Compiles the call grammar. A non-strict tool whose schema the grammar engine cannot
@@ -383,6 +406,24 @@ pub(crate) fn instruction(functions: &[FunctionDefinition], parallel: bool) -> S
     s
 }
 
+/// For templates that do not render tool calls: each assistant turn's calls become the
+/// bare JSON the model is told to write, appended to its content.
+pub(crate) fn calls_as_text(msgs: &mut [TemplateMessage]) {
+    for m in msgs {
+        if let Some(calls) = m.tool_calls.take() {
+            let text: Vec<String> = calls
+                .iter()
+                .map(|c| serde_json::json!({"name": c.name, "arguments": c.arguments}).to_string())
+                .collect();
+            let content = m.content.get_or_insert_with(String::new);
+            if !content.is_empty() {
+                content.push('\n');
+            }
+            content.push_str(&text.join("\n"));
+        }
+    }
+}
+
 /// A sequence's view of its own calls (engine thread).
 pub(crate) struct ToolState {
     pub plan: ToolPlan,
@@ -445,8 +486,12 @@ impl ToolState {
     ) -> Result<Vec<ToolOutput>, String> {
         self.text.push_str(text);
         let pieces = self.parser.push(text);
-        if constraint.is_none() {
-            if let (Some(start), Some(_)) = (self.parser.call_start(), &self.plan.lazy) {
+        if self.parser.failed() {
+            // A tagged call that is not a call: no point generating further.
+            return Err(FAILED_CALL.to_string());
+        }
+        if constraint.is_none() && self.plan.lazy.is_some() && self.parser.call_opened() {
+            if let Some(start) = self.parser.call_start() {
                 if let Some(c) = self.start_lazy(start) {
                     *constraint = Some(c);
                 }
@@ -514,6 +559,12 @@ impl ToolState {
     /// straddles `start`, then every later token. `None` when what was written is not the
     /// opening of a call the grammar knows (the parser then decides alone).
     fn start_lazy(&mut self, start: usize) -> Option<Constraint> {
+        // Offsets into the text the parser saw are offsets into the token bytes only while
+        // that text is the bytes verbatim (invalid UTF-8 is replaced in the text).
+        if self.bytes.get(..start)? != self.text.as_bytes().get(..start)? {
+            self.plan.lazy = None;
+            return None;
+        }
         let mut c = self.plan.lazy.take()?;
         let i = self
             .tokens
@@ -528,7 +579,7 @@ impl ToolState {
             all.extend(rest);
             c.feed(&[], &all)
         } else {
-            c.feed(&self.bytes[start..first_end], &rest)
+            c.feed(self.bytes.get(start..first_end)?, &rest)
         };
         match result {
             Ok(()) => Some(c),

@@ -503,21 +503,7 @@ fn render_and_tokenize(
     } else {
         // The template knows nothing of tools: calls in the history become the JSON the
         // model is told to write, and the tools are described in the system prompt.
-        for m in &mut msgs {
-            if let Some(calls) = m.tool_calls.take() {
-                let text: Vec<String> = calls
-                    .iter()
-                    .map(|c| {
-                        serde_json::json!({"name": c.name, "arguments": c.arguments}).to_string()
-                    })
-                    .collect();
-                let content = m.content.get_or_insert_with(String::new);
-                if !content.is_empty() {
-                    content.push('\n');
-                }
-                content.push_str(&text.join("\n"));
-            }
-        }
+        tools::calls_as_text(&mut msgs);
         if let Some(plan) = &tools.plan {
             let text = tools::instruction(&tools.functions, plan.parallel);
             add_system_text(&mut msgs, &text);

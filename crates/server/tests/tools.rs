@@ -534,3 +534,18 @@ async fn structured_outputs_apply_beside_visible_tools_under_none() {
     );
     assert!(body["choices"][0]["message"].get("tool_calls").is_none());
 }
+
+#[tokio::test]
+async fn markdown_that_starts_like_json_stays_content_under_auto() {
+    // A `[` (a Markdown link) or a code fence is not a call's opening: no grammar starts.
+    for script in [
+        "[the docs](https://example.com) say so.",
+        "```\nls -la\n```",
+    ] {
+        let app = mock(script);
+        let (status, body) = chat(&app, &req(json!({}))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["choices"][0]["message"]["content"], script);
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    }
+}

@@ -20,7 +20,11 @@
 //! assert_eq!(call.arguments["city"], "Paris");
 //! ```
 
+mod scan;
+
 use serde_json::{Map, Value};
+
+use scan::{call_shaped, calls_of, object_opened, scan_json, Scan};
 
 /// How a model family writes tool calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +194,22 @@ impl ToolParser {
         self.in_call().then_some(self.offset)
     }
 
+    /// Whether the current call has opened: its tag, or (at the start of the answer or after
+    /// a call) a JSON object, bare, in an array or in a fence. A `[` or a fence alone is not
+    /// yet an opening: Markdown links and code blocks start that way.
+    pub fn call_opened(&self) -> bool {
+        match self.state {
+            State::Call(Region::Tag) => true,
+            State::Call(_) => object_opened(&self.buf),
+            _ => false,
+        }
+    }
+
+    /// Whether a call opened by the family's tag turned out malformed (the output has failed).
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+
     /// Number of calls parsed so far.
     pub fn calls(&self) -> usize {
         self.calls
@@ -217,7 +237,12 @@ impl ToolParser {
             return Err(e);
         }
         match self.state {
-            State::Call(_) => Err(ParseError::Truncated),
+            State::Call(Region::Tag) => Err(ParseError::Truncated),
+            State::Call(_) if call_shaped(&self.buf) => Err(ParseError::Truncated),
+            State::Call(_) => {
+                out.push(Piece::Content(std::mem::take(&mut self.buf)));
+                Ok(out)
+            }
             _ => {
                 if !self.buf.is_empty() && self.state == State::Text {
                     out.push(Piece::Content(std::mem::take(&mut self.buf)));
@@ -358,23 +383,28 @@ impl ToolParser {
                     out,
                     region,
                     "the JSON is not a {\"name\", \"arguments\"} call",
+                    used,
                 ),
             },
-            Scan::Invalid(why) => self.not_a_call(out, region, &why),
+            Scan::Invalid(why, span) => self.not_a_call(out, region, &why, span),
         }
     }
 
-    /// A region that turned out not to be a call: an error after a tag, answer text otherwise.
-    fn not_a_call(&mut self, out: &mut Vec<Piece>, region: Region, why: &str) -> bool {
+    /// A region that turned out not to be a call: an error after a tag; otherwise its first
+    /// `span` bytes are answer text and the rest is scanned as text.
+    fn not_a_call(&mut self, out: &mut Vec<Piece>, region: Region, why: &str, span: usize) -> bool {
         if region == Region::Tag {
             self.error = Some(ParseError::Malformed(why.to_string()));
             self.state = State::Failed;
             return false;
         }
-        let n = self.buf.len();
+        let mut n = span.clamp(1, self.buf.len());
+        while !self.buf.is_char_boundary(n) {
+            n += 1;
+        }
         self.emit(out, n);
         self.state = State::Text;
-        false
+        true
     }
 
     fn scan_tag(&self, end: bool) -> Scan {
@@ -419,7 +449,10 @@ impl ToolParser {
             return if looks_like_name && !end && body.len() < 80 {
                 Scan::Pending
             } else {
-                Scan::Invalid("expected [ARGS] after the function name".into())
+                Scan::Invalid(
+                    "expected [ARGS] after the function name".into(),
+                    self.buf.len(),
+                )
             };
         };
         let name = body[..i].trim().to_string();
@@ -448,7 +481,7 @@ impl ToolParser {
             at += rest.len() - r.len();
             if r.starts_with("```") {
                 if values.is_empty() {
-                    return Scan::Invalid("the fence holds no JSON".into());
+                    return Scan::Invalid("the fence holds no JSON".into(), at + 3);
                 }
                 let items = values
                     .into_iter()
@@ -461,13 +494,13 @@ impl ToolParser {
             }
             if r.is_empty() || ("```".starts_with(r) && !values.is_empty()) {
                 return if end {
-                    Scan::Invalid("the fence is not closed".into())
+                    Scan::Invalid("the fence is not closed".into(), self.buf.len())
                 } else {
                     Scan::Pending
                 };
             }
             if !r.starts_with(['{', '[']) {
-                return Scan::Invalid("the fence holds something other than JSON".into());
+                return Scan::Invalid("the fence holds something other than JSON".into(), at);
             }
             match scan_json(&self.buf, at) {
                 Scan::Done(v, n) => {
@@ -477,272 +510,5 @@ impl ToolParser {
                 other => return other,
             }
         }
-    }
-}
-
-enum Scan {
-    /// Not decided yet: more text is needed.
-    Pending,
-    /// A complete JSON value and the bytes of `buf` it (and its syntax) used.
-    Done(Value, usize),
-    Invalid(String),
-}
-
-/// Scans the JSON object or array starting at `buf[at]`; `Done` carries the value and the
-/// length of its text.
-fn scan_json(buf: &str, at: usize) -> Scan {
-    let bytes = &buf.as_bytes()[at..];
-    match bytes.first() {
-        None => return Scan::Pending,
-        Some(b'{' | b'[') => {}
-        Some(_) => return Scan::Invalid("expected a JSON object".into()),
-    }
-    let mut depth = 0usize;
-    let mut in_str = false;
-    let mut escaped = false;
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_str {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
-                depth -= 1;
-                if depth == 0 {
-                    let text = &buf[at..at + i + 1];
-                    return match serde_json::from_str(text) {
-                        Ok(v) => Scan::Done(v, i + 1),
-                        Err(e) => Scan::Invalid(format!("invalid JSON: {e}")),
-                    };
-                }
-            }
-            _ => {}
-        }
-    }
-    Scan::Pending
-}
-
-/// The calls a JSON value describes: `{"name", "arguments"|"parameters"}` or a non-empty
-/// array of those. Arguments given as a JSON-encoded string are decoded.
-fn calls_of(value: Value) -> Option<Vec<ParsedCall>> {
-    match value {
-        Value::Array(items) if !items.is_empty() => items.into_iter().map(call_of).collect(),
-        v @ Value::Object(_) => Some(vec![call_of(v)?]),
-        _ => None,
-    }
-}
-
-fn call_of(value: Value) -> Option<ParsedCall> {
-    let Value::Object(mut obj) = value else {
-        return None;
-    };
-    // `{"type": "function", "function": {...}}` (OpenAI's own shape) is accepted too.
-    if let Some(Value::Object(f)) = obj.remove("function") {
-        return call_of(Value::Object(f));
-    }
-    let name = match obj.remove("name")? {
-        Value::String(s) if !s.is_empty() => s,
-        _ => return None,
-    };
-    let args = obj
-        .remove("arguments")
-        .or_else(|| obj.remove("parameters"))
-        .unwrap_or_else(|| Value::Object(Map::new()));
-    let arguments = match args {
-        Value::Object(_) => args,
-        Value::Null => Value::Object(Map::new()),
-        Value::String(s) => match serde_json::from_str::<Value>(&s) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => return None,
-        },
-        _ => return None,
-    };
-    // Anything else besides `type`/`id` means this is some other JSON, not a call.
-    if obj.keys().any(|k| k != "type" && k != "id") {
-        return None;
-    }
-    Some(ParsedCall { name, arguments })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn parse_all(format: ToolFormat, chunks: &[&str]) -> Result<Vec<Piece>, ParseError> {
-        let mut p = ToolParser::new(format);
-        let mut out = Vec::new();
-        for c in chunks {
-            out.extend(p.push(c));
-        }
-        out.extend(p.finish()?);
-        Ok(merge(out))
-    }
-
-    fn merge(pieces: Vec<Piece>) -> Vec<Piece> {
-        let mut out: Vec<Piece> = Vec::new();
-        for p in pieces {
-            match (out.last_mut(), p) {
-                (Some(Piece::Content(a)), Piece::Content(b)) => a.push_str(&b),
-                (_, p) => out.push(p),
-            }
-        }
-        out
-    }
-
-    fn call(name: &str, args: Value) -> Piece {
-        Piece::Call(ParsedCall {
-            name: name.into(),
-            arguments: args,
-        })
-    }
-
-    #[test]
-    fn detects_families_from_templates() {
-        assert_eq!(
-            ToolFormat::detect(include_str!("../tests/fixtures/qwen2.5-instruct.jinja")),
-            ToolFormat::Hermes
-        );
-        assert_eq!(
-            ToolFormat::detect(include_str!("../tests/fixtures/llama-3.2-instruct.jinja")),
-            ToolFormat::Llama3
-        );
-        assert_eq!(
-            ToolFormat::detect(include_str!("../tests/fixtures/smollm2.jinja")),
-            ToolFormat::Json
-        );
-        assert_eq!(
-            ToolFormat::detect("{{ '[AVAILABLE_TOOLS]' }}{{ '[TOOL_CALLS]' }}"),
-            ToolFormat::Mistral
-        );
-    }
-
-    #[test]
-    fn hermes_parallel_calls_with_text_before() {
-        let text = "Sure.\n<tool_call>\n{\"name\": \"a\", \"arguments\": {\"x\": 1}}\n</tool_call>\n<tool_call>\n{\"name\": \"b\", \"arguments\": {}}\n</tool_call>";
-        assert_eq!(
-            parse_all(ToolFormat::Hermes, &[text]).unwrap(),
-            vec![
-                Piece::Content("Sure.\n".into()),
-                call("a", json!({"x": 1})),
-                call("b", json!({}))
-            ]
-        );
-    }
-
-    #[test]
-    fn bare_and_fenced_json_at_the_start_are_calls_in_every_family() {
-        for f in [
-            ToolFormat::Hermes,
-            ToolFormat::Llama3,
-            ToolFormat::Mistral,
-            ToolFormat::Json,
-        ] {
-            let bare = r#"{"name": "a", "arguments": {"x": "}"}}"#;
-            assert_eq!(
-                parse_all(f, &[bare]).unwrap(),
-                vec![call("a", json!({"x": "}"}))]
-            );
-            let fenced = "```json\n{\"name\": \"a\", \"parameters\": {}}\n```";
-            assert_eq!(parse_all(f, &[fenced]).unwrap(), vec![call("a", json!({}))]);
-            let array =
-                r#"[{"name": "a", "arguments": {}}, {"name": "b", "arguments": "{\"y\": 2}"}]"#;
-            assert_eq!(
-                parse_all(f, &[array]).unwrap(),
-                vec![call("a", json!({})), call("b", json!({"y": 2}))]
-            );
-        }
-    }
-
-    #[test]
-    fn llama3_and_mistral_syntax() {
-        let t = r#"<|python_tag|>{"name": "a", "parameters": {"q": 1}}; {"name": "b", "parameters": {}}"#;
-        assert_eq!(
-            parse_all(ToolFormat::Llama3, &[t]).unwrap(),
-            vec![call("a", json!({"q": 1})), call("b", json!({}))]
-        );
-        let t = r#"[TOOL_CALLS][{"name": "a", "arguments": {"q": 1}}]"#;
-        assert_eq!(
-            parse_all(ToolFormat::Mistral, &[t]).unwrap(),
-            vec![call("a", json!({"q": 1}))]
-        );
-        let t = r#"[TOOL_CALLS]get_time[ARGS]{"tz": "UTC"}"#;
-        assert_eq!(
-            parse_all(ToolFormat::Mistral, &[t]).unwrap(),
-            vec![call("get_time", json!({"tz": "UTC"}))]
-        );
-    }
-
-    #[test]
-    fn json_that_is_not_a_call_is_text() {
-        let t = r#"{"answer": 42}"#;
-        assert_eq!(
-            parse_all(ToolFormat::Hermes, &[t]).unwrap(),
-            vec![Piece::Content(t.into())]
-        );
-        let t = "```json\n{\"name\": \"a\", \"arguments\": {}}\n{\"name\": \"b\", \"arguments\": {}}\n```";
-        assert_eq!(
-            parse_all(ToolFormat::Json, &[t]).unwrap(),
-            vec![call("a", json!({})), call("b", json!({}))]
-        );
-        let t = "```python\nprint(1)\n```";
-        assert_eq!(
-            parse_all(ToolFormat::Json, &[t]).unwrap(),
-            vec![Piece::Content(t.into())]
-        );
-        let t = "Use `x` here";
-        assert_eq!(
-            parse_all(ToolFormat::Json, &[t]).unwrap(),
-            vec![Piece::Content(t.into())]
-        );
-    }
-
-    #[test]
-    fn malformed_and_truncated_calls_are_errors() {
-        assert_eq!(
-            parse_all(
-                ToolFormat::Hermes,
-                &["<tool_call>\n{\"name\": \"a\", \"argu"]
-            ),
-            Err(ParseError::Truncated)
-        );
-        assert!(matches!(
-            parse_all(ToolFormat::Hermes, &["<tool_call>\nnot json</tool_call>"]),
-            Err(ParseError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse_all(ToolFormat::Hermes, &["<tool_call>{\"x\": 1}</tool_call>"]),
-            Err(ParseError::Malformed(_))
-        ));
-        assert_eq!(
-            parse_all(ToolFormat::Json, &["{\"name\": \"a\", \"arguments\": {"]),
-            Err(ParseError::Truncated)
-        );
-    }
-
-    #[test]
-    fn tag_prefixes_are_held_back_but_released_at_the_end() {
-        let mut p = ToolParser::new(ToolFormat::Hermes);
-        assert_eq!(p.push("a <tool"), vec![Piece::Content("a ".into())]);
-        assert_eq!(p.finish().unwrap(), vec![Piece::Content("<tool".into())]);
-    }
-
-    #[test]
-    fn call_start_points_at_the_opening() {
-        let mut p = ToolParser::new(ToolFormat::Hermes);
-        p.push("Hi ");
-        assert_eq!(p.call_start(), None);
-        p.push("<tool_call>\n{\"na");
-        assert_eq!(p.call_start(), Some(3));
-        let mut p = ToolParser::new(ToolFormat::Json);
-        p.push("\n  {");
-        assert_eq!(p.call_start(), Some(3));
     }
 }

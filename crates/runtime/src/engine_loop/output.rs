@@ -1,0 +1,217 @@
+//! A sequence's output, token by token: detokenize, stop strings, tool calls, events; and
+//! how it ends (finished, or refused).
+
+use std::time::Instant;
+
+use peregrine_engine::{TokenId, Vocab};
+use peregrine_grammar::OutputError;
+use tracing::debug;
+
+use super::{Active, Outcome};
+use crate::events::{
+    Event, FinishReason, Finished, Rejection, TokenLogprob, TopLogprob, UsageStats,
+};
+use crate::tools::ToolOutput;
+
+pub(super) fn process_token(
+    a: &mut Active,
+    sampled: crate::sampling::Sampled,
+    vocab: &dyn Vocab,
+    n_ctx_seq: u32,
+) -> Outcome {
+    let now = Instant::now();
+    a.first_token.get_or_insert(now);
+    a.generated += 1;
+    let tok = sampled.token;
+    let logprobs = sampled
+        .logprobs
+        .map(|(lp, top)| {
+            vec![TokenLogprob {
+                token: piece(vocab, tok),
+                bytes: vocab.token_bytes(tok),
+                logprob: lp,
+                top: top
+                    .into_iter()
+                    .map(|(t, l)| TopLogprob {
+                        token: piece(vocab, t),
+                        bytes: vocab.token_bytes(t),
+                        logprob: l,
+                    })
+                    .collect(),
+            }]
+        })
+        .unwrap_or_default();
+    if vocab.is_eog(tok) {
+        // The end-of-turn token is not part of the answer: no text, no logprobs entry, and
+        // not counted in completion_tokens (so logprobs and usage line up with content).
+        a.generated -= 1;
+        return Outcome::Finish(FinishReason::Stop);
+    }
+    if let Some(c) = &mut a.constraint {
+        if let Err(e) = c.commit(tok) {
+            return Outcome::Reject(e);
+        }
+    }
+    let mut bytes = vocab.token_bytes(tok);
+    if let Some(t) = &mut a.tools {
+        if bytes.is_empty() {
+            if let Some(m) = t.marker_text(tok) {
+                bytes = m.as_bytes().to_vec();
+            }
+        }
+        t.record(tok, &bytes);
+    }
+    let text = a.detok.push(&bytes);
+    let step = a.stop.push(&text);
+    if let Some(t) = &mut a.tools {
+        match t.push(&step.emit, &mut a.constraint) {
+            Ok(outputs) => {
+                let repeated = t.repeated;
+                if !send_outputs(a, outputs, logprobs) {
+                    return Outcome::Gone;
+                }
+                if repeated {
+                    return Outcome::Finish(FinishReason::Stop);
+                }
+            }
+            Err(message) => return Outcome::RejectTool(message),
+        }
+    } else {
+        if a.constraint.is_some() {
+            a.text.push_str(&step.emit);
+        }
+        if !send_outputs(a, vec![ToolOutput::Content(step.emit)], logprobs) {
+            return Outcome::Gone;
+        }
+    }
+    if step.stopped {
+        a.hit_stop = true;
+        return Outcome::Finish(FinishReason::Stop);
+    }
+    if a.generated >= a.max_tokens || a.kv.len() + 1 >= n_ctx_seq as usize {
+        return Outcome::Finish(FinishReason::Length);
+    }
+    a.pending = Some(tok);
+    Outcome::Continue
+}
+
+pub(super) fn finish(a: &mut Active, mut reason: FinishReason) {
+    // A stop string ends the text where it began: nothing held back is released then.
+    let mut rest = String::new();
+    if !a.hit_stop {
+        let tail = a.detok.flush();
+        let step = a.stop.push(&tail);
+        rest = step.emit;
+        if !step.stopped {
+            rest.push_str(&a.stop.flush());
+        }
+    }
+    if let Some(mut t) = a.tools.take() {
+        let length = reason == FinishReason::Length;
+        let outputs = t.push(&rest, &mut None).and_then(|mut o| {
+            o.extend(t.finish(length)?);
+            Ok(o)
+        });
+        let ok = match outputs {
+            Ok(o) => send_outputs(a, o, vec![]),
+            Err(message) => {
+                a.tools = Some(t);
+                reject_tool(a, message);
+                return;
+            }
+        };
+        if !ok {
+            return;
+        }
+        if t.calls > 0 && !length {
+            reason = FinishReason::ToolCalls;
+        }
+    } else {
+        if a.constraint.is_some() {
+            a.text.push_str(&rest);
+        }
+        if !send_outputs(a, vec![ToolOutput::Content(rest)], vec![]) {
+            return;
+        }
+        if let Some(c) = &mut a.constraint {
+            if let Err(e) = c.check_output(&a.text) {
+                reject(a, &e);
+                return;
+            }
+        }
+    }
+    let now = Instant::now();
+    let first = a.first_token.unwrap_or(now);
+    let usage = UsageStats {
+        prompt_tokens: a.prompt.len() as u32,
+        cached_tokens: a.cached as u32,
+        completion_tokens: a.generated,
+        queue_time: (a.started - a.submitted).as_secs_f64(),
+        prompt_time: (first - a.started).as_secs_f64(),
+        completion_time: (now - first).as_secs_f64(),
+    };
+    send(a, Event::Finished(Finished { reason, usage }));
+}
+
+/// Ends a constrained request whose text is not an acceptable answer: a JSON format's
+/// `json_validate_failed`, or a call grammar's `tool_use_failed`.
+pub(super) fn reject(a: &Active, e: &OutputError) {
+    debug!(slot = a.slot.0, error = %e, "constrained output rejected");
+    if a.tools.is_some() {
+        reject_tool(a, crate::tools::FAILED_CALL.to_string());
+        return;
+    }
+    send(a, Event::Rejected(Rejection::Json(e.to_string())));
+}
+
+/// Ends a request whose tool calls were refused.
+pub(super) fn reject_tool(a: &Active, message: String) {
+    debug!(slot = a.slot.0, %message, "tool call rejected");
+    let failed_generation = a.tools.as_ref().map(|t| t.text.clone()).unwrap_or_default();
+    send(
+        a,
+        Event::Rejected(Rejection::Tool {
+            message,
+            failed_generation,
+        }),
+    );
+}
+
+/// Sends output in order; the token's logprobs ride on the first piece of content (or an
+/// empty delta). Empty text alone sends nothing.
+fn send_outputs(a: &Active, outputs: Vec<ToolOutput>, logprobs: Vec<TokenLogprob>) -> bool {
+    let mut logprobs = Some(logprobs).filter(|l| !l.is_empty());
+    for o in outputs {
+        let ev = match o {
+            ToolOutput::Content(text) if text.is_empty() => continue,
+            ToolOutput::Content(text) => Event::Delta {
+                text,
+                logprobs: logprobs.take().unwrap_or_default(),
+            },
+            ToolOutput::Call { name, arguments } => Event::ToolCall { name, arguments },
+        };
+        if !send(a, ev) {
+            return false;
+        }
+    }
+    match logprobs {
+        Some(logprobs) => send(
+            a,
+            Event::Delta {
+                text: String::new(),
+                logprobs,
+            },
+        ),
+        None => true,
+    }
+}
+
+fn send(a: &Active, ev: Event) -> bool {
+    // The channel is sized for every event a request can produce, so `Full` cannot happen;
+    // `Closed` means the client left.
+    a.events.try_send(ev).is_ok()
+}
+
+fn piece(vocab: &dyn Vocab, t: TokenId) -> String {
+    String::from_utf8_lossy(&vocab.token_bytes(t)).into_owned()
+}
