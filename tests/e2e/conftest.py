@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -88,11 +89,14 @@ def start_server(api_key: str, served_model: str):
         pytest.fail(f"server binary not found: {binary} (build it or set PEREGRINE_BIN)")
 
     stderr_file = Path(tempfile.mkstemp(prefix="peregrine-e2e-", suffix=".stderr")[1])
+    # Each server keeps its files and batches in a directory of its own.
+    data_dir = tempfile.mkdtemp(prefix="peregrine-e2e-data-")
     cmd = [
         str(binary), "serve",
         "--port", "0",
         "--model", served_model,
         "--api-key", api_key,
+        "--data-dir", data_dir,
     ]
     with open(stderr_file, "wb") as err:
         proc = subprocess.Popen(
@@ -137,6 +141,7 @@ def start_server(api_key: str, served_model: str):
         if proc.returncode not in (0, -signal.SIGTERM):
             print(f"\nperegrine exited with status {proc.returncode}\n{_stderr_tail(stderr_file)}")
         stderr_file.unlink(missing_ok=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

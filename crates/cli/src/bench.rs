@@ -294,6 +294,8 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
         gpu_layers: cs.n_gpu_layers,
         grammar: peregrine_grammar::GrammarLimits::default(),
         mask_threads: crate::settings::default_mask_threads(threads),
+        database_url: None,
+        data_dir: None,
     };
     let spec = ModelSpec {
         source: loc.path.display().to_string(),
@@ -320,6 +322,7 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
     let app = peregrine_server::router(Arc::new(peregrine_server::AppState {
         registry,
         api_keys: vec![],
+        files: None,
     }));
     let url = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -162,9 +162,32 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
         tracing::info!(model = %served.id, aliases = spec.aliases.len(), "serving");
         registry.add(served, spec.aliases.clone());
     }
+    let data_dir = s
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| common.home().join("data"));
+    tokio::fs::create_dir_all(&data_dir)
+        .await
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let url = s.database_url.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            data_dir.join("peregrine.db").display()
+        )
+    });
+    let store = peregrine_store::SqlStore::connect(&url)
+        .await
+        .context("opening the database")?;
+    let blobs = peregrine_store::LocalBlobs::new(data_dir.join("files"))
+        .await
+        .context("opening the file store")?;
     let state = Arc::new(AppState {
         registry,
         api_keys: s.api_keys.clone(),
+        files: Some(peregrine_server::files::FilesState {
+            store: Arc::new(store),
+            blobs: Arc::new(blobs),
+        }),
     });
     let app = peregrine_server::router(state);
     let listener = tokio::net::TcpListener::bind((s.host.as_str(), s.port))

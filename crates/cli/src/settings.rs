@@ -141,6 +141,14 @@ pub struct ServeArgs {
     /// from its chat template].
     #[arg(long, env = "PEREGRINE_TOOL_FORMAT", value_parser = parse_tool_format)]
     pub tool_format: Option<ToolFormat>,
+    /// Where files and batches are kept: `sqlite://PATH?mode=rwc` or `postgres://...`
+    /// [default: SQLite at `<data-dir>/peregrine.db`].
+    #[arg(long, env = "PEREGRINE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory for the default database and uploaded file contents
+    /// [default: `<home>/data`].
+    #[arg(long, env = "PEREGRINE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -205,6 +213,8 @@ pub struct ServeSettings {
     pub gpu_layers: u32,
     pub grammar: peregrine_grammar::GrammarLimits,
     pub mask_threads: usize,
+    pub database_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Mask threads when not configured: the cores left over by llama.cpp's `threads`, at most 4.
@@ -309,6 +319,8 @@ impl ServeArgs {
                 cache_entries: self.grammar_cache,
                 ..Default::default()
             },
+            database_url: self.database_url.clone(),
+            data_dir: self.data_dir.clone(),
         })
     }
 }

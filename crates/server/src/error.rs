@@ -16,6 +16,9 @@ pub enum ApiError {
     Validation(#[from] ValidationError),
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
+    /// A resource (file, batch) that does not exist.
+    #[error("{0}")]
+    NotFound(String),
     #[error("Invalid API Key")]
     InvalidApiKey,
     #[error("Request body is too large: the limit is {0} bytes.")]
@@ -63,6 +66,11 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
                 Some("model_not_found"),
+            ),
+            ApiError::NotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("not_found"),
             ),
             ApiError::InvalidApiKey => (
                 StatusCode::UNAUTHORIZED,

@@ -7,6 +7,7 @@
 
 pub mod chat;
 pub mod error;
+pub mod files;
 pub mod middleware;
 pub mod models;
 pub mod state;
@@ -27,6 +28,15 @@ fn api_routes(state: SharedState) -> Router<SharedState> {
         .route("/chat/completions", post(chat::create))
         .route("/models", get(models::list))
         .route("/models/{*id}", get(models::get))
+        .route(
+            "/files",
+            // Uploads are streamed with their own limits (files::MAX_FILE_BYTES).
+            post(files::upload)
+                .layer(DefaultBodyLimit::disable())
+                .get(files::list),
+        )
+        .route("/files/{id}", get(files::retrieve).delete(files::delete))
+        .route("/files/{id}/content", get(files::content))
         .layer(axum::middleware::from_fn_with_state(
             state,
             middleware::auth,

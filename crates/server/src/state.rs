@@ -80,6 +80,8 @@ pub struct AppState {
     pub registry: ModelRegistry,
     /// Accepted API keys; empty = no authentication.
     pub api_keys: Vec<String>,
+    /// File storage (the Files API); `None` answers that it is not enabled.
+    pub files: Option<crate::files::FilesState>,
 }
 
 pub type SharedState = Arc<AppState>;

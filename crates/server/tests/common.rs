@@ -84,6 +84,7 @@ pub fn app(s: Setup) -> Router {
     peregrine_server::router(Arc::new(AppState {
         registry,
         api_keys: s.api_keys,
+        files: None,
     }))
 }
 

@@ -1,0 +1,183 @@
+//! The Files API on a real store (SQLite in a temporary directory): upload, list, retrieve,
+//! download, delete, and the limits.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use peregrine_server::files::FilesState;
+use peregrine_server::{AppState, ModelRegistry};
+use peregrine_store::{LocalBlobs, SqlStore};
+use serde_json::Value;
+use tower::ServiceExt;
+
+async fn app(dir: &std::path::Path) -> Router {
+    let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+    let store = SqlStore::connect(&url).await.unwrap();
+    let blobs = LocalBlobs::new(dir.join("files")).await.unwrap();
+    peregrine_server::router(Arc::new(AppState {
+        registry: ModelRegistry::default(),
+        api_keys: vec![],
+        files: Some(FilesState {
+            store: Arc::new(store),
+            blobs: Arc::new(blobs),
+        }),
+    }))
+}
+
+const BOUNDARY: &str = "peregrine-test-boundary";
+
+fn multipart(purpose: Option<&str>, filename: &str, content: &[u8]) -> Request<Body> {
+    let mut body = Vec::new();
+    if let Some(p) = purpose {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{p}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+    );
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    Request::post("/openai/v1/files")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, bytes.to_vec())
+}
+
+async fn json(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let (s, b) = send(app, req).await;
+    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+const JSONL: &[u8] = b"{\"custom_id\": \"a\"}\n{\"custom_id\": \"b\"}\n";
+
+#[tokio::test]
+async fn upload_list_retrieve_download_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let (status, file) = json(&app, multipart(Some("batch"), "batch_file.jsonl", JSONL)).await;
+    assert_eq!(status, StatusCode::OK, "{file}");
+    let id = file["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("file_") && id.len() == 5 + 26, "{id}");
+    assert_eq!(file["object"], "file");
+    assert_eq!(file["bytes"], JSONL.len());
+    assert_eq!(file["filename"], "batch_file.jsonl");
+    assert_eq!(file["purpose"], "batch");
+    assert!(file["created_at"].as_i64().unwrap() > 1_700_000_000);
+    let keys: Vec<&str> = file
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["id", "object", "bytes", "created_at", "filename", "purpose"]
+    );
+
+    let (status, list) = json(&app, get("/openai/v1/files")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["object"], "list");
+    assert_eq!(list["data"][0]["id"], id.as_str());
+
+    let (status, one) = json(&app, get(&format!("/openai/v1/files/{id}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one, file);
+
+    let (status, bytes) = send(&app, get(&format!("/openai/v1/files/{id}/content"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bytes, JSONL);
+
+    let (status, del) = json(
+        &app,
+        Request::delete(format!("/openai/v1/files/{id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        del,
+        serde_json::json!({"id": id, "object": "file", "deleted": true})
+    );
+    let (status, err) = json(&app, get(&format!("/openai/v1/files/{id}"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+    assert_eq!(err["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("files")).unwrap().count(),
+        0,
+        "contents removed with the file"
+    );
+}
+
+#[tokio::test]
+async fn bad_uploads_are_400s_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    for (req, needle) in [
+        (multipart(None, "a.jsonl", JSONL), "`purpose` is required"),
+        (
+            multipart(Some("fine_tuning"), "a.jsonl", JSONL),
+            "`purpose` must be 'batch'",
+        ),
+        (multipart(Some("batch"), "a.jsonl", b""), "`file` is empty"),
+        (
+            multipart(Some("batch"), "a.jsonl", "{}\n".repeat(50_001).as_bytes()),
+            "more than 50000 lines",
+        ),
+    ] {
+        let (status, err) = json(&app, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+        assert_eq!(err["error"]["type"], "invalid_request_error");
+        let msg = err["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{msg}");
+    }
+    let (_, list) = json(&app, get("/openai/v1/files")).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("files")).unwrap().count(),
+        0
+    );
+    // Exactly 50,000 lines is allowed.
+    let (status, file) = json(
+        &app,
+        multipart(Some("batch"), "a.jsonl", "{}\n".repeat(50_000).as_bytes()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{file}");
+}
+
+#[tokio::test]
+async fn unknown_ids_are_404s() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    for path in [
+        "/openai/v1/files/file_01jh6x76wtemjr74t1fh0faj5t",
+        "/openai/v1/files/..%2Fetc",
+        "/openai/v1/files/file_nope/content",
+    ] {
+        let (status, err) = json(&app, get(path)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {err}");
+        assert_eq!(err["error"]["code"], "not_found");
+    }
+}

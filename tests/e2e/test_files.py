@@ -1,0 +1,54 @@
+"""The Files API through the official groq SDK, as the batch docs use it: upload a JSONL file
+with `client.files.create`, list, retrieve, download with `client.files.content`, delete."""
+
+from __future__ import annotations
+
+import json
+
+import groq
+import pytest
+
+LINES = [
+    {
+        "custom_id": f"request-{i}",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": "llama-3.1-8b-instant",
+            "messages": [{"role": "user", "content": f"What is {i}+{i}?"}],
+        },
+    }
+    for i in range(3)
+]
+
+
+def test_files_round_trip_with_the_groq_sdk(groq_client, tmp_path):
+    path = tmp_path / "batch_file.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in LINES))
+    with open(path, "rb") as f:
+        created = groq_client.files.create(file=f, purpose="batch")
+    assert created.id.startswith("file_")
+    assert created.object == "file"
+    assert created.purpose == "batch"
+    assert created.filename == "batch_file.jsonl"
+    assert created.bytes == path.stat().st_size
+
+    listed = groq_client.files.list()
+    assert created.id in [f.id for f in listed.data]
+    assert groq_client.files.info(created.id).bytes == created.bytes
+
+    content = groq_client.files.content(created.id)
+    assert content.read() == path.read_bytes()
+
+    deleted = groq_client.files.delete(created.id)
+    assert deleted.id == created.id and deleted.deleted is True
+    with pytest.raises(groq.NotFoundError):
+        groq_client.files.info(created.id)
+
+
+def test_upload_with_a_wrong_purpose_is_a_400(groq_client, tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text("{}\n")
+    with open(path, "rb") as f, pytest.raises(groq.BadRequestError) as err:
+        groq_client.files.create(file=f, purpose="fine_tuning")
+    assert "purpose" in str(err.value)
