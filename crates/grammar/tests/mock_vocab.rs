@@ -1,25 +1,11 @@
 //! The grammar layer over the mock's byte vocabulary: masks, commits, completion, failures.
 
+mod common;
+
+use common::{feed, grammars};
 use peregrine_engine::{MockVocab, TokenId, Vocab};
 use peregrine_grammar::{GrammarError, GrammarLimits, GrammarSpec, Grammars, OutputError};
 use serde_json::json;
-
-fn grammars() -> Grammars {
-    Grammars::new(&MockVocab, GrammarLimits::default()).unwrap()
-}
-
-/// Feeds `text` byte by byte, checking each byte is allowed by the mask first.
-fn feed(c: &mut peregrine_grammar::Constraint, text: &str) -> Result<(), String> {
-    for &b in text.as_bytes() {
-        c.compute_mask().map_err(|e| e.to_string())?;
-        let t = TokenId::from(b);
-        if !c.allows(t) {
-            return Err(format!("byte {:?} not allowed", b as char));
-        }
-        c.commit(t).map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
 
 #[test]
 fn json_object_accepts_an_object_and_completes() {

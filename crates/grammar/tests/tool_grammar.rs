@@ -1,28 +1,13 @@
 //! Tool-call grammars over the mock's byte vocabulary: every family's syntax, names and
 //! arguments constrained, parallel or not, lazy grammars fed the opening already written.
 
+mod common;
+
+use common::{feed, grammars};
 use peregrine_engine::{MockVocab, TokenId};
-use peregrine_grammar::{
-    CallGrammar, CallSyntax, Constraint, GrammarLimits, GrammarSpec, Grammars, Marker, ToolDef,
-};
+use peregrine_grammar::{CallGrammar, CallSyntax, Constraint, GrammarSpec, Marker, ToolDef};
 use peregrine_text::tools::ToolFormat;
 use serde_json::json;
-
-fn grammars() -> Grammars {
-    Grammars::new(&MockVocab, GrammarLimits::default()).unwrap()
-}
-
-fn feed(c: &mut Constraint, text: &str) -> Result<(), String> {
-    for &b in text.as_bytes() {
-        c.compute_mask().map_err(|e| e.to_string())?;
-        let t = TokenId::from(b);
-        if !c.allows(t) {
-            return Err(format!("byte {:?} not allowed", b as char));
-        }
-        c.commit(t).map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
 
 fn weather() -> serde_json::Value {
     json!({"type": "object", "properties": {

@@ -80,7 +80,7 @@ pub(super) fn process_token(
         if a.constraint.is_some() {
             a.text.push_str(&step.emit);
         }
-        if !send_outputs(a, vec![ToolOutput::Content(step.emit)], logprobs) {
+        if !send_text(a, step.emit, logprobs) {
             return Outcome::Gone;
         }
     }
@@ -130,7 +130,7 @@ pub(super) fn finish(a: &mut Active, mut reason: FinishReason) {
         if a.constraint.is_some() {
             a.text.push_str(&rest);
         }
-        if !send_outputs(a, vec![ToolOutput::Content(rest)], vec![]) {
+        if !send_text(a, rest, vec![]) {
             return;
         }
         if let Some(c) = &mut a.constraint {
@@ -204,6 +204,15 @@ fn send_outputs(a: &Active, outputs: Vec<ToolOutput>, logprobs: Vec<TokenLogprob
         ),
         None => true,
     }
+}
+
+/// Sends answer text (and the token's logprobs); nothing when both are empty. The plain
+/// (no tools) path: no allocation beyond the event.
+fn send_text(a: &Active, text: String, logprobs: Vec<TokenLogprob>) -> bool {
+    if text.is_empty() && logprobs.is_empty() {
+        return true;
+    }
+    send(a, Event::Delta { text, logprobs })
 }
 
 fn send(a: &Active, ev: Event) -> bool {
