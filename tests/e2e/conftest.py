@@ -144,6 +144,30 @@ def start_server(api_key: str, served_model: str):
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def module_server(api_key: str, served_model: str):
+    """A server of the requesting module's own: its KV cache holds nothing from other modules'
+    tests. Sampling is repeatable for the same request in the same cache state, but llama.cpp's
+    attention kernels change with the batch shape and the cache size (docs/decisions/0003), so
+    tests that compare runs token for token use this, one request at a time.
+    PEREGRINE_E2E_URL, when set, is used instead, as for the session server."""
+    external = os.environ.get("PEREGRINE_E2E_URL")
+    if external:
+        yield external.rstrip("/")
+        return
+    gen = start_server(api_key, served_model)
+    url = next(gen)
+    yield url
+    gen.close()
+
+
+@pytest.fixture(scope="module")
+def module_groq_client(module_server: str, api_key: str):
+    client = groq.Groq(base_url=module_server, api_key=api_key, max_retries=0, timeout=CLIENT_TIMEOUT_S)
+    yield client
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def base_url(server: str) -> str:
     return server

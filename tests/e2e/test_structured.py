@@ -15,7 +15,6 @@ from pathlib import Path
 import groq
 import jsonschema
 import pytest
-from conftest import CLIENT_TIMEOUT_S, start_server
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "structured"
 SEEDS = json.loads((FIXTURES / "seeds.json").read_text())
@@ -62,19 +61,7 @@ def _run(client: groq.Groq, seed: dict, stream: bool) -> str:
 
 
 @pytest.fixture(scope="module")
-def fresh_client(api_key, served_model):
-    """A client of a server of its own, started for this module: its KV cache holds nothing
-    from the other tests, so the greedy runs below see the same state every time."""
-    gen = start_server(api_key, served_model)
-    url = next(gen)
-    client = groq.Groq(base_url=url, api_key=api_key, max_retries=0, timeout=CLIENT_TIMEOUT_S)
-    yield client
-    client.close()
-    gen.close()
-
-
-@pytest.fixture(scope="module")
-def seed_outputs(fresh_client):
+def seed_outputs(module_groq_client):
     """Every seed, both ways, one request at a time.
 
     Greedy output of a request running alone is repeatable; batched beside others, its logits
@@ -84,7 +71,7 @@ def seed_outputs(fresh_client):
     """
     jobs = [(s, stream) for s in SEEDS for stream in (False, True)]
     # Each seed first without, then with streaming; the second reuses the cached prompt.
-    outs = [_run(fresh_client, *j) for j in jobs]
+    outs = [_run(module_groq_client, *j) for j in jobs]
     return {(_id(s), stream): out for (s, stream), out in zip(jobs, outs)}
 
 

@@ -22,13 +22,12 @@ except the seed flow, which keeps the documented arguments.
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import groq
 import openai
 import pytest
-from conftest import CLIENT_TIMEOUT_S, start_server
+from conftest import CLIENT_TIMEOUT_S
 
 from _helpers import check_stream_chunks
 
@@ -82,30 +81,16 @@ SAFE_EXPRESSION = re.compile(r"^[0-9+\-*/(). ]+$")
 # --- Fixtures -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tool_server(api_key, served_model):
-    """A server of this module's own (fresh cache, one request at a time: repeatable greedy runs).
-    PEREGRINE_E2E_URL, when set, is used instead, as for the session server."""
-    external = os.environ.get("PEREGRINE_E2E_URL")
-    if external:
-        yield external.rstrip("/")
-        return
-    gen = start_server(api_key, served_model)
-    url = next(gen)
-    yield url
-    gen.close()
-
-
-@pytest.fixture(scope="module")
-def groq_tools(tool_server, api_key):
-    client = groq.Groq(base_url=tool_server, api_key=api_key, max_retries=0, timeout=CLIENT_TIMEOUT_S)
+def groq_tools(module_server, api_key):
+    client = groq.Groq(base_url=module_server, api_key=api_key, max_retries=0, timeout=CLIENT_TIMEOUT_S)
     yield client
     client.close()
 
 
 @pytest.fixture(scope="module")
-def openai_tools(tool_server, api_key):
+def openai_tools(module_server, api_key):
     client = openai.OpenAI(
-        base_url=f"{tool_server}/openai/v1", api_key=api_key, max_retries=0, timeout=CLIENT_TIMEOUT_S
+        base_url=f"{module_server}/openai/v1", api_key=api_key, max_retries=0, timeout=CLIENT_TIMEOUT_S
     )
     yield client
     client.close()
