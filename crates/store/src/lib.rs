@@ -9,8 +9,11 @@
 //! Call order: [`SqlStore::connect`] (runs the migrations) once at start, then the trait's
 //! methods from handlers.
 
+mod batches;
 mod blobs;
 mod sql;
+
+pub use batches::{BatchRecord, BatchStatus, LineCounts, LineResult, LineState, LineTask, NewLine};
 
 pub use blobs::{Blobs, LocalBlobs};
 pub use sql::SqlStore;
@@ -55,4 +58,74 @@ pub trait Store: Send + Sync {
     async fn files(&self) -> Result<Vec<FileRecord>, StoreError>;
     /// Whether a file with this id existed.
     async fn delete_file(&self, id: &str) -> Result<bool, StoreError>;
+
+    async fn insert_batch(&self, batch: &BatchRecord) -> Result<(), StoreError>;
+    async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError>;
+    /// Batches newest first: those listed in `ids` (all when empty), older than the batch
+    /// `before` when given, at most `limit`.
+    async fn batches(
+        &self,
+        ids: &[String],
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<BatchRecord>, StoreError>;
+    async fn line_counts(&self, batch_id: &str) -> Result<LineCounts, StoreError>;
+
+    /// Takes the lease on one batch that needs work of its own (validation, expiry,
+    /// cancellation or finalization) and whose lease is free, for `lease_ms`.
+    async fn claim_batch(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<BatchRecord>, StoreError>;
+    /// Gives the lease on a batch back.
+    async fn release_batch(&self, id: &str, owner: &str) -> Result<(), StoreError>;
+    /// A validated batch: stores its lines and moves it to `in_progress`, in one transaction.
+    async fn start_batch(&self, id: &str, lines: &[NewLine], now: i64) -> Result<(), StoreError>;
+    /// A batch whose file failed validation: `failed`, with `errors` (JSON).
+    async fn fail_batch(&self, id: &str, errors: &str, now: i64) -> Result<(), StoreError>;
+    /// `in_progress` -> `finalizing`, when no line is left to run.
+    async fn begin_finalizing(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+    /// Any non-terminal status -> `cancelling`. The batch as it now is, or `None` if unknown.
+    async fn cancel_batch(&self, id: &str, now: i64) -> Result<Option<BatchRecord>, StoreError>;
+    /// Marks the pending lines of a batch `state` (expired or cancelled). Returns how many
+    /// lines are still running.
+    async fn close_pending(&self, id: &str, state: LineState) -> Result<i64, StoreError>;
+    /// Every line of a batch that has an outcome, in line order.
+    async fn line_results(&self, batch_id: &str) -> Result<Vec<LineResult>, StoreError>;
+    /// Writes the result files' records and moves the batch to its terminal `status`, in
+    /// one transaction.
+    async fn finish_batch(
+        &self,
+        id: &str,
+        status: BatchStatus,
+        now: i64,
+        output: Option<&FileRecord>,
+        error: Option<&FileRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// Claims up to `limit` lines to run, from `in_progress` batches not yet expired at
+    /// `now_ms`: pending lines, or running ones whose lease lapsed (their worker died).
+    async fn claim_lines(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<LineTask>, StoreError>;
+    /// Extends the lease on every line `owner` is running.
+    async fn renew_lines(&self, owner: &str, until_ms: i64) -> Result<(), StoreError>;
+    /// Records the outcome of a line `owner` holds. False when it no longer holds it (the
+    /// lease lapsed and another worker took it): the result is then dropped, so each line has
+    /// exactly one.
+    async fn finish_line(
+        &self,
+        task: &LineTask,
+        owner: &str,
+        state: LineState,
+        result: &str,
+    ) -> Result<bool, StoreError>;
+    /// Puts a line `owner` holds back to pending (it was preempted or the server stops).
+    async fn release_line(&self, task: &LineTask, owner: &str) -> Result<(), StoreError>;
 }

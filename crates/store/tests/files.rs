@@ -1,25 +1,9 @@
 //! The store suite on SQLite (and on PostgreSQL when `PEREGRINE_TEST_POSTGRES` names one).
 
-use peregrine_store::{new_id, Blobs, FileRecord, LocalBlobs, SqlStore, Store};
+mod common;
 
-async fn stores() -> Vec<(String, SqlStore, tempfile::TempDir)> {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let mut out = vec![(
-        "sqlite".to_string(),
-        SqlStore::connect(&url).await.unwrap(),
-        dir,
-    )];
-    if let Ok(pg) = std::env::var("PEREGRINE_TEST_POSTGRES") {
-        let dir = tempfile::tempdir().unwrap();
-        out.push((
-            "postgres".into(),
-            SqlStore::connect(&pg).await.unwrap(),
-            dir,
-        ));
-    }
-    out
-}
+use common::stores;
+use peregrine_store::{new_id, Blobs, FileRecord, LocalBlobs, SqlStore, Store};
 
 fn record(name: &str, created_at: i64) -> FileRecord {
     FileRecord {
