@@ -81,66 +81,92 @@ def server(api_key: str, served_model: str):
     yield from start_server(api_key, served_model)
 
 
+class ServerProcess:
+    """A `peregrine serve --port 0` that a test controls: start, SIGKILL, stop, start again on
+    the same data directory (or database)."""
+
+    def __init__(self, api_key: str, served_model: str, data_dir: str, extra_args: tuple = ()):
+        self.cmd = [
+            os.environ.get("PEREGRINE_BIN", str(DEFAULT_BIN)), "serve",
+            "--port", "0",
+            "--model", served_model,
+            "--api-key", api_key,
+            "--data-dir", data_dir,
+            *extra_args,
+        ]
+        self.proc: subprocess.Popen | None = None
+        self.stderr_file: Path | None = None
+
+    def start(self) -> str:
+        """Starts the server and returns its base URL (no trailing slash)."""
+        binary = Path(self.cmd[0])
+        if not binary.is_file():
+            pytest.fail(f"server binary not found: {binary} (build it or set PEREGRINE_BIN)")
+        self.stderr_file = Path(tempfile.mkstemp(prefix="peregrine-e2e-", suffix=".stderr")[1])
+        with open(self.stderr_file, "wb") as err:
+            proc = subprocess.Popen(
+                self.cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                cwd=REPO_ROOT, text=True, bufsize=1,
+            )
+        self.proc = proc
+        found: dict[str, str] = {}
+        ready = threading.Event()
+
+        def read_stdout() -> None:
+            # Keeps draining stdout for the server's whole life so it can never block on a full pipe.
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                m = LISTEN_RE.match(line)
+                if m and "url" not in found:
+                    found["url"] = m.group(1)
+                    ready.set()
+            ready.set()  # EOF: the server exited
+
+        threading.Thread(target=read_stdout, name="peregrine-stdout", daemon=True).start()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not ready.wait(timeout=0.2):
+            if time.monotonic() > deadline:
+                _stop(proc)
+                pytest.fail(
+                    f"peregrine did not print its listening line within {STARTUP_TIMEOUT_S:.0f} s\n"
+                    f"command: {' '.join(self.cmd)}\n--- server stderr (tail) ---\n{self.stderr_tail()}"
+                )
+        if "url" not in found:
+            code = proc.wait(timeout=10)
+            pytest.fail(
+                f"peregrine exited (status {code}) before listening\n"
+                f"command: {' '.join(self.cmd)}\n--- server stderr (tail) ---\n{self.stderr_tail()}"
+            )
+        return found["url"].rstrip("/")
+
+    def stderr_tail(self) -> str:
+        return _stderr_tail(self.stderr_file) if self.stderr_file else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        _stop(self.proc)
+        if self.proc.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):
+            print(f"\nperegrine exited with status {self.proc.returncode}\n{self.stderr_tail()}")
+        if self.stderr_file:
+            self.stderr_file.unlink(missing_ok=True)
+
+
 def start_server(api_key: str, served_model: str):
     """Generator: starts a server, yields its URL, stops it when resumed."""
-
-    binary = Path(os.environ.get("PEREGRINE_BIN", str(DEFAULT_BIN)))
-    if not binary.is_file():
-        pytest.fail(f"server binary not found: {binary} (build it or set PEREGRINE_BIN)")
-
-    stderr_file = Path(tempfile.mkstemp(prefix="peregrine-e2e-", suffix=".stderr")[1])
     # Each server keeps its files and batches in a directory of its own.
     data_dir = tempfile.mkdtemp(prefix="peregrine-e2e-data-")
-    cmd = [
-        str(binary), "serve",
-        "--port", "0",
-        "--model", served_model,
-        "--api-key", api_key,
-        "--data-dir", data_dir,
-    ]
-    with open(stderr_file, "wb") as err:
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-            cwd=REPO_ROOT, text=True, bufsize=1,
-        )
-
-    found: dict[str, str] = {}
-    ready = threading.Event()
-
-    def read_stdout() -> None:
-        # Keeps draining stdout for the server's whole life so it can never block on a full pipe.
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            m = LISTEN_RE.match(line)
-            if m and "url" not in found:
-                found["url"] = m.group(1)
-                ready.set()
-        ready.set()  # EOF: the server exited
-
-    threading.Thread(target=read_stdout, name="peregrine-stdout", daemon=True).start()
-
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not ready.wait(timeout=0.2):
-        if time.monotonic() > deadline:
-            _stop(proc)
-            pytest.fail(
-                f"peregrine did not print its listening line within {STARTUP_TIMEOUT_S:.0f} s\n"
-                f"command: {' '.join(cmd)}\n--- server stderr (tail) ---\n{_stderr_tail(stderr_file)}"
-            )
-    if "url" not in found:
-        code = proc.wait(timeout=10)
-        pytest.fail(
-            f"peregrine exited (status {code}) before listening\n"
-            f"command: {' '.join(cmd)}\n--- server stderr (tail) ---\n{_stderr_tail(stderr_file)}"
-        )
-
+    server = ServerProcess(api_key, served_model, data_dir)
     try:
-        yield found["url"].rstrip("/")
+        yield server.start()
     finally:
-        _stop(proc)
-        if proc.returncode not in (0, -signal.SIGTERM):
-            print(f"\nperegrine exited with status {proc.returncode}\n{_stderr_tail(stderr_file)}")
-        stderr_file.unlink(missing_ok=True)
+        server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

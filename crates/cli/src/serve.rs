@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use peregrine_grammar::CallSyntax;
 use peregrine_llama::{ContextSettings, LoadedModel};
 use peregrine_runtime::{ModelContext, Runtime, RuntimeConfig};
+use peregrine_server::batch_worker::{self, WorkerConfig};
 use peregrine_server::{AppState, ModelRegistry, ServedModel};
 use peregrine_text::template::ChatTemplate;
 use peregrine_text::tools::ToolFormat;
@@ -130,6 +131,7 @@ pub fn serve_loaded(
             max_queue: s.max_queue,
             busy_prefill: s.busy_prefill,
             mask_threads: s.mask_threads,
+            background_rows: s.batch_rows,
         },
     )?;
     let id = spec.id.clone().unwrap_or(loc.id);
@@ -184,11 +186,14 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
     let state = Arc::new(AppState {
         registry,
         api_keys: s.api_keys.clone(),
-        files: Some(peregrine_server::files::FilesState {
-            store: Arc::new(store),
-            blobs: Arc::new(blobs),
-        }),
+        files: Some(peregrine_server::files::FilesState::new(
+            Arc::new(store),
+            Arc::new(blobs),
+        )),
     });
+    let mut worker = WorkerConfig::new(batch_worker::engine_slots(&state));
+    worker.lease = std::time::Duration::from_secs(s.batch_lease_secs.max(1));
+    batch_worker::spawn(state.clone(), worker);
     let app = peregrine_server::router(state);
     let listener = tokio::net::TcpListener::bind((s.host.as_str(), s.port))
         .await

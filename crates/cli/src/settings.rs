@@ -118,6 +118,14 @@ pub struct ServeArgs {
     /// Prefill tokens per step while other streams decode.
     #[arg(long, env = "PEREGRINE_BUSY_PREFILL", default_value_t = 128)]
     pub busy_prefill: usize,
+    /// Batch API sequences that may decode beside interactive ones (batch work otherwise
+    /// runs only when no interactive request is in flight).
+    #[arg(long, env = "PEREGRINE_BATCH_ROWS", default_value_t = 1)]
+    pub batch_rows: usize,
+    /// Seconds a replica's claim on a batch line holds without renewal: how long the lines
+    /// of a replica that died wait before another takes them.
+    #[arg(long, env = "PEREGRINE_BATCH_LEASE_SECS", default_value_t = 30)]
+    pub batch_lease_secs: u64,
     /// Lexer fuel one `response_format` schema may spend to compile (~50k units per ms);
     /// a schema over it gets a 400.
     #[arg(
@@ -208,6 +216,8 @@ pub struct ServeSettings {
     pub models: Vec<ModelSpec>,
     pub max_queue: usize,
     pub busy_prefill: usize,
+    pub batch_rows: usize,
+    pub batch_lease_secs: u64,
     pub batch_size: u32,
     pub threads: i32,
     pub gpu_layers: u32,
@@ -307,6 +317,8 @@ impl ServeArgs {
             models,
             max_queue: self.max_queue,
             busy_prefill: self.busy_prefill,
+            batch_rows: self.batch_rows,
+            batch_lease_secs: self.batch_lease_secs,
             batch_size: self.engine.batch_size,
             threads: self.engine.threads(),
             gpu_layers: self.engine.gpu_layers,

@@ -95,6 +95,7 @@ async fn complete(f: &Fixture, body: &str) -> (String, FinishReason, u32) {
             Event::Delta { text: t, .. } => text.push_str(&t),
             Event::Finished(done) => return (text, done.reason, done.usage.cached_tokens),
             Event::Failed(e) => panic!("generation failed: {e}"),
+            Event::Preempted => panic!("interactive work is never preempted"),
             Event::ToolCall { .. } => panic!("no tools were offered"),
             Event::Rejected(r) => panic!("output rejected: {r:?}"),
         }
@@ -202,6 +203,7 @@ async fn first_token(f: &Fixture, body: &str) -> FirstToken {
                 return (tok, top, done.reason);
             }
             Event::Failed(e) => panic!("generation failed: {e}"),
+            Event::Preempted => panic!("interactive work is never preempted"),
             Event::ToolCall { .. } => panic!("no tools were offered"),
             Event::Rejected(r) => panic!("output rejected: {r:?}"),
         }

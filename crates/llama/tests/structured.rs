@@ -61,6 +61,7 @@ async fn run(f: &Fixture, body: Value) -> Outcome {
             Event::Rejected(Rejection::Json(m)) => return Outcome::Rejected(m, text),
             Event::Rejected(r @ Rejection::Tool { .. }) => panic!("no tools were offered: {r:?}"),
             Event::Failed(e) => panic!("generation failed: {e}"),
+            Event::Preempted => panic!("interactive work is never preempted"),
             Event::ToolCall { .. } => panic!("no tools were offered"),
         }
     }

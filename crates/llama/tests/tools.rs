@@ -65,6 +65,7 @@ async fn run(f: &Fixture, case: &Value) -> Answer {
                 return a;
             }
             Event::Failed(e) => panic!("{}: generation failed: {e}", case["id"]),
+            Event::Preempted => panic!("interactive work is never preempted"),
         }
     }
     panic!("no finish event");

@@ -21,6 +21,9 @@ pub enum Event {
     /// Generation ended but the text is not an acceptable answer (the text sent so far is
     /// the failed generation).
     Rejected(Rejection),
+    /// Batch work only: the sequence gave its slot to an interactive request. Nothing it
+    /// produced counts; submit it again.
+    Preempted,
 }
 
 /// Why a finished text was refused.

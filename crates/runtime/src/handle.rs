@@ -24,6 +24,9 @@ pub struct RuntimeConfig {
     /// on the engine thread just before it: right when the forward pass already uses every
     /// core (on a 2-core CPU, overlapping measured 6% slower than inline).
     pub mask_threads: usize,
+    /// Batch sequences that may decode beside interactive ones [1]. Each one makes a
+    /// step on the CPU slower (docs/benchmarks.md); batch work never prefills then.
+    pub background_rows: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -32,6 +35,7 @@ impl Default for RuntimeConfig {
             max_queue: 64,
             busy_prefill: 128,
             mask_threads: 0,
+            background_rows: 1,
         }
     }
 }
@@ -90,6 +94,7 @@ impl Runtime {
                 let cfg = LoopConfig {
                     busy_prefill: cfg.busy_prefill,
                     mask_threads: cfg.mask_threads,
+                    background_rows: cfg.background_rows,
                 };
                 EngineLoop::new(engine, vocab, rx, loop_pending, cfg, loop_stats).run();
             })
@@ -135,6 +140,25 @@ impl Runtime {
                 (n < max).then_some(n + 1)
             })
             .map_err(AdmissionError::QueueFull)?;
+        self.enqueue(req, false).inspect_err(|_| {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+        })
+    }
+
+    /// Queues batch work at the lowest priority (see [`Event::Preempted`]); it does not count
+    /// against the queue limit. The caller bounds how much it submits.
+    pub fn submit_background(
+        &self,
+        req: ValidRequest,
+    ) -> Result<mpsc::Receiver<Event>, AdmissionError> {
+        self.enqueue(req, true)
+    }
+
+    fn enqueue(
+        &self,
+        req: ValidRequest,
+        background: bool,
+    ) -> Result<mpsc::Receiver<Event>, AdmissionError> {
         // Room for one event per completion token, the flush and the finish: the engine
         // thread's `try_send` can then only fail when the client is gone.
         let per_token = if req.tools.is_some() { 2 } else { 1 };
@@ -143,9 +167,9 @@ impl Runtime {
             req,
             events: tx,
             submitted: Instant::now(),
+            background,
         };
         if self.inbox.send(sub).is_err() {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(AdmissionError::Stopped);
         }
         Ok(rx)

@@ -5,13 +5,19 @@
 //! - every decoding sequence feeds exactly one token per step (streams never stall);
 //! - the remaining token budget goes to prefilling sequences, oldest first, in chunks;
 //! - while any sequence is decoding, prefill uses the smaller `busy` budget so one long
-//!   prompt cannot freeze the running streams for more than one short step.
+//!   prompt cannot freeze the running streams for more than one short step;
+//! - background (batch) sequences run in what interactive ones leave: while any interactive
+//!   sequence is in flight, at most `background_rows` background sequences that are already
+//!   decoding feed a token, and none prefills. With no interactive sequence they are served
+//!   like any other.
 
 /// What the planner needs to know about one sequence in flight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SeqView {
     /// Prompt tokens not yet in the KV cache; 0 once the sequence is decoding.
     pub prefill_remaining: usize,
+    /// Batch work, at the lowest priority.
+    pub background: bool,
 }
 
 /// Token budgets for one step.
@@ -21,20 +27,49 @@ pub struct Budget {
     pub max_tokens: usize,
     /// Most prefill tokens in a step that also decodes other sequences.
     pub busy_prefill: usize,
+    /// Most background sequences decoding beside interactive ones.
+    pub background_rows: usize,
 }
 
 /// Plans one step. Returns, for each sequence in `seqs` (same order), how many tokens it
 /// feeds. The sum never exceeds `budget.max_tokens`, provided the number of decoding
 /// sequences does not exceed it either (the engine guarantees `n_seq_max <= n_batch`).
 pub fn plan(seqs: &[SeqView], budget: Budget) -> Vec<usize> {
-    let decoding = seqs.iter().filter(|s| s.prefill_remaining == 0).count();
+    let interactive = seqs.iter().any(|s| !s.background);
+    let mut background_rows = if interactive {
+        budget.background_rows
+    } else {
+        usize::MAX
+    };
+    // Which sequences take part at all this step.
+    let runs: Vec<bool> = seqs
+        .iter()
+        .map(|s| {
+            if !s.background || !interactive {
+                true
+            } else if s.prefill_remaining == 0 && background_rows > 0 {
+                background_rows -= 1;
+                true
+            } else {
+                false
+            }
+        })
+        .collect();
+    let decoding = seqs
+        .iter()
+        .zip(&runs)
+        .filter(|(s, &r)| r && s.prefill_remaining == 0)
+        .count();
     let mut left = budget.max_tokens.saturating_sub(decoding);
     if decoding > 0 {
         left = left.min(budget.busy_prefill.max(1));
     }
     seqs.iter()
-        .map(|s| {
-            if s.prefill_remaining == 0 {
+        .zip(&runs)
+        .map(|(s, &r)| {
+            if !r {
+                0
+            } else if s.prefill_remaining == 0 {
                 1
             } else {
                 let n = s.prefill_remaining.min(left);
@@ -53,61 +88,88 @@ mod tests {
     const B: Budget = Budget {
         max_tokens: 64,
         busy_prefill: 16,
+        background_rows: 1,
     };
+
+    fn fg(prefill_remaining: usize) -> SeqView {
+        SeqView {
+            prefill_remaining,
+            background: false,
+        }
+    }
+
+    fn bg(prefill_remaining: usize) -> SeqView {
+        SeqView {
+            prefill_remaining,
+            background: true,
+        }
+    }
 
     #[test]
     fn decoders_get_one_token_and_prefill_gets_the_rest() {
-        let seqs = [
-            SeqView {
-                prefill_remaining: 0,
-            },
-            SeqView {
-                prefill_remaining: 100,
-            },
-            SeqView {
-                prefill_remaining: 0,
-            },
-        ];
-        assert_eq!(plan(&seqs, B), vec![1, 16, 1]);
+        assert_eq!(plan(&[fg(0), fg(100), fg(0)], B), vec![1, 16, 1]);
     }
 
     #[test]
     fn idle_prefill_uses_the_whole_batch() {
-        let seqs = [
-            SeqView {
-                prefill_remaining: 100,
-            },
-            SeqView {
-                prefill_remaining: 10,
-            },
-        ];
-        assert_eq!(plan(&seqs, B), vec![64, 0]);
+        assert_eq!(plan(&[fg(100), fg(10)], B), vec![64, 0]);
+    }
+
+    #[test]
+    fn background_runs_only_in_what_interactive_work_leaves() {
+        // Alone, batch sequences are served like any other.
+        assert_eq!(plan(&[bg(0), bg(100), bg(0)], B), vec![1, 16, 1]);
+        // Beside an interactive sequence: one background decoder, no background prefill.
+        assert_eq!(plan(&[bg(0), bg(100), bg(0), fg(0)], B), vec![1, 0, 0, 1]);
+        assert_eq!(plan(&[bg(0), fg(30)], B), vec![1, 16]);
+        let none = Budget {
+            background_rows: 0,
+            ..B
+        };
+        assert_eq!(plan(&[bg(0), fg(0)], none), vec![0, 1]);
     }
 
     proptest! {
         #[test]
         fn plans_respect_budget_and_make_progress(
-            rem in proptest::collection::vec(0usize..300, 0..32),
+            seqs in proptest::collection::vec((0usize..300, any::<bool>()), 0..32),
             max in 32usize..600,
             busy in 1usize..600,
+            rows in 0usize..4,
         ) {
-            let seqs: Vec<SeqView> = rem.iter().map(|&r| SeqView { prefill_remaining: r }).collect();
-            let budget = Budget { max_tokens: max, busy_prefill: busy };
+            let seqs: Vec<SeqView> = seqs
+                .iter()
+                .map(|&(r, b)| SeqView { prefill_remaining: r, background: b })
+                .collect();
+            let budget = Budget { max_tokens: max, busy_prefill: busy, background_rows: rows };
             let p = plan(&seqs, budget);
             prop_assert_eq!(p.len(), seqs.len());
             prop_assert!(p.iter().sum::<usize>() <= max);
+            let interactive = seqs.iter().any(|s| !s.background);
+            let mut bg_rows = 0;
             for (s, n) in seqs.iter().zip(&p) {
-                if s.prefill_remaining == 0 {
+                if s.background && interactive {
+                    // Batch work never prefills beside interactive work, and decodes in at
+                    // most `background_rows` rows.
+                    prop_assert!(s.prefill_remaining == 0 || *n == 0);
+                    bg_rows += usize::from(*n > 0);
+                } else if s.prefill_remaining == 0 {
                     prop_assert_eq!(*n, 1);
                 } else {
                     prop_assert!(*n <= s.prefill_remaining);
                 }
             }
+            if interactive {
+                prop_assert!(bg_rows <= rows);
+            }
             if !seqs.is_empty() {
                 prop_assert!(p.iter().sum::<usize>() > 0);
             }
-            // The oldest prefilling sequence always advances.
-            if let Some(i) = seqs.iter().position(|s| s.prefill_remaining > 0) {
+            // The oldest prefilling sequence that may run always advances.
+            if let Some(i) = seqs
+                .iter()
+                .position(|s| s.prefill_remaining > 0 && (!s.background || !interactive))
+            {
                 prop_assert!(p[i] > 0);
             }
         }

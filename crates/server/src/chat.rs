@@ -1,6 +1,7 @@
 //! `POST /chat/completions`: parse -> resolve model -> validate -> submit -> stream or fold.
 //! Every error that can be known before generation is returned before any header goes out.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
@@ -15,12 +16,12 @@ use peregrine_protocol::chat::{
     Usage, XGroq,
 };
 use peregrine_protocol::parse::parse_chat_request;
-use peregrine_runtime::{validate, Event, Rejection, ServiceTier, UsageStats};
+use peregrine_runtime::{validate, Event, Rejection, ServiceTier, UsageStats, ValidRequest};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use crate::middleware::RequestId;
-use crate::state::SharedState;
+use crate::state::{AppState, ServedModel, SharedState};
 
 /// What every response of one request shares.
 struct Meta {
@@ -46,7 +47,52 @@ pub async fn create(
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(crate::BODY_LIMIT),
         _ => ApiError::BadRequest(e.body_text()),
     })?;
-    let req = parse_chat_request(&body).map_err(|e| ApiError::BadRequest(e.message()))?;
+    let (meta, valid, model) = prepare(&state, &body, request_id).await?;
+    let stream = valid.stream;
+    let flex = valid.service_tier == ServiceTier::Flex;
+    let rx = model
+        .runtime
+        .submit(valid)
+        .map_err(|e| ApiError::Admission(e, flex))?;
+    let mut resp = if stream {
+        sse_response(meta, rx)
+    } else {
+        Json(fold(&meta, rx).await?).into_response()
+    };
+    if let Ok(v) = HeaderValue::from_str(&model.id) {
+        resp.headers_mut().insert("x-peregrine-model", v);
+    }
+    Ok(resp)
+}
+
+/// One batch line's request (spec §8.2): the live endpoint's non-streaming answer, run as
+/// background work. `ApiError::Preempted` means it gave way to interactive work and should
+/// run again.
+pub(crate) async fn complete_background(
+    state: &AppState,
+    body: &[u8],
+    request_id: String,
+) -> Result<ChatCompletion, ApiError> {
+    let (meta, valid, model) = prepare(state, body, request_id).await?;
+    if valid.stream {
+        return Err(ApiError::BadRequest(
+            "`stream` is not supported in batch requests".into(),
+        ));
+    }
+    let rx = model
+        .runtime
+        .submit_background(valid)
+        .map_err(|e| ApiError::Admission(e, false))?;
+    fold(&meta, rx).await
+}
+
+/// Parses, resolves the model and validates: everything known before generation.
+async fn prepare(
+    state: &AppState,
+    body: &[u8],
+    request_id: String,
+) -> Result<(Meta, ValidRequest, Arc<ServedModel>), ApiError> {
+    let req = parse_chat_request(body).map_err(|e| ApiError::BadRequest(e.message()))?;
     let resolved = state
         .registry
         .resolve(&req.model)
@@ -72,21 +118,7 @@ pub async fn create(
         logprobs: valid.sampling.logprobs.is_some(),
         track_text: valid.constraint.is_some(),
     };
-    let stream = valid.stream;
-    let flex = valid.service_tier == ServiceTier::Flex;
-    let rx = model
-        .runtime
-        .submit(valid)
-        .map_err(|e| ApiError::Admission(e, flex))?;
-    let mut resp = if stream {
-        sse_response(meta, rx)
-    } else {
-        Json(fold(&meta, rx).await?).into_response()
-    };
-    if let Ok(v) = HeaderValue::from_str(&model.id) {
-        resp.headers_mut().insert("x-peregrine-model", v);
-    }
-    Ok(resp)
+    Ok((meta, valid, model))
 }
 
 /// The error for a generated text that was refused; `text` is what was generated.
@@ -217,6 +249,7 @@ async fn fold(meta: &Meta, mut rx: mpsc::Receiver<Event>) -> Result<ChatCompleti
             }
             Event::Failed(why) => return Err(ApiError::Internal(why)),
             Event::Rejected(r) => return Err(rejected(r, content)),
+            Event::Preempted => return Err(ApiError::Preempted),
         }
     }
     Err(ApiError::Internal("the engine dropped the request".into()))
@@ -338,7 +371,7 @@ fn encode(meta: &Meta, ev: Option<Event>, sent: &mut Sent, out: &mut Vec<u8>) ->
             out.extend_from_slice(b"data: [DONE]\n\n");
             true
         }
-        Some(Event::Failed(_)) | None => {
+        Some(Event::Failed(_) | Event::Preempted) | None => {
             // Mid-stream failure (docs/decisions/0003): Groq's `x_groq.error` chunk, then an
             // `error` event that the groq and openai SDKs raise on.
             let mut c = meta.chunk(vec![]);

@@ -41,6 +41,16 @@ pub enum ApiError {
         message: String,
         failed_generation: String,
     },
+    /// A request field with a bad value (`param` names it).
+    #[error("{message}")]
+    InvalidParam {
+        message: String,
+        param: &'static str,
+    },
+    /// Batch work that gave its slot to interactive work; the batch worker runs it again.
+    /// Never sent to a client.
+    #[error("preempted by interactive work")]
+    Preempted,
     /// A failure of ours. The cause goes to the log, never to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -50,6 +60,10 @@ pub enum ApiError {
 const RETRY_AFTER_SECS: &str = "1";
 
 impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, Option<&'static str>) {
         use ValidationError as V;
         match self {
@@ -91,6 +105,14 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "requests",
                 Some("rate_limit_exceeded"),
+            ),
+            ApiError::InvalidParam { .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error", None)
+            }
+            ApiError::Preempted => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "internal_server_error",
+                None,
             ),
             ApiError::Admission(AdmissionError::Stopped, _) | ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -143,7 +165,10 @@ impl ApiError {
                 message: self.public_message(),
                 kind: kind.to_string(),
                 code: code.map(str::to_string),
-                param: None,
+                param: match self {
+                    ApiError::InvalidParam { param, .. } => Some(param.to_string()),
+                    _ => None,
+                },
                 failed_generation: match self {
                     ApiError::JsonValidateFailed {
                         failed_generation, ..

@@ -24,6 +24,8 @@ pub const MAX_FILE_LINES: u64 = 50_000;
 pub struct FilesState {
     pub store: Arc<dyn Store>,
     pub blobs: Arc<dyn Blobs>,
+    /// Wakes the batch worker (a batch was created or cancelled, a line finished).
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// Groq's File object; keys in its order.
@@ -50,14 +52,14 @@ impl<'a> From<&'a FileRecord> for FileObject<'a> {
     }
 }
 
-fn files(state: &SharedState) -> Result<&FilesState, ApiError> {
+pub(crate) fn files(state: &SharedState) -> Result<&FilesState, ApiError> {
     state
         .files
         .as_ref()
         .ok_or_else(|| ApiError::BadRequest("the Files API is not enabled on this server".into()))
 }
 
-fn store_err(e: peregrine_store::StoreError) -> ApiError {
+pub(crate) fn store_err(e: peregrine_store::StoreError) -> ApiError {
     ApiError::Internal(e.to_string())
 }
 
@@ -215,7 +217,7 @@ pub async fn delete(
     ))
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -5,6 +5,8 @@
 //! `tower::ServiceExt::oneshot` and no socket. Routes are served under both `/openai/v1`
 //! (Groq's OpenAI-compatible prefix) and `/v1`.
 
+pub mod batch_worker;
+pub mod batches;
 pub mod chat;
 pub mod error;
 pub mod files;
@@ -37,6 +39,9 @@ fn api_routes(state: SharedState) -> Router<SharedState> {
         )
         .route("/files/{id}", get(files::retrieve).delete(files::delete))
         .route("/files/{id}/content", get(files::content))
+        .route("/batches", post(batches::create).get(batches::list))
+        .route("/batches/{id}", get(batches::retrieve))
+        .route("/batches/{id}/cancel", post(batches::cancel))
         .layer(axum::middleware::from_fn_with_state(
             state,
             middleware::auth,

@@ -54,6 +54,7 @@ pub fn app(s: Setup) -> Router {
             // Exercise masks computed beside the forward pass (the real-model tests run
             // them inline).
             mask_threads: 1,
+            background_rows: 1,
         },
     )
     .expect("mock runtime starts");

@@ -20,10 +20,7 @@ async fn app(dir: &std::path::Path) -> Router {
     peregrine_server::router(Arc::new(AppState {
         registry: ModelRegistry::default(),
         api_keys: vec![],
-        files: Some(FilesState {
-            store: Arc::new(store),
-            blobs: Arc::new(blobs),
-        }),
+        files: Some(FilesState::new(Arc::new(store), Arc::new(blobs))),
     }))
 }
 

@@ -79,8 +79,9 @@ pub trait Store: Send + Sync {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Option<BatchRecord>, StoreError>;
-    /// Gives the lease on a batch back.
-    async fn release_batch(&self, id: &str, owner: &str) -> Result<(), StoreError>;
+    /// Gives the lease on a batch back; nobody claims it again before `until_ms` (when it
+    /// waits on running lines, it is looked at again then, not at once).
+    async fn release_batch(&self, id: &str, owner: &str, until_ms: i64) -> Result<(), StoreError>;
     /// A validated batch: stores its lines and moves it to `in_progress`, in one transaction.
     async fn start_batch(&self, id: &str, lines: &[NewLine], now: i64) -> Result<(), StoreError>;
     /// A batch whose file failed validation: `failed`, with `errors` (JSON).
@@ -89,13 +90,18 @@ pub trait Store: Send + Sync {
     async fn begin_finalizing(&self, id: &str, now: i64) -> Result<bool, StoreError>;
     /// Any non-terminal status -> `cancelling`. The batch as it now is, or `None` if unknown.
     async fn cancel_batch(&self, id: &str, now: i64) -> Result<Option<BatchRecord>, StoreError>;
-    /// Marks the pending lines of a batch `state` (expired or cancelled). Returns how many
-    /// lines are still running.
-    async fn close_pending(&self, id: &str, state: LineState) -> Result<i64, StoreError>;
+    /// Marks the pending lines of a batch `state` (expired or cancelled), and the running
+    /// ones whose lease lapsed before `now_ms`. Returns how many lines are still running.
+    async fn close_pending(
+        &self,
+        id: &str,
+        state: LineState,
+        now_ms: i64,
+    ) -> Result<i64, StoreError>;
     /// Every line of a batch that has an outcome, in line order.
     async fn line_results(&self, batch_id: &str) -> Result<Vec<LineResult>, StoreError>;
     /// Writes the result files' records and moves the batch to its terminal `status`, in
-    /// one transaction.
+    /// one transaction. False (and nothing written) when the batch had already ended.
     async fn finish_batch(
         &self,
         id: &str,
@@ -103,7 +109,7 @@ pub trait Store: Send + Sync {
         now: i64,
         output: Option<&FileRecord>,
         error: Option<&FileRecord>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// Claims up to `limit` lines to run, from `in_progress` batches not yet expired at
     /// `now_ms`: pending lines, or running ones whose lease lapsed (their worker died).

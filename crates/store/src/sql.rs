@@ -254,11 +254,12 @@ impl Store for SqlStore {
         Ok(None)
     }
 
-    async fn release_batch(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+    async fn release_batch(&self, id: &str, owner: &str, until_ms: i64) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE batches SET lease_owner = NULL, lease_until = NULL \
-             WHERE id = $1 AND lease_owner = $2",
+            "UPDATE batches SET lease_owner = NULL, lease_until = $1 \
+             WHERE id = $2 AND lease_owner = $3",
         )
+        .bind(until_ms)
         .bind(id)
         .bind(owner)
         .execute(&self.pool)
@@ -268,11 +269,19 @@ impl Store for SqlStore {
 
     async fn start_batch(&self, id: &str, lines: &[NewLine], now: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        // A validation cut short by a crash may have left lines: start over.
-        sqlx::query("DELETE FROM batch_lines WHERE batch_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        // Only from `validating`: a second validator (after a lapsed lease) changes nothing.
+        let moved = sqlx::query(
+            "UPDATE batches SET status = 'in_progress', in_progress_at = $1 \
+             WHERE id = $2 AND status = 'validating'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(());
+        }
         for chunk in lines.chunks(200) {
             let mut sql = String::from(
                 "INSERT INTO batch_lines (batch_id, line_no, custom_id, body, state) VALUES ",
@@ -296,14 +305,6 @@ impl Store for SqlStore {
             }
             q.execute(&mut *tx).await?;
         }
-        sqlx::query(
-            "UPDATE batches SET status = 'in_progress', in_progress_at = $1 \
-             WHERE id = $2 AND status = 'validating'",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -348,12 +349,22 @@ impl Store for SqlStore {
         self.batch(id).await
     }
 
-    async fn close_pending(&self, id: &str, state: LineState) -> Result<i64, StoreError> {
-        sqlx::query("UPDATE batch_lines SET state = $1 WHERE batch_id = $2 AND state = 'pending'")
-            .bind(state.as_str())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    async fn close_pending(
+        &self,
+        id: &str,
+        state: LineState,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        // Lines whose worker died will not be claimed again: close them too.
+        sqlx::query(
+            "UPDATE batch_lines SET state = $1, claimed_by = NULL, lease_until = NULL \
+             WHERE batch_id = $2 AND (state = 'pending' OR (state = 'running' AND lease_until < $3))",
+        )
+        .bind(state.as_str())
+        .bind(id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM batch_lines WHERE batch_id = $1 AND state = 'running'",
         )
@@ -393,7 +404,7 @@ impl Store for SqlStore {
         now: i64,
         output: Option<&FileRecord>,
         error: Option<&FileRecord>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         for f in [output, error].into_iter().flatten() {
             sqlx::query(
@@ -409,7 +420,7 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(&format!(
+        let done = sqlx::query(&format!(
             "UPDATE batches SET status = $1, {} = $2, output_file_id = $3, error_file_id = $4, \
              lease_owner = NULL, lease_until = NULL \
              WHERE id = $5 AND status IN ('in_progress', 'finalizing', 'cancelling')",
@@ -422,8 +433,13 @@ impl Store for SqlStore {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            // Another worker ended it first: keep its files, not these.
+            tx.rollback().await?;
+            return Ok(false);
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn claim_lines(

@@ -33,7 +33,7 @@ async fn batch(store: &SqlStore, lines: usize, window: i64) -> BatchRecord {
     assert_eq!(claimed.id, b.id);
     assert_eq!(claimed.status, BatchStatus::Validating);
     store.start_batch(&b.id, &new, T0 + 1).await.unwrap();
-    store.release_batch(&b.id, "w").await.unwrap();
+    store.release_batch(&b.id, "w", 0).await.unwrap();
     store.batch(&b.id).await.unwrap().unwrap()
 }
 
@@ -107,10 +107,20 @@ async fn a_batch_runs_every_line_once_and_finishes() {
             filename: "batch_output.jsonl".into(),
             purpose: "batch_output".into(),
         };
-        store
+        assert!(store
             .finish_batch(&b.id, BatchStatus::Completed, T0 + 6, Some(&out), None)
             .await
-            .unwrap();
+            .unwrap());
+        // A second finalizer (after a lapsed lease) writes nothing.
+        let late = FileRecord {
+            id: new_id("file"),
+            ..out.clone()
+        };
+        assert!(!store
+            .finish_batch(&b.id, BatchStatus::Completed, T0 + 7, Some(&late), None)
+            .await
+            .unwrap());
+        assert_eq!(store.file(&late.id).await.unwrap(), None);
         let done = store.batch(&b.id).await.unwrap().unwrap();
         assert_eq!(done.status, BatchStatus::Completed, "{backend}");
         assert_eq!(done.finalizing_at, Some(T0 + 5));
@@ -179,7 +189,7 @@ async fn cancelling_and_expiry_close_the_pending_lines() {
             .is_empty());
         assert_eq!(
             store
-                .close_pending(&b.id, LineState::Cancelled)
+                .close_pending(&b.id, LineState::Cancelled, MS)
                 .await
                 .unwrap(),
             1
@@ -190,17 +200,17 @@ async fn cancelling_and_expiry_close_the_pending_lines() {
             .unwrap());
         assert_eq!(
             store
-                .close_pending(&b.id, LineState::Cancelled)
+                .close_pending(&b.id, LineState::Cancelled, MS)
                 .await
                 .unwrap(),
             0
         );
         let counts = store.line_counts(&b.id).await.unwrap();
         assert_eq!((counts.completed, counts.failed, counts.open), (1, 2, 0));
-        store
+        assert!(store
             .finish_batch(&b.id, BatchStatus::Cancelled, T0 + 3, None, None)
             .await
-            .unwrap();
+            .unwrap());
         let done = store.batch(&b.id).await.unwrap().unwrap();
         assert_eq!(done.status, BatchStatus::Cancelled, "{backend}");
         assert_eq!(done.cancelled_at, Some(T0 + 3));
@@ -220,7 +230,7 @@ async fn cancelling_and_expiry_close_the_pending_lines() {
         assert_eq!(claimed.id, e.id, "{backend}");
         assert_eq!(
             store
-                .close_pending(&e.id, LineState::Expired)
+                .close_pending(&e.id, LineState::Expired, late)
                 .await
                 .unwrap(),
             0

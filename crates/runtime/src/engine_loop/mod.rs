@@ -31,12 +31,17 @@ pub(crate) struct Submission {
     pub req: ValidRequest,
     pub events: mpsc::Sender<Event>,
     pub submitted: Instant,
+    /// Batch work: admitted only when no interactive request waits, run only in what
+    /// interactive sequences leave, and preempted (`Event::Preempted`) when an interactive
+    /// request needs its slot. Not counted in the queue limit.
+    pub background: bool,
 }
 
 /// Tuning of the loop.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LoopConfig {
     pub busy_prefill: usize,
+    pub background_rows: usize,
     pub mask_threads: usize,
 }
 
@@ -50,6 +55,7 @@ struct Slot {
 
 struct Active {
     slot: SeqId,
+    background: bool,
     events: mpsc::Sender<Event>,
     prompt: Vec<TokenId>,
     /// Tokens of this sequence already in the KV cache.
@@ -125,6 +131,7 @@ impl<E: Engine> EngineLoop<E> {
         let budget = Budget {
             max_tokens: info.n_batch as usize,
             busy_prefill: cfg.busy_prefill,
+            background_rows: cfg.background_rows,
         };
         Self {
             engine,
@@ -163,9 +170,12 @@ impl<E: Engine> EngineLoop<E> {
     }
 
     fn drop_departed(&mut self) {
-        let before = self.waiting.len();
-        self.waiting.retain(|s| !s.events.is_closed());
-        let gone = before - self.waiting.len();
+        let mut gone = 0;
+        self.waiting.retain(|s| {
+            let closed = s.events.is_closed();
+            gone += usize::from(closed && !s.background);
+            !closed
+        });
         if gone > 0 {
             self.pending_count.fetch_sub(gone, Ordering::AcqRel);
         }
@@ -185,12 +195,25 @@ impl<E: Engine> EngineLoop<E> {
     }
 
     fn admit(&mut self) {
-        while !self.waiting.is_empty() {
-            let Some(slot) = self.pick_slot() else { return };
-            let Some(sub) = self.waiting.pop_front() else {
+        // Interactive requests first, in arrival order; batch work after them.
+        while let Some(next) = self
+            .waiting
+            .iter()
+            .position(|s| !s.background)
+            .or((!self.waiting.is_empty()).then_some(0))
+        {
+            let slot = match self.pick_slot(&self.waiting[next].req.prompt) {
+                Some(slot) => slot,
+                None if !self.waiting[next].background && self.preempt_background() => continue,
+                None => return,
+            };
+            let Some(sub) = self.waiting.remove(next) else {
                 return;
             };
-            self.pending_count.fetch_sub(1, Ordering::AcqRel);
+            if !sub.background {
+                self.pending_count.fetch_sub(1, Ordering::AcqRel);
+            }
+            let background = sub.background;
             let prompt = sub.req.prompt;
             // Reuse the longest cached prefix of this slot, but always compute at least the
             // last prompt token: its logits choose the first completion token.
@@ -212,6 +235,7 @@ impl<E: Engine> EngineLoop<E> {
             let kv = prompt[..common].to_vec();
             self.active.push(Active {
                 slot: seq,
+                background,
                 events: sub.events,
                 kv,
                 pending: None,
@@ -234,10 +258,30 @@ impl<E: Engine> EngineLoop<E> {
         }
     }
 
-    /// The free slot whose cached tokens share the longest prefix with the next waiting
-    /// prompt; among equals, the least recently used.
-    fn pick_slot(&self) -> Option<usize> {
-        let next = &self.waiting.front()?.req.prompt;
+    /// Frees the slot of the most recently started batch sequence for an interactive
+    /// request. Its worker gets `Event::Preempted` and submits it again later; what it had
+    /// computed stays in the slot's prefix cache. False when no batch sequence runs.
+    fn preempt_background(&mut self) -> bool {
+        let Some(i) = self
+            .active
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.background)
+            .max_by_key(|(_, a)| a.started)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        let a = self.active.remove(i);
+        debug!(slot = a.slot.0, "batch sequence preempted");
+        let _ = a.events.try_send(Event::Preempted);
+        self.release(a);
+        true
+    }
+
+    /// The free slot whose cached tokens share the longest prefix with `next`; among
+    /// equals, the least recently used.
+    fn pick_slot(&self, next: &[TokenId]) -> Option<usize> {
         self.slots
             .iter()
             .enumerate()
@@ -260,6 +304,7 @@ impl<E: Engine> EngineLoop<E> {
             .iter()
             .map(|a| SeqView {
                 prefill_remaining: a.prefill_remaining(),
+                background: a.background,
             })
             .collect();
         let plan = scheduler::plan(&views, self.budget);
