@@ -289,7 +289,7 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
         models: vec![],
         max_queue: 64,
         busy_prefill: 128,
-        batch_rows: 1,
+        batch_rows: 0,
         batch_lease_secs: 30,
         batch_size: cs.n_batch,
         threads,

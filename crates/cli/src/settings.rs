@@ -118,9 +118,9 @@ pub struct ServeArgs {
     /// Prefill tokens per step while other streams decode.
     #[arg(long, env = "PEREGRINE_BUSY_PREFILL", default_value_t = 128)]
     pub busy_prefill: usize,
-    /// Batch API sequences that may decode beside interactive ones (batch work otherwise
-    /// runs only when no interactive request is in flight).
-    #[arg(long, env = "PEREGRINE_BATCH_ROWS", default_value_t = 1)]
+    /// Batch API sequences that may decode beside interactive ones; with 0, batch work runs
+    /// only while no interactive request is in flight.
+    #[arg(long, env = "PEREGRINE_BATCH_ROWS", default_value_t = 0)]
     pub batch_rows: usize,
     /// Seconds a replica's claim on a batch line holds without renewal: how long the lines
     /// of a replica that died wait before another takes them.

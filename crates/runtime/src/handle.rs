@@ -24,8 +24,9 @@ pub struct RuntimeConfig {
     /// on the engine thread just before it: right when the forward pass already uses every
     /// core (on a 2-core CPU, overlapping measured 6% slower than inline).
     pub mask_threads: usize,
-    /// Batch sequences that may decode beside interactive ones [1]. Each one makes a
-    /// step on the CPU slower (docs/benchmarks.md); batch work never prefills then.
+    /// Batch sequences that may decode beside interactive ones [0]. On a 2-core CPU one
+    /// more row makes every step ~35% slower (docs/benchmarks.md), so by default batch work
+    /// waits while any interactive sequence is in flight; it never prefills then.
     pub background_rows: usize,
 }
 
@@ -35,7 +36,7 @@ impl Default for RuntimeConfig {
             max_queue: 64,
             busy_prefill: 128,
             mask_threads: 0,
-            background_rows: 1,
+            background_rows: 0,
         }
     }
 }

@@ -470,13 +470,18 @@ pub fn spawn(state: SharedState, cfg: WorkerConfig) -> tokio::task::JoinHandle<(
     tokio::spawn(run(state, cfg))
 }
 
-/// Slots across the served models: lines worth having in flight.
+/// Lines worth having in flight: the served models' slots, less one per model so that an
+/// interactive request usually finds a free slot without preempting batch work.
 pub fn engine_slots(state: &SharedState) -> usize {
     state
         .registry
         .models()
         .iter()
-        .map(|m| m.runtime.info().n_seq_max as usize)
+        .map(|m| {
+            (m.runtime.info().n_seq_max as usize)
+                .saturating_sub(1)
+                .max(1)
+        })
         .sum()
 }
 

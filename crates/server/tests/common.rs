@@ -1,5 +1,8 @@
 //! Router tests on the mock engine: no socket, no model.
 
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +13,7 @@ use http_body_util::BodyExt;
 use peregrine_engine::{Engine, MockEngine, MockVocab, MOCK_CHAT_TEMPLATE};
 use peregrine_grammar::{CallSyntax, GrammarLimits, Grammars};
 use peregrine_runtime::{ModelContext, Runtime, RuntimeConfig};
+use peregrine_server::files::FilesState;
 use peregrine_server::{AppState, ModelRegistry, ServedModel};
 use peregrine_text::template::ChatTemplate;
 use peregrine_text::tools::ToolFormat;
@@ -43,6 +47,11 @@ impl Default for Setup {
 }
 
 pub fn app(s: Setup) -> Router {
+    peregrine_server::router(state(s, None))
+}
+
+/// The state behind [`app`], with file and batch storage when `files` is given.
+pub fn state(s: Setup, files: Option<FilesState>) -> Arc<AppState> {
     let (script, ctx, parallel, delay) = (s.script, s.ctx, s.parallel, s.delay);
     let info = MockEngine::new(script, ctx, parallel).info().clone();
     let (runtime, _join) = Runtime::spawn(
@@ -54,7 +63,7 @@ pub fn app(s: Setup) -> Router {
             // Exercise masks computed beside the forward pass (the real-model tests run
             // them inline).
             mask_threads: 1,
-            background_rows: 1,
+            background_rows: 0,
         },
     )
     .expect("mock runtime starts");
@@ -82,11 +91,11 @@ pub fn app(s: Setup) -> Router {
         },
         vec!["llama-3.3-70b-versatile".into()],
     );
-    peregrine_server::router(Arc::new(AppState {
+    Arc::new(AppState {
         registry,
         api_keys: s.api_keys,
-        files: None,
-    }))
+        files,
+    })
 }
 
 pub fn post(path: &str, body: &str) -> Request<Body> {

@@ -1,0 +1,243 @@
+//! The Batch API on the mock engine and a real store: a batch's lines get the live endpoint's
+//! bodies, and batch work gives way to interactive work (preempted for a slot, paused while
+//! interactive sequences run).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::{send, state, Setup};
+use peregrine_protocol::parse::parse_chat_request;
+use peregrine_runtime::{validate, Event};
+use peregrine_server::batch_worker::{self, WorkerConfig};
+use peregrine_server::files::FilesState;
+use peregrine_store::{LocalBlobs, SqlStore};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+async fn files(dir: &std::path::Path) -> FilesState {
+    let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+    let store = SqlStore::connect(&url).await.unwrap();
+    let blobs = LocalBlobs::new(dir.join("files")).await.unwrap();
+    FilesState::new(Arc::new(store), Arc::new(blobs))
+}
+
+fn upload(content: &str) -> Request<Body> {
+    const B: &str = "peregrine-test-boundary";
+    let body = format!(
+        "--{B}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
+         --{B}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.jsonl\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n{content}\r\n--{B}--\r\n"
+    );
+    Request::post("/openai/v1/files")
+        .header("content-type", format!("multipart/form-data; boundary={B}"))
+        .body(Body::from(body))
+        .unwrap()
+}
+
+fn json_req(method: &str, path: &str, body: Option<Value>) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap()
+}
+
+fn chat_body(i: usize) -> Value {
+    json!({
+        "model": "llama-3.3-70b-versatile",
+        "messages": [{"role": "user", "content": format!("question {i}")}],
+        "max_tokens": 6 + i,
+        "temperature": 0,
+    })
+}
+
+/// The keys of a JSON object, recursively, with volatile values dropped: two bodies with the
+/// same shape compare equal.
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
+        Value::Number(_) => json!(0),
+        Value::String(_) => json!(""),
+        other => other.clone(),
+    }
+}
+
+#[tokio::test]
+async fn batch_lines_carry_the_live_endpoints_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(Setup::default(), Some(files(dir.path()).await));
+    let app = peregrine_server::router(st.clone());
+    let mut cfg = WorkerConfig::new(2);
+    cfg.poll = Duration::from_millis(20);
+    let worker = batch_worker::spawn(st.clone(), cfg);
+
+    let lines: Vec<String> = (0..5)
+        .map(|i| {
+            json!({"custom_id": format!("r{i}"), "method": "POST",
+                   "url": "/v1/chat/completions", "body": chat_body(i)})
+            .to_string()
+        })
+        .collect();
+    let (status, _, text) = send(&app, upload(&lines.join("\n"))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let file: Value = serde_json::from_str(&text).unwrap();
+    let create = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                        "completion_window": "48h"});
+    let (status, _, text) = send(&app, json_req("POST", "/openai/v1/batches", Some(create))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let batch: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(batch["status"], "validating");
+    assert_eq!(
+        batch["request_counts"],
+        json!({"total": 0, "completed": 0, "failed": 0})
+    );
+    let id = batch["id"].as_str().unwrap().to_string();
+
+    let done = loop {
+        let (_, _, text) = send(&app, json_req("GET", &format!("/v1/batches/{id}"), None)).await;
+        let b: Value = serde_json::from_str(&text).unwrap();
+        if b["status"] == "completed" {
+            break b;
+        }
+        assert!(
+            ["validating", "in_progress", "finalizing"].contains(&b["status"].as_str().unwrap()),
+            "{b}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 5, "completed": 5, "failed": 0})
+    );
+    assert_eq!(
+        done["expires_at"].as_i64().unwrap() - done["created_at"].as_i64().unwrap(),
+        48 * 3600
+    );
+    let out = done["output_file_id"].as_str().unwrap();
+    let (_, _, content) = send(
+        &app,
+        json_req("GET", &format!("/openai/v1/files/{out}/content"), None),
+    )
+    .await;
+    let results: Vec<Value> = content
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 5);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["custom_id"], format!("r{i}"));
+        let mut body = r["response"]["body"].clone();
+        // The live endpoint's answer to the same request: same shape, same text.
+        let (status, mut live) = common::chat(&app, &chat_body(i).to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        // Either run may find the prompt in the prefix cache.
+        for b in [&mut body, &mut live] {
+            b["usage"]
+                .as_object_mut()
+                .unwrap()
+                .remove("prompt_tokens_details");
+        }
+        assert_eq!(shape(&body), shape(&live), "line {i}");
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            live["choices"][0]["message"]["content"]
+        );
+        assert_eq!(body["usage"]["completion_tokens"], 6 + i);
+    }
+    worker.abort();
+}
+
+fn valid(st: &peregrine_server::SharedState, tokens: u32) -> peregrine_runtime::ValidRequest {
+    let body = json!({"model": "mock-model", "max_tokens": tokens,
+                      "messages": [{"role": "user", "content": "go"}]});
+    let req = parse_chat_request(body.to_string().as_bytes()).unwrap();
+    validate(&req, &st.registry.models()[0].ctx, 1).unwrap()
+}
+
+/// Deltas waiting in `rx` (non-blocking); panics on anything but text.
+fn drain(rx: &mut mpsc::Receiver<Event>) -> (usize, bool) {
+    let (mut n, mut preempted) = (0, false);
+    while let Ok(ev) = rx.try_recv() {
+        match ev {
+            Event::Delta { .. } => n += 1,
+            Event::Preempted => preempted = true,
+            Event::Finished(_) => {}
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    (n, preempted)
+}
+
+#[tokio::test]
+async fn interactive_work_preempts_and_pauses_batch_work() {
+    let script: &'static str = Box::leak("x".repeat(150).into_boxed_str());
+    let st = state(
+        Setup {
+            script,
+            parallel: 2,
+            delay: Duration::from_millis(2),
+            ..Setup::default()
+        },
+        None,
+    );
+    let rt = st.registry.models()[0].runtime.clone();
+    let mut bg: Vec<_> = (0..2)
+        .map(|_| rt.submit_background(valid(&st, 140)).unwrap())
+        .collect();
+    // Both batch sequences run.
+    for rx in &mut bg {
+        assert!(matches!(rx.recv().await, Some(Event::Delta { .. })));
+    }
+    assert_eq!(
+        rt.queue_depth(),
+        0,
+        "batch work is not counted in the queue"
+    );
+    let mut fg = rt.submit(valid(&st, 40)).unwrap();
+    assert!(matches!(fg.recv().await, Some(Event::Delta { .. })));
+    // The interactive request took the slot of the most recent batch sequence...
+    let drained: Vec<(usize, bool)> = bg.iter_mut().map(drain).collect();
+    assert_eq!(
+        drained.iter().filter(|d| d.1).count(),
+        1,
+        "exactly one batch sequence is preempted: {drained:?}"
+    );
+    // ...and while it runs, the other batch sequence does not advance.
+    let mut fg_tokens = 1;
+    loop {
+        match fg.recv().await {
+            Some(Event::Delta { .. }) => fg_tokens += 1,
+            Some(Event::Finished(f)) => {
+                assert_eq!(f.usage.completion_tokens, 40);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(fg_tokens, 40);
+    let running = drained.iter().position(|d| !d.1).unwrap();
+    assert_eq!(
+        drain(&mut bg[running]).0,
+        0,
+        "no batch token while interactive work ran"
+    );
+    // Then it resumes and finishes.
+    let mut n = 0;
+    while let Some(ev) = bg[running].recv().await {
+        match ev {
+            Event::Delta { .. } => n += 1,
+            Event::Finished(f) => {
+                assert_eq!(f.usage.completion_tokens, 140);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(n > 0);
+}
