@@ -165,6 +165,40 @@ async fn bad_uploads_are_400s_and_leave_nothing_behind() {
 }
 
 #[tokio::test]
+async fn an_upload_over_200_mb_is_413_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jsonl\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    );
+    let tail = format!("\r\n--{BOUNDARY}--\r\n");
+    // 201 MB streamed in 1 MB chunks, never held whole.
+    let chunk = bytes::Bytes::from(vec![b'x'; 1_000_000]);
+    let parts = std::iter::once(bytes::Bytes::from(head))
+        .chain(std::iter::repeat_n(chunk, 201))
+        .chain(std::iter::once(bytes::Bytes::from(tail)))
+        .map(Ok::<_, std::io::Error>);
+    let req = Request::post("/openai/v1/files")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(Body::from_stream(futures::stream::iter(parts)))
+        .unwrap();
+    let (status, err) = json(&app, req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+    assert_eq!(err["error"]["type"], "invalid_request_error");
+    let (_, list) = json(&app, get("/openai/v1/files")).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("files")).unwrap().count(),
+        0
+    );
+}
+
+#[tokio::test]
 async fn unknown_ids_are_404s() {
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path()).await;
