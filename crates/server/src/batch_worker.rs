@@ -301,7 +301,13 @@ async fn validate_batch(
         None => None,
     };
     let checked = match text {
-        Some(t) => check_lines(state, &t),
+        // Parsing up to 50,000 request bodies is CPU work: off the async workers.
+        Some(t) => {
+            let st = state.clone();
+            tokio::task::spawn_blocking(move || check_lines(&st, &t))
+                .await
+                .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
+        }
         None => Err(vec![json!({
             "code": "invalid_file",
             "message": format!("The input file `{}` no longer exists.", b.input_file_id),
