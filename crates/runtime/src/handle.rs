@@ -25,8 +25,8 @@ pub struct RuntimeConfig {
     /// core (on a 2-core CPU, overlapping measured 6% slower than inline).
     pub mask_threads: usize,
     /// Batch sequences that may decode beside interactive ones [0]. On a 2-core CPU one
-    /// more row makes every step ~35% slower (docs/benchmarks.md), so by default batch work
-    /// waits while any interactive sequence is in flight; it never prefills then.
+    /// more row nearly doubles the time of a step (docs/benchmarks.md), so by default batch
+    /// work waits while any interactive sequence is in flight; it never prefills then.
     pub background_rows: usize,
 }
 
