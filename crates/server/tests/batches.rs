@@ -153,6 +153,103 @@ async fn batch_lines_carry_the_live_endpoints_bodies() {
     worker.abort();
 }
 
+#[tokio::test]
+async fn an_expired_batch_delivers_finished_lines_and_expires_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let script: &'static str = Box::leak("y".repeat(60).into_boxed_str());
+    let st = state(
+        Setup {
+            script,
+            delay: Duration::from_millis(20),
+            ..Setup::default()
+        },
+        Some(files(dir.path()).await),
+    );
+    let app = peregrine_server::router(st.clone());
+    let lines: Vec<String> = (0..4)
+        .map(|i| {
+            let body = json!({"model": "mock-model", "max_tokens": 50,
+                              "messages": [{"role": "user", "content": format!("q{i}")}]});
+            json!({"custom_id": format!("r{i}"), "method": "POST",
+                   "url": "/v1/chat/completions", "body": body})
+            .to_string()
+        })
+        .collect();
+    let (_, _, text) = send(&app, upload(&lines.join("\n"))).await;
+    let file: Value = serde_json::from_str(&text).unwrap();
+    // The API allows 24h at least: a batch with a 2-second window is made in the store.
+    let fs = st.files.as_ref().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let record = peregrine_store::BatchRecord::new(
+        peregrine_store::new_id("batch"),
+        file["id"].as_str().unwrap().into(),
+        "/v1/chat/completions".into(),
+        "24h".into(),
+        2,
+        None,
+        now,
+    );
+    fs.store.insert_batch(&record).await.unwrap();
+    // One line at a time, each ~1 s (50 steps of 20 ms): the window ends mid-batch.
+    let mut cfg = WorkerConfig::new(1);
+    cfg.poll = Duration::from_millis(20);
+    let worker = batch_worker::spawn(st.clone(), cfg);
+    let done = loop {
+        let (_, _, text) = send(
+            &app,
+            json_req("GET", &format!("/v1/batches/{}", record.id), None),
+        )
+        .await;
+        let b: Value = serde_json::from_str(&text).unwrap();
+        if b["status"] == "expired" {
+            break b;
+        }
+        assert!(
+            ["validating", "in_progress"].contains(&b["status"].as_str().unwrap()),
+            "{b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    worker.abort();
+    assert!(done["expired_at"].as_i64().unwrap() >= done["expires_at"].as_i64().unwrap());
+    let counts = &done["request_counts"];
+    assert_eq!(counts["total"], 4);
+    let completed = counts["completed"].as_i64().unwrap();
+    assert!((1..4).contains(&completed), "{counts}");
+    assert_eq!(counts["failed"].as_i64().unwrap(), 4 - completed);
+    let read = |id: &Value| {
+        let app = app.clone();
+        let id = id.as_str().unwrap().to_string();
+        async move {
+            let (_, _, text) = send(
+                &app,
+                json_req("GET", &format!("/v1/files/{id}/content"), None),
+            )
+            .await;
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    let out = read(&done["output_file_id"]).await;
+    let errs = read(&done["error_file_id"]).await;
+    assert_eq!(out.len() as i64, completed);
+    let mut ids: Vec<&str> = out
+        .iter()
+        .chain(&errs)
+        .map(|r| r["custom_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["r0", "r1", "r2", "r3"]);
+    for e in &errs {
+        assert_eq!(e["response"], Value::Null);
+        assert_eq!(e["error"]["code"], "batch_expired");
+    }
+}
+
 fn valid(st: &peregrine_server::SharedState, tokens: u32) -> peregrine_runtime::ValidRequest {
     let body = json!({"model": "mock-model", "max_tokens": tokens,
                       "messages": [{"role": "user", "content": "go"}]});
