@@ -138,6 +138,8 @@ def test_unfinished_value_is_json_validate_failed(groq_client):
             messages=[{"role": "user", "content": "Describe Paris in JSON with many fields."}],
             response_format={"type": "json_object"},
             max_completion_tokens=5,
+            # Greedy: sampled, a short answer such as `{}` can close the value within 5 tokens.
+            temperature=0,
         )
     err = e.value.body["error"]
     assert err["code"] == "json_validate_failed"
@@ -150,6 +152,7 @@ def test_unfinished_stream_raises(groq_client):
         messages=[{"role": "user", "content": "Describe Paris in JSON with many fields."}],
         response_format={"type": "json_object"},
         max_completion_tokens=5,
+        temperature=0,
         stream=True,
     )
     with pytest.raises(groq.APIError) as e:
