@@ -36,15 +36,11 @@ pub struct Budget {
 /// sequences does not exceed it either (the engine guarantees `n_seq_max <= n_batch`).
 pub fn plan(seqs: &[SeqView], budget: Budget) -> Vec<usize> {
     let interactive = seqs.iter().any(|s| !s.background);
-    let mut background_rows = if interactive {
-        budget.background_rows
-    } else {
-        usize::MAX
-    };
-    // Which sequences take part at all this step.
-    let runs: Vec<bool> = seqs
-        .iter()
-        .map(|s| {
+    // Whether a sequence takes part this step; called in order, it hands out the background
+    // rows (so two passes in the same order agree).
+    let runner = || {
+        let mut background_rows = budget.background_rows;
+        move |s: &SeqView| {
             if !s.background || !interactive {
                 true
             } else if s.prefill_remaining == 0 && background_rows > 0 {
@@ -53,21 +49,21 @@ pub fn plan(seqs: &[SeqView], budget: Budget) -> Vec<usize> {
             } else {
                 false
             }
-        })
-        .collect();
+        }
+    };
+    let mut runs = runner();
     let decoding = seqs
         .iter()
-        .zip(&runs)
-        .filter(|(s, &r)| r && s.prefill_remaining == 0)
+        .filter(|s| runs(s) && s.prefill_remaining == 0)
         .count();
     let mut left = budget.max_tokens.saturating_sub(decoding);
     if decoding > 0 {
         left = left.min(budget.busy_prefill.max(1));
     }
+    let mut runs = runner();
     seqs.iter()
-        .zip(&runs)
-        .map(|(s, &r)| {
-            if !r {
+        .map(|s| {
+            if !runs(s) {
                 0
             } else if s.prefill_remaining == 0 {
                 1

@@ -8,7 +8,6 @@
 //! them again. Each line therefore ends with exactly one result, and the files are written
 //! from those results.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use peregrine_protocol::parse::parse_chat_request;
@@ -126,15 +125,7 @@ async fn advance(state: &SharedState, fs: &FilesState, b: BatchRecord) -> Result
     match b.status {
         BatchStatus::Validating => validate_batch(state, fs, &b).await,
         BatchStatus::InProgress if b.expires_at <= now => {
-            if fs
-                .store
-                .close_pending(&b.id, LineState::Expired, now_ms())
-                .await?
-                == 0
-            {
-                finalize(fs, &b, BatchStatus::Expired).await?;
-            }
-            Ok(())
+            close_and_finalize(fs, &b, LineState::Expired, BatchStatus::Expired).await
         }
         BatchStatus::InProgress => {
             if fs.store.begin_finalizing(&b.id, now).await? {
@@ -144,18 +135,24 @@ async fn advance(state: &SharedState, fs: &FilesState, b: BatchRecord) -> Result
         }
         BatchStatus::Finalizing => finalize(fs, &b, BatchStatus::Completed).await,
         BatchStatus::Cancelling => {
-            if fs
-                .store
-                .close_pending(&b.id, LineState::Cancelled, now_ms())
-                .await?
-                == 0
-            {
-                finalize(fs, &b, BatchStatus::Cancelled).await?;
-            }
-            Ok(())
+            close_and_finalize(fs, &b, LineState::Cancelled, BatchStatus::Cancelled).await
         }
         _ => Ok(()),
     }
+}
+
+/// Closes the lines that will not run (`lines`), and ends the batch in `status` once none
+/// is running any more.
+async fn close_and_finalize(
+    fs: &FilesState,
+    b: &BatchRecord,
+    lines: LineState,
+    status: BatchStatus,
+) -> Result<(), StoreError> {
+    if fs.store.close_pending(&b.id, lines, now_ms()).await? == 0 {
+        finalize(fs, b, status).await?;
+    }
+    Ok(())
 }
 
 /// One validation error, in the form of the Batch object's `errors.data`.
@@ -164,7 +161,7 @@ fn line_error(line: i64, code: &str, message: String, param: Option<&str>) -> Va
 }
 
 /// Checks every line of the input file (spec §8.2). Returns the lines or the errors.
-pub fn check_lines(state: &SharedState, text: &str) -> Result<Vec<NewLine>, Vec<Value>> {
+fn check_lines(state: &SharedState, text: &str) -> Result<Vec<NewLine>, Vec<Value>> {
     let mut lines = Vec::new();
     let mut errors = Vec::new();
     let mut seen: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
@@ -489,17 +486,4 @@ pub fn engine_slots(state: &SharedState) -> usize {
                 .max(1)
         })
         .sum()
-}
-
-impl FilesState {
-    pub fn new(
-        store: Arc<dyn peregrine_store::Store>,
-        blobs: Arc<dyn peregrine_store::Blobs>,
-    ) -> Self {
-        Self {
-            store,
-            blobs,
-            wake: Arc::new(tokio::sync::Notify::new()),
-        }
-    }
 }

@@ -28,6 +28,16 @@ pub struct FilesState {
     pub wake: Arc<tokio::sync::Notify>,
 }
 
+impl FilesState {
+    pub fn new(store: Arc<dyn Store>, blobs: Arc<dyn Blobs>) -> Self {
+        Self {
+            store,
+            blobs,
+            wake: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+}
+
 /// Groq's File object; keys in its order.
 #[derive(Serialize)]
 struct FileObject<'a> {

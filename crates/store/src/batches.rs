@@ -41,13 +41,6 @@ impl BatchStatus {
         })
     }
 
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Failed | Self::Completed | Self::Expired | Self::Cancelled
-        )
-    }
-
     /// The column holding the time the batch entered this status.
     pub(crate) fn timestamp_column(self) -> &'static str {
         match self {

@@ -81,6 +81,19 @@ fn batch_of(row: &AnyRow) -> Result<BatchRecord, sqlx::Error> {
     })
 }
 
+fn insert_file(f: &FileRecord) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO files (id, bytes, lines, created_at, filename, purpose) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&f.id)
+    .bind(f.bytes)
+    .bind(f.lines)
+    .bind(f.created_at)
+    .bind(&f.filename)
+    .bind(&f.purpose)
+}
+
 fn task_of(row: &AnyRow) -> Result<LineTask, sqlx::Error> {
     Ok(LineTask {
         batch_id: row.try_get("batch_id")?,
@@ -93,17 +106,7 @@ fn task_of(row: &AnyRow) -> Result<LineTask, sqlx::Error> {
 #[async_trait::async_trait]
 impl Store for SqlStore {
     async fn insert_file(&self, f: &FileRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO files (id, bytes, lines, created_at, filename, purpose) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&f.id)
-        .bind(f.bytes)
-        .bind(f.lines)
-        .bind(f.created_at)
-        .bind(&f.filename)
-        .bind(&f.purpose)
-        .execute(&self.pool)
-        .await?;
+        insert_file(f).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -407,18 +410,7 @@ impl Store for SqlStore {
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         for f in [output, error].into_iter().flatten() {
-            sqlx::query(
-                "INSERT INTO files (id, bytes, lines, created_at, filename, purpose) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&f.id)
-            .bind(f.bytes)
-            .bind(f.lines)
-            .bind(f.created_at)
-            .bind(&f.filename)
-            .bind(&f.purpose)
-            .execute(&mut *tx)
-            .await?;
+            insert_file(f).execute(&mut *tx).await?;
         }
         let done = sqlx::query(&format!(
             "UPDATE batches SET status = $1, {} = $2, output_file_id = $3, error_file_id = $4, \
