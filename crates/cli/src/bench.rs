@@ -6,20 +6,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use futures::StreamExt;
+use anyhow::{Context, Result};
 use peregrine_engine::{Batch, BatchToken, Engine, SeqId, TokenId, Vocab};
-use peregrine_llama::{ContextSettings, LoadedModel};
+use peregrine_llama::LoadedModel;
 use peregrine_runtime::sampling::{Sampler, Sampling, SamplingParams};
-use peregrine_text::template::{ChatTemplate, TemplateMessage};
+use peregrine_service::{Completions, ModelRegistry, ServedModel};
+use peregrine_text::template::TemplateMessage;
 
-use crate::settings::{CommonArgs, EngineArgs, ModelSpec, ServeSettings};
+use crate::bench_client::http_one;
+use crate::settings::{CommonArgs, Layers, ModelSpec, ServeOptions, DEFAULT_CTX_SIZE};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Catalogue id or GGUF path.
-    #[arg(long, short, default_value = crate::catalog::DEFAULT_MODEL)]
-    pub model: String,
     /// Completion tokens per request.
     #[arg(long, default_value_t = 128)]
     pub gen_tokens: u32,
@@ -35,8 +33,11 @@ pub struct BenchArgs {
     /// plain ones on the same server, and the grammar mask time per token).
     #[arg(long)]
     pub structured: bool,
+    /// The model and its settings, as for `serve` (the server is built by the same
+    /// builder). Context per sequence is capped at 4096 and the slots are the highest
+    /// concurrency; listen address, keys and storage do not apply.
     #[command(flatten)]
-    pub engine: EngineArgs,
+    pub serve: ServeOptions,
 }
 
 /// One measurement: time to first token and decode rate.
@@ -80,7 +81,6 @@ fn no_eog_bias(vocab: &dyn Vocab) -> Vec<(TokenId, f32)> {
 /// decoded together, one batch per step.
 fn raw_run(
     engine: &mut dyn Engine,
-    vocab: &dyn Vocab,
     prompts: &[Vec<TokenId>],
     gen: u32,
     bias: &[(TokenId, f32)],
@@ -138,63 +138,10 @@ fn raw_run(
         }
     }
     let decode = decode_start.elapsed().as_secs_f64();
-    let _ = vocab;
     Ok(Measure {
         ttft: first_at.iter().map(Duration::as_secs_f64).sum::<f64>() / c as f64,
         tok_s: (c as f64 * f64::from(gen - 1)) / decode,
     })
-}
-
-/// One streaming request: when it was sent, its first and last content, and its completion
-/// tokens (from `usage`, or the number of content chunks when the stream ends in an error).
-pub(crate) async fn http_one(
-    client: &reqwest::Client,
-    url: &str,
-    body: serde_json::Value,
-) -> Result<(Instant, Instant, Instant, u64)> {
-    let sent = Instant::now();
-    let resp = client.post(url).json(&body).send().await?;
-    if !resp.status().is_success() {
-        bail!(
-            "server answered {}: {}",
-            resp.status(),
-            resp.text().await.unwrap_or_default()
-        );
-    }
-    let mut stream = resp.bytes_stream();
-    let mut first = None;
-    let mut last = sent;
-    let mut tokens = 0u64;
-    let mut chunks = 0u64;
-    let mut buf = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        buf.extend_from_slice(&chunk?);
-        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-            let line: Vec<u8> = buf.drain(..end + 2).collect();
-            let line = String::from_utf8_lossy(&line);
-            let Some(data) = line.trim().strip_prefix("data: ") else {
-                continue;
-            };
-            if data == "[DONE]" {
-                continue;
-            }
-            let v: serde_json::Value = serde_json::from_str(data)?;
-            let has_content = v["choices"][0]["delta"]["content"]
-                .as_str()
-                .is_some_and(|s| !s.is_empty());
-            if has_content {
-                let now = Instant::now();
-                first.get_or_insert(now);
-                last = now;
-                chunks += 1;
-            }
-            if let Some(n) = v["x_groq"]["usage"]["completion_tokens"].as_u64() {
-                tokens = n;
-            }
-        }
-    }
-    let first = first.context("the stream carried no content")?;
-    Ok((sent, first, last, if tokens > 0 { tokens } else { chunks }))
 }
 
 async fn http_run(
@@ -232,83 +179,122 @@ async fn http_run(
     })
 }
 
-pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
-    let max_c = args.concurrency.iter().copied().max().unwrap_or(1).max(1);
-    let loc = crate::serve::locate(common, &args.model)?;
-    let threads = args.engine.threads();
-    let cs = ContextSettings {
-        n_ctx_seq: args
-            .engine
-            .ctx_size
-            .unwrap_or(crate::settings::DEFAULT_CTX_SIZE)
-            .min(4096),
-        n_seq_max: max_c as u32,
-        n_batch: args.engine.batch_size.max(max_c as u32),
-        n_threads: threads,
-        n_gpu_layers: args.engine.gpu_layers,
+/// The spec of the benchmarked model: `serve`'s settings, sized for `max_c` streams.
+fn bench_spec(args: &BenchArgs, source: String, max_c: usize) -> Result<ModelSpec> {
+    let o = &args.serve;
+    let server_level = o.host.is_some() || o.port.is_some() || !o.api_keys.is_empty();
+    if server_level || o.database_url.is_some() || o.data_dir.is_some() {
+        tracing::warn!(
+            "bench serves on a private loopback port with no keys or storage: host, port, \
+             API keys, database URL and data directory are not used"
+        );
+    }
+    let defaults = ServeOptions::default();
+    let layers = Layers {
+        cli: o,
+        file: &defaults,
     };
-    let loaded = LoadedModel::load(&loc.path, cs.n_gpu_layers)?;
-    let info = loaded.info(&cs);
-    let vocab = loaded.vocab();
-    let template = ChatTemplate::new(
-        info.chat_template
-            .as_deref()
-            .context("the model has no chat template")?,
-        &info.bos_text,
-        &info.eos_text,
-    )?;
-    let bias = no_eog_bias(&vocab);
-    let bias_json: serde_json::Value = bias
-        .iter()
+    let ctx = o.ctx_size.unwrap_or(DEFAULT_CTX_SIZE).min(4096);
+    let mut settings = layers.model_settings(None, None, None)?;
+    settings.context.n_ctx_seq = ctx;
+    settings.context.n_seq_max = max_c as u32;
+    settings.context.n_batch = settings.context.n_batch.max(max_c as u32);
+    Ok(ModelSpec {
+        source,
+        id: Some("bench".into()),
+        aliases: vec![],
+        settings,
+    })
+}
+
+/// The served model on a loopback port of `rt`; returns the chat-completions URL.
+fn start_server(rt: &tokio::runtime::Runtime, served: ServedModel) -> Result<String> {
+    let mut registry = ModelRegistry::default();
+    registry.add(served, vec![]);
+    let app = peregrine_server::router(Arc::new(peregrine_server::AppState {
+        completions: Completions::new(registry),
+        api_keys: vec![],
+        storage: None,
+    }));
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!(
+            "http://{}/openai/v1/chat/completions",
+            listener.local_addr()?
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        anyhow::Ok(url)
+    })
+}
+
+/// The bias that keeps every end-of-generation token out, as `logit_bias` JSON.
+fn bias_json(bias: &[(TokenId, f32)]) -> serde_json::Value {
+    bias.iter()
         .map(|(t, b)| (t.to_string(), serde_json::json!(b)))
         .collect::<serde_json::Map<_, _>>()
-        .into();
+        .into()
+}
+
+fn print_table(concurrency: &[usize], raw: &[Measure], srv: &[Measure]) {
+    println!(
+        "\n| concurrency | raw tok/s | server tok/s | server/raw | raw TTFT s | server TTFT s |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (i, &c) in concurrency.iter().enumerate() {
+        println!(
+            "| {c} | {:.1} | {:.1} | {:.3}x | {:.3} | {:.3} |",
+            raw[i].tok_s,
+            srv[i].tok_s,
+            srv[i].tok_s / raw[i].tok_s,
+            raw[i].ttft,
+            srv[i].ttft
+        );
+    }
+    if let (Some(i1), Some(i4)) = (
+        concurrency.iter().position(|&c| c == 1),
+        concurrency.iter().position(|&c| c == 4),
+    ) {
+        println!(
+            "\nsingle-stream decode, server/raw: {:.3}x; server aggregate c=4 / single-stream: {:.2}x",
+            srv[i1].tok_s / raw[i1].tok_s,
+            srv[i4].tok_s / srv[i1].tok_s
+        );
+    }
+}
+
+pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
+    let max_c = args.concurrency.iter().copied().max().unwrap_or(1).max(1);
+    let model = (args.serve.model.as_deref()).unwrap_or(crate::catalog::DEFAULT_MODEL);
+    let loc = crate::serve::locate(common, model)?;
+    let spec = bench_spec(&args, loc.path.display().to_string(), max_c)?;
+    let cs = spec.settings.context.clone();
+    let loaded = LoadedModel::load(&loc.path, cs.n_gpu_layers)?;
+    let (name, path) = (loc.id.clone(), loc.path.display().to_string());
+    // The server, in-process on a loopback port, over the same loaded weights and the same
+    // engine shape; the raw engine beside it, fed the same prompts through the served
+    // model's template and vocabulary. Measurements alternate (raw, server) per
+    // concurrency level so both see the same machine state.
+    let served = crate::serve::serve_loaded(loc, &loaded, &spec)?;
+    let (ctx, runtime) = (served.ctx.clone(), served.runtime.clone());
+    let bias = no_eog_bias(ctx.vocab.as_ref());
+    let bias_json = bias_json(&bias);
     let prompts = |run: &str, c: usize| -> Result<Vec<Vec<TokenId>>> {
         (0..c)
             .map(|i| {
-                Ok(vocab.tokenize(&template.render_prompt(prompt_messages(run, i), None)?.text))
+                let text = ctx
+                    .template
+                    .render_prompt(prompt_messages(run, i), None)?
+                    .text;
+                Ok(ctx.vocab.tokenize(&text))
             })
             .collect()
     };
     eprintln!(
-        "bench: {} ({}), {} threads, {} completion tokens per request, prompt {} tokens",
-        loc.id,
-        loc.path.display(),
-        threads,
+        "bench: {name} ({path}), {} threads, {} completion tokens per request, prompt {} tokens",
+        cs.n_threads,
         args.gen_tokens,
         prompts("x", 1)?[0].len()
     );
-
-    // The server, in-process on a loopback port, over the same loaded weights and the same
-    // engine shape; the raw engine beside it. Measurements alternate (raw, server) per
-    // concurrency level so both see the same machine state.
-    let settings = ServeSettings {
-        host: "127.0.0.1".into(),
-        port: 0,
-        api_keys: vec![],
-        models: vec![],
-        max_queue: 64,
-        busy_prefill: 128,
-        batch_rows: 0,
-        batch_lease_secs: 30,
-        batch_size: cs.n_batch,
-        threads,
-        gpu_layers: cs.n_gpu_layers,
-        grammar: peregrine_grammar::GrammarLimits::default(),
-        mask_threads: crate::settings::default_mask_threads(threads),
-        database_url: None,
-        data_dir: None,
-    };
-    let spec = ModelSpec {
-        source: loc.path.display().to_string(),
-        id: Some("bench".into()),
-        ctx_size: cs.n_ctx_seq,
-        parallel: cs.n_seq_max,
-        aliases: vec![],
-        tool_format: None,
-    };
-    let served = crate::serve::serve_loaded(loc, &loaded, &spec, &settings)?;
-    let runtime = served.runtime.clone();
     // The raw engine's context exists only when it is measured: a second llama context in
     // the process slows decoding on this machine kind (docs/benchmarks.md).
     let mut engine = if args.structured {
@@ -319,36 +305,20 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut registry = peregrine_server::ModelRegistry::default();
-    registry.add(served, vec![]);
-    let app = peregrine_server::router(Arc::new(peregrine_server::AppState {
-        registry,
-        api_keys: vec![],
-        files: None,
-    }));
-    let url = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!(
-            "http://{}/openai/v1/chat/completions",
-            listener.local_addr()?
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        anyhow::Ok(url)
-    })?;
+    let url = start_server(&rt, served)?;
 
     // Warm-up: page the weights in and let the machine settle.
     std::thread::sleep(Duration::from_secs(args.settle_secs));
     let Some(engine) = engine.as_mut() else {
-        return crate::structured_bench::run(&rt, &url, &runtime, &args, &bias_json);
+        return crate::structured_bench::run(&rt, &url, &runtime, args.gen_tokens, &bias_json);
     };
-    raw_run(engine, &vocab, &prompts("warm", 1)?, 64, &bias)?;
+    raw_run(engine, &prompts("warm", 1)?, 64, &bias)?;
     rt.block_on(http_run(&url, 1, "warm", 64, &bias_json))?;
 
     let (mut raw, mut srv) = (Vec::new(), Vec::new());
     for &c in &args.concurrency {
         let r = raw_run(
             engine,
-            &vocab,
             &prompts(&format!("raw{c}"), c)?,
             args.gen_tokens,
             &bias,
@@ -365,30 +335,6 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
         raw.push(r);
         srv.push(m);
     }
-
-    println!(
-        "\n| concurrency | raw tok/s | server tok/s | server/raw | raw TTFT s | server TTFT s |"
-    );
-    println!("|---|---|---|---|---|---|");
-    for (i, &c) in args.concurrency.iter().enumerate() {
-        println!(
-            "| {c} | {:.1} | {:.1} | {:.3}x | {:.3} | {:.3} |",
-            raw[i].tok_s,
-            srv[i].tok_s,
-            srv[i].tok_s / raw[i].tok_s,
-            raw[i].ttft,
-            srv[i].ttft
-        );
-    }
-    if let (Some(i1), Some(i4)) = (
-        args.concurrency.iter().position(|&c| c == 1),
-        args.concurrency.iter().position(|&c| c == 4),
-    ) {
-        println!(
-            "\nsingle-stream decode, server/raw: {:.3}x; server aggregate c=4 / single-stream: {:.2}x",
-            srv[i1].tok_s / raw[i1].tok_s,
-            srv[i4].tok_s / srv[i1].tok_s
-        );
-    }
+    print_table(&args.concurrency, &raw, &srv);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The `peregrine` binary: a self-hosted, Groq-compatible chat-completions server.
 
 mod bench;
+mod bench_client;
 mod catalog;
 mod pull;
 mod serve;
@@ -35,7 +36,7 @@ enum Cmd {
     /// List the catalogue models and whether each is pulled.
     Models,
     /// Measure the HTTP server against the raw engine on the same GGUF, in one run.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 fn main() -> Result<()> {
@@ -86,6 +87,6 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench(args) => bench::run(&cli.common, args),
+        Cmd::Bench(args) => bench::run(&cli.common, *args),
     }
 }

@@ -1,5 +1,6 @@
-//! `peregrine serve`: pull what is missing, load every model, start one engine thread per
-//! model, and serve the HTTP API until Ctrl-C / SIGTERM.
+//! `peregrine serve`: pull what is missing, load and build every model (one engine thread
+//! each), open the file and batch storage, start the batch worker, and serve the HTTP API
+//! until Ctrl-C / SIGTERM.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,21 +8,15 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use peregrine_grammar::CallSyntax;
-use peregrine_llama::{ContextSettings, LoadedModel};
-use peregrine_runtime::{ModelContext, Runtime, RuntimeConfig};
-use peregrine_server::batch_worker::{self, WorkerConfig};
-use peregrine_server::{AppState, ModelRegistry, ServedModel};
-use peregrine_text::template::ChatTemplate;
-use peregrine_text::tools::ToolFormat;
+use peregrine_llama::LoadedModel;
+use peregrine_server::AppState;
+use peregrine_service::batch_worker::{self, WorkerConfig};
+use peregrine_service::{Completions, ModelMeta, ModelRegistry, ServedModel, Storage};
 use sha2::{Digest, Sha256};
 
 use crate::catalog;
 use crate::pull;
 use crate::settings::{CommonArgs, ModelSpec, ServeSettings};
-
-/// ChatML, for GGUFs that carry no chat template.
-const FALLBACK_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 /// A model file and how to present it.
 pub struct Located {
@@ -75,95 +70,35 @@ fn fingerprint(id: &str, loaded: &peregrine_engine::ModelInfo) -> String {
     format!("fp_{}", &hex::encode(h.finalize())[..10])
 }
 
-/// Loads one model and starts its engine thread.
-pub fn start_model(
-    common: &CommonArgs,
-    spec: &ModelSpec,
-    s: &ServeSettings,
-) -> Result<ServedModel> {
+/// Loads one model and builds it (engine thread, template, grammars) with the one model
+/// builder.
+pub fn start_model(common: &CommonArgs, spec: &ModelSpec) -> Result<ServedModel> {
     let loc = locate(common, &spec.source)?;
     tracing::info!(model = %loc.id, path = %loc.path.display(), "loading");
-    let loaded = LoadedModel::load(&loc.path, s.gpu_layers)?;
-    serve_loaded(loc, &loaded, spec, s)
+    let loaded = LoadedModel::load(&loc.path, spec.settings.context.n_gpu_layers)?;
+    serve_loaded(loc, &loaded, spec)
 }
 
-/// Starts an engine thread over an already loaded model.
-pub fn serve_loaded(
-    loc: Located,
-    loaded: &LoadedModel,
-    spec: &ModelSpec,
-    s: &ServeSettings,
-) -> Result<ServedModel> {
-    let cs = ContextSettings {
-        n_ctx_seq: spec.ctx_size,
-        n_seq_max: spec.parallel,
-        n_batch: s.batch_size.max(spec.parallel),
-        n_threads: s.threads,
-        n_gpu_layers: s.gpu_layers,
-    };
-    let info = loaded.info(&cs);
-    if spec.ctx_size > info.n_ctx_train {
-        tracing::warn!(
-            ctx = spec.ctx_size,
-            trained = info.n_ctx_train,
-            "context per sequence exceeds what the model was trained with"
-        );
-    }
-    let template_source = info.chat_template.as_deref().unwrap_or(FALLBACK_TEMPLATE);
-    let tool_format = spec
-        .tool_format
-        .unwrap_or_else(|| ToolFormat::detect(template_source));
-    tracing::info!(model = %loc.id, tool_format = tool_format.name(), "tool-call syntax");
-    let template = ChatTemplate::new(template_source, &info.bos_text, &info.eos_text)
-        .with_context(|| format!("compiling the chat template of {}", loc.id))?;
-    let vocab: Arc<dyn peregrine_engine::Vocab> = Arc::new(loaded.vocab());
-    let grammars = Arc::new(
-        peregrine_grammar::Grammars::new(vocab.as_ref(), s.grammar_limits())
-            .map_err(|e| anyhow::anyhow!("building the grammar tokenizer of {}: {e}", loc.id))?,
-    );
-    let tool_syntax = CallSyntax::resolve(tool_format, vocab.as_ref());
-    let engine_model = loaded.clone();
-    let engine_cs = cs.clone();
-    let (runtime, _join) = Runtime::spawn(
-        move || engine_model.engine(&engine_cs),
-        vocab.clone(),
-        RuntimeConfig {
-            max_queue: s.max_queue,
-            busy_prefill: s.busy_prefill,
-            mask_threads: s.mask_threads,
-            background_rows: s.batch_rows,
-        },
-    )?;
+/// Builds an already loaded model under the id `spec` gives it (or its own).
+pub fn serve_loaded(loc: Located, loaded: &LoadedModel, spec: &ModelSpec) -> Result<ServedModel> {
+    let built = peregrine_runtime::build(loaded, &spec.settings)
+        .with_context(|| format!("starting {}", loc.id))?;
     let id = spec.id.clone().unwrap_or(loc.id);
-    Ok(ServedModel {
-        fingerprint: fingerprint(&id, &info),
+    let meta = ModelMeta {
+        fingerprint: fingerprint(&id, &built.ctx.info),
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
         name: loc.name,
         owned_by: loc.owned_by,
-        features: Vec::new(),
-        runtime,
-        ctx: Arc::new(ModelContext {
-            template,
-            vocab,
-            max_completion_tokens: spec.ctx_size,
-            grammars,
-            tool_syntax,
-            info,
-        }),
         id,
-    })
+    };
+    Ok(ServedModel::new(meta, built))
 }
 
-pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
-    let mut registry = ModelRegistry::default();
-    for spec in &s.models {
-        let (c, sp, st) = (common.clone(), spec.clone(), s.clone());
-        let served = tokio::task::spawn_blocking(move || start_model(&c, &sp, &st)).await??;
-        tracing::info!(model = %served.id, aliases = spec.aliases.len(), "serving");
-        registry.add(served, spec.aliases.clone());
-    }
+/// The file and batch storage: SQLite under the data directory unless a database URL is
+/// given, file contents on local disk.
+async fn open_storage(common: &CommonArgs, s: &ServeSettings) -> Result<Storage> {
     let data_dir = s
         .data_dir
         .clone()
@@ -183,18 +118,27 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
     let blobs = peregrine_store::LocalBlobs::new(data_dir.join("files"))
         .await
         .context("opening the file store")?;
-    let state = Arc::new(AppState {
-        registry,
-        api_keys: s.api_keys.clone(),
-        files: Some(peregrine_server::files::FilesState::new(
-            Arc::new(store),
-            Arc::new(blobs),
-        )),
-    });
-    let mut worker = WorkerConfig::new(batch_worker::engine_slots(&state));
+    Ok(Storage::new(Arc::new(store), Arc::new(blobs)))
+}
+
+pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
+    let mut registry = ModelRegistry::default();
+    for spec in &s.models {
+        let (c, sp) = (common.clone(), spec.clone());
+        let served = tokio::task::spawn_blocking(move || start_model(&c, &sp)).await??;
+        tracing::info!(model = %served.id, aliases = spec.aliases.len(), "serving");
+        registry.add(served, spec.aliases.clone());
+    }
+    let storage = Arc::new(open_storage(&common, &s).await?);
+    let completions = Completions::new(registry);
+    let mut worker = WorkerConfig::new(completions.registry().batch_slots());
     worker.lease = std::time::Duration::from_secs(s.batch_lease_secs.max(1));
-    batch_worker::spawn(state.clone(), worker);
-    let app = peregrine_server::router(state);
+    batch_worker::spawn(completions.clone(), storage.clone(), worker);
+    let app = peregrine_server::router(Arc::new(AppState {
+        completions,
+        api_keys: s.api_keys.clone(),
+        storage: Some(storage),
+    }));
     let listener = tokio::net::TcpListener::bind((s.host.as_str(), s.port))
         .await
         .with_context(|| format!("binding {}:{}", s.host, s.port))?;

@@ -1,12 +1,21 @@
-//! Configuration: clap flags (each with `env`), an optional TOML file, resolved once into
-//! [`ServeSettings`].
+//! Configuration, layered once: defaults -> TOML file -> environment -> flags.
+//!
+//! [`ServeOptions`] is every `serve` setting, each an `Option` (unset at that layer). The same
+//! struct is parsed twice: from the TOML file (its keys are the flags' names with `_`) and by
+//! clap from the flags and their `PEREGRINE_*` environment variables (clap puts a flag over
+//! its variable). [`ServeArgs::resolve`] lays the layers over each other and over the
+//! defaults into a [`ServeSettings`]; each model's engine settings become a
+//! `peregrine_runtime::ModelSettings`, the one input of the model builder. A new setting is
+//! one field here (its flag, variable and TOML key) and one line in `resolve`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
-
+use peregrine_engine::ContextSettings;
+use peregrine_grammar::GrammarLimits;
+use peregrine_runtime::{ModelSettings, RuntimeConfig};
 use peregrine_text::tools::ToolFormat;
+use serde::Deserialize;
 
 use crate::catalog::DEFAULT_MODEL;
 
@@ -26,6 +35,18 @@ pub const DEFAULT_ALIASES: &[&str] = &[
     "llama3-8b-8192",
     "llama3-70b-8192",
 ];
+
+/// Context per sequence when nothing sets it.
+pub const DEFAULT_CTX_SIZE: u32 = 8192;
+/// Sequence slots when nothing sets it.
+pub const DEFAULT_PARALLEL: u32 = 4;
+const DEFAULT_HOST: &str = "127.0.0.1";
+const DEFAULT_PORT: u16 = 8000;
+const DEFAULT_BATCH_SIZE: u32 = 512;
+const DEFAULT_BATCH_LEASE_SECS: u64 = 30;
+const DEFAULT_COMPILE_FUEL: u64 = 1_000_000;
+const DEFAULT_MASK_FUEL: u64 = 200_000;
+const DEFAULT_GRAMMAR_CACHE: usize = 256;
 
 /// Shared by every subcommand.
 #[derive(clap::Args, Debug, Clone)]
@@ -55,100 +76,68 @@ impl CommonArgs {
     }
 }
 
-/// How the engine of one model is sized.
-#[derive(clap::Args, Debug, Clone)]
-pub struct EngineArgs {
-    /// Context tokens per sequence (prompt + completion) [default: 8192]. Overrides the
-    /// config file's per-model value.
-    #[arg(long, env = "PEREGRINE_CTX_SIZE")]
-    pub ctx_size: Option<u32>,
-    /// Sequences decoded together in one batch (continuous batching slots) [default: 4].
-    /// Overrides the config file's per-model value.
-    #[arg(long, env = "PEREGRINE_PARALLEL")]
-    pub parallel: Option<u32>,
-    /// Most tokens per forward pass; also the prefill chunk when nothing else runs.
-    #[arg(long, env = "PEREGRINE_BATCH_SIZE", default_value_t = 512)]
-    pub batch_size: u32,
-    /// CPU threads [default: all available cores].
-    #[arg(long, env = "PEREGRINE_THREADS")]
-    pub threads: Option<i32>,
-    /// Layers to offload to the GPU (builds with the `cuda` feature).
-    #[arg(long, env = "PEREGRINE_GPU_LAYERS", default_value_t = 0)]
-    pub gpu_layers: u32,
-}
-
-/// Context per sequence when neither a flag nor the config sets it.
-pub const DEFAULT_CTX_SIZE: u32 = 8192;
-/// Sequence slots when neither a flag nor the config sets it.
-pub const DEFAULT_PARALLEL: u32 = 4;
-
-impl EngineArgs {
-    pub fn threads(&self) -> i32 {
-        self.threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as i32))
-    }
-}
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// TOML file listing the models to serve and server settings (flags override it).
-    #[arg(long, env = "PEREGRINE_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Catalogue id or GGUF path of the model to serve (ignored when the config lists models).
-    #[arg(long, short, env = "PEREGRINE_MODEL", default_value = DEFAULT_MODEL)]
-    pub model: String,
-    /// Address to listen on.
+/// Every `serve` setting, as a flag (with its environment variable) and as a top-level key
+/// of the TOML file (which may also list `[[models]]`). Unset fields fall through to the
+/// next layer. `peregrine bench` takes the same options, so its server is built alike.
+#[derive(clap::Args, Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ServeOptions {
+    /// Catalogue id or GGUF path of the model to serve (when the config lists no models)
+    /// [default: qwen2.5-coder-0.5b-instruct].
+    #[arg(long, short, env = "PEREGRINE_MODEL")]
+    pub model: Option<String>,
+    /// Address to listen on [default: 127.0.0.1].
     #[arg(long, env = "PEREGRINE_HOST")]
     pub host: Option<String>,
-    /// Port to listen on; 0 picks a free one (printed at start).
+    /// Port to listen on; 0 picks a free one (printed at start) [default: 8000].
     #[arg(long, short, env = "PEREGRINE_PORT")]
     pub port: Option<u16>,
-    /// Accepted API key (repeatable). Without any, requests are not authenticated.
+    /// Accepted API key (repeatable; the file's and the flags' keys all count). Without
+    /// any, requests are not authenticated.
     #[arg(long = "api-key", env = "PEREGRINE_API_KEYS", value_delimiter = ',')]
+    #[serde(default)]
     pub api_keys: Vec<String>,
-    /// Extra model id resolving to the served model (repeatable).
+    /// Extra model id resolving to the first served model (repeatable).
     #[arg(long = "alias")]
+    #[serde(default)]
     pub aliases: Vec<String>,
     /// Do not map Groq's public model ids to the served model.
     #[arg(long)]
+    #[serde(default)]
     pub no_default_aliases: bool,
-    /// Requests that may wait for a slot before new ones get 429.
-    #[arg(long, env = "PEREGRINE_MAX_QUEUE", default_value_t = 64)]
-    pub max_queue: usize,
-    /// Prefill tokens per step while other streams decode.
-    #[arg(long, env = "PEREGRINE_BUSY_PREFILL", default_value_t = 128)]
-    pub busy_prefill: usize,
+    /// Requests that may wait for a slot before new ones get 429 [default: 64].
+    #[arg(long, env = "PEREGRINE_MAX_QUEUE")]
+    pub max_queue: Option<usize>,
+    /// Prefill tokens per step while other streams decode [default: 128].
+    #[arg(long, env = "PEREGRINE_BUSY_PREFILL")]
+    pub busy_prefill: Option<usize>,
     /// Batch API sequences that may decode beside interactive ones; with 0, batch work runs
-    /// only while no interactive request is in flight.
-    #[arg(long, env = "PEREGRINE_BATCH_ROWS", default_value_t = 0)]
-    pub batch_rows: usize,
+    /// only while no interactive request is in flight [default: 0].
+    #[arg(long, env = "PEREGRINE_BATCH_ROWS")]
+    pub batch_rows: Option<usize>,
     /// Seconds a replica's claim on a batch line holds without renewal: how long the lines
-    /// of a replica that died wait before another takes them.
-    #[arg(long, env = "PEREGRINE_BATCH_LEASE_SECS", default_value_t = 30)]
-    pub batch_lease_secs: u64,
+    /// of a replica that died wait before another takes them [default: 30].
+    #[arg(long, env = "PEREGRINE_BATCH_LEASE_SECS")]
+    pub batch_lease_secs: Option<u64>,
     /// Lexer fuel one `response_format` schema may spend to compile (~50k units per ms);
-    /// a schema over it gets a 400.
-    #[arg(
-        long,
-        env = "PEREGRINE_GRAMMAR_COMPILE_FUEL",
-        default_value_t = 1_000_000
-    )]
-    pub grammar_compile_fuel: u64,
+    /// a schema over it gets a 400 [default: 1000000].
+    #[arg(long, env = "PEREGRINE_GRAMMAR_COMPILE_FUEL")]
+    pub grammar_compile_fuel: Option<u64>,
     /// Lexer fuel one token mask may spend (~14k units per ms); a grammar over it ends its
-    /// request with `json_validate_failed`.
-    #[arg(long, env = "PEREGRINE_GRAMMAR_MASK_FUEL", default_value_t = 200_000)]
-    pub grammar_mask_fuel: u64,
+    /// request with `json_validate_failed` [default: 200000].
+    #[arg(long, env = "PEREGRINE_GRAMMAR_MASK_FUEL")]
+    pub grammar_mask_fuel: Option<u64>,
     /// Threads computing grammar masks while the forward pass runs [default: the cores
     /// llama.cpp does not use, at most 4; 0 computes them just before it].
     #[arg(long, env = "PEREGRINE_MASK_THREADS")]
     pub mask_threads: Option<usize>,
-    /// Compiled grammars kept per model (keyed by schema).
-    #[arg(long, env = "PEREGRINE_GRAMMAR_CACHE", default_value_t = 256)]
-    pub grammar_cache: usize,
+    /// Compiled grammars kept per model (keyed by schema) [default: 256].
+    #[arg(long, env = "PEREGRINE_GRAMMAR_CACHE")]
+    pub grammar_cache: Option<usize>,
     /// How the model writes tool calls: hermes, llama3, mistral or json [default: detected
     /// from its chat template].
-    #[arg(long, env = "PEREGRINE_TOOL_FORMAT", value_parser = parse_tool_format)]
-    pub tool_format: Option<ToolFormat>,
+    #[arg(long, env = "PEREGRINE_TOOL_FORMAT", value_parser = check_tool_format)]
+    pub tool_format: Option<String>,
     /// Where files and batches are kept: `sqlite://PATH?mode=rwc` or `postgres://...`
     /// [default: SQLite at `<data-dir>/peregrine.db`].
     #[arg(long, env = "PEREGRINE_DATABASE_URL")]
@@ -157,23 +146,43 @@ pub struct ServeArgs {
     /// [default: `<home>/data`].
     #[arg(long, env = "PEREGRINE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    #[command(flatten)]
-    pub engine: EngineArgs,
-}
 
-/// The TOML file.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    #[serde(default)]
-    pub api_keys: Vec<String>,
+    /// Context tokens per sequence (prompt + completion) [default: 8192]. Over a model's
+    /// own `ctx_size` in the config file.
+    #[arg(long, env = "PEREGRINE_CTX_SIZE")]
+    pub ctx_size: Option<u32>,
+    /// Sequences decoded together in one batch (continuous batching slots) [default: 4].
+    /// Over a model's own `parallel` in the config file.
+    #[arg(long, env = "PEREGRINE_PARALLEL")]
+    pub parallel: Option<u32>,
+    /// Most tokens per forward pass; also the prefill chunk when nothing else runs
+    /// [default: 512].
+    #[arg(long, env = "PEREGRINE_BATCH_SIZE")]
+    pub batch_size: Option<u32>,
+    /// CPU threads [default: all available cores].
+    #[arg(long, env = "PEREGRINE_THREADS")]
+    pub threads: Option<i32>,
+    /// Layers to offload to the GPU (builds with the `cuda` feature) [default: 0].
+    #[arg(long, env = "PEREGRINE_GPU_LAYERS")]
+    pub gpu_layers: Option<u32>,
+    /// `[[models]]` (TOML only): several models, each with its own engine settings.
+    #[arg(skip)]
     #[serde(default)]
     pub models: Vec<FileModel>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (same names, `_` for `-`) and a
+    /// `[[models]]` list; the environment and flags override it.
+    #[arg(long, env = "PEREGRINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: ServeOptions,
+}
+
+/// One `[[models]]` entry: its own engine settings over the file's top-level ones.
+#[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct FileModel {
     /// Catalogue id or GGUF path.
@@ -195,16 +204,8 @@ pub struct FileModel {
 pub struct ModelSpec {
     pub source: String,
     pub id: Option<String>,
-    pub ctx_size: u32,
-    pub parallel: u32,
     pub aliases: Vec<String>,
-    /// Tool-call syntax; `None`: detected from the chat template.
-    pub tool_format: Option<ToolFormat>,
-}
-
-fn parse_tool_format(s: &str) -> Result<ToolFormat, String> {
-    ToolFormat::from_name(s)
-        .ok_or_else(|| format!("unknown tool format '{s}' (hermes, llama3, mistral, json)"))
+    pub settings: ModelSettings,
 }
 
 /// Everything `serve` needs, resolved once.
@@ -214,17 +215,18 @@ pub struct ServeSettings {
     pub port: u16,
     pub api_keys: Vec<String>,
     pub models: Vec<ModelSpec>,
-    pub max_queue: usize,
-    pub busy_prefill: usize,
-    pub batch_rows: usize,
     pub batch_lease_secs: u64,
-    pub batch_size: u32,
-    pub threads: i32,
-    pub gpu_layers: u32,
-    pub grammar: peregrine_grammar::GrammarLimits,
-    pub mask_threads: usize,
     pub database_url: Option<String>,
     pub data_dir: Option<PathBuf>,
+}
+
+fn check_tool_format(s: &str) -> Result<String, String> {
+    parse_tool_format(s).map(|_| s.to_string())
+}
+
+fn parse_tool_format(s: &str) -> Result<ToolFormat, String> {
+    ToolFormat::from_name(s)
+        .ok_or_else(|| format!("unknown tool format '{s}' (hermes, llama3, mistral, json)"))
 }
 
 /// Mask threads when not configured: the cores left over by llama.cpp's `threads`, at most 4.
@@ -233,106 +235,149 @@ pub fn default_mask_threads(threads: i32) -> usize {
     cores.saturating_sub(threads.max(0) as usize).min(4)
 }
 
-impl ServeSettings {
-    pub fn grammar_limits(&self) -> peregrine_grammar::GrammarLimits {
-        self.grammar
-    }
+fn default_threads() -> i32 {
+    std::thread::available_parallelism().map_or(2, |n| n.get() as i32)
 }
 
-fn load_file(path: &Path) -> Result<FileConfig> {
+fn load_file(path: &Path) -> Result<ServeOptions> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The two configured layers, over the defaults: `cli` (flags and environment) over `file`.
+pub struct Layers<'a> {
+    pub cli: &'a ServeOptions,
+    pub file: &'a ServeOptions,
+}
+
+macro_rules! layered {
+    ($l:expr, $($field:ident).+, $default:expr) => {
+        $l.cli.$($field).+.clone().or_else(|| $l.file.$($field).+.clone()).unwrap_or_else(|| $default)
+    };
+}
+
+impl Layers<'_> {
+    /// A model's engine, runtime and grammar settings. `ctx_size`, `parallel` and
+    /// `tool_format` are the model's own values from the file (flags still win).
+    pub fn model_settings(
+        &self,
+        ctx_size: Option<u32>,
+        parallel: Option<u32>,
+        tool_format: Option<&str>,
+    ) -> Result<ModelSettings> {
+        let threads = layered!(self, threads, default_threads());
+        // A model's own value sits between the flags and the file's top level.
+        let n_seq_max = (self.cli.parallel.or(parallel))
+            .or(self.file.parallel)
+            .unwrap_or(DEFAULT_PARALLEL);
+        let n_ctx_seq = (self.cli.ctx_size.or(ctx_size))
+            .or(self.file.ctx_size)
+            .unwrap_or(DEFAULT_CTX_SIZE);
+        let tool_format =
+            (self.cli.tool_format.as_deref().or(tool_format)).or(self.file.tool_format.as_deref());
+        Ok(ModelSettings {
+            context: ContextSettings {
+                n_ctx_seq,
+                n_seq_max,
+                n_batch: layered!(self, batch_size, DEFAULT_BATCH_SIZE).max(n_seq_max),
+                n_threads: threads,
+                n_gpu_layers: layered!(self, gpu_layers, 0),
+            },
+            runtime: RuntimeConfig {
+                max_queue: layered!(self, max_queue, RuntimeConfig::default().max_queue),
+                busy_prefill: layered!(self, busy_prefill, RuntimeConfig::default().busy_prefill),
+                mask_threads: layered!(self, mask_threads, default_mask_threads(threads)),
+                background_rows: layered!(self, batch_rows, 0),
+            },
+            grammar: GrammarLimits {
+                compile_fuel: layered!(self, grammar_compile_fuel, DEFAULT_COMPILE_FUEL),
+                mask_fuel: layered!(self, grammar_mask_fuel, DEFAULT_MASK_FUEL),
+                cache_entries: layered!(self, grammar_cache, DEFAULT_GRAMMAR_CACHE),
+                ..Default::default()
+            },
+            tool_format: tool_format
+                .map(parse_tool_format)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+        })
+    }
+
+    fn default_aliases(&self, on: bool) -> Vec<String> {
+        let off = self.cli.no_default_aliases || self.file.no_default_aliases;
+        if on && !off {
+            DEFAULT_ALIASES.iter().map(|s| s.to_string()).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The one model served when the file lists none.
+    fn single_model(&self) -> Result<ModelSpec> {
+        let mut aliases = self.default_aliases(true);
+        aliases.extend(self.file.aliases.iter().cloned());
+        aliases.extend(self.cli.aliases.iter().cloned());
+        Ok(ModelSpec {
+            source: layered!(self, model, DEFAULT_MODEL.to_string()),
+            id: None,
+            aliases,
+            settings: self.model_settings(None, None, None)?,
+        })
+    }
+
+    /// Model `i` of the file's list.
+    fn listed_model(&self, i: usize, m: &FileModel) -> Result<ModelSpec> {
+        let mut aliases = self.default_aliases(m.default_aliases.unwrap_or(i == 0));
+        aliases.extend(m.aliases.iter().cloned());
+        if i == 0 {
+            aliases.extend(self.file.aliases.iter().cloned());
+            aliases.extend(self.cli.aliases.iter().cloned());
+        }
+        Ok(ModelSpec {
+            source: m.model.clone(),
+            id: m.id.clone(),
+            aliases,
+            settings: self.model_settings(m.ctx_size, m.parallel, m.tool_format.as_deref())?,
+        })
+    }
 }
 
 impl ServeArgs {
     pub fn resolve(&self) -> Result<ServeSettings> {
         let file = match &self.config {
             Some(p) => load_file(p)?,
-            None => FileConfig::default(),
+            None => ServeOptions::default(),
         };
-        let defaults = |on: bool| -> Vec<String> {
-            if on {
-                DEFAULT_ALIASES.iter().map(|s| s.to_string()).collect()
-            } else {
-                Vec::new()
-            }
+        let l = Layers {
+            cli: &self.options,
+            file: &file,
         };
         let models = if file.models.is_empty() {
-            let mut aliases = defaults(!self.no_default_aliases);
-            aliases.extend(self.aliases.iter().cloned());
-            vec![ModelSpec {
-                source: self.model.clone(),
-                id: None,
-                ctx_size: self.engine.ctx_size.unwrap_or(DEFAULT_CTX_SIZE),
-                parallel: self.engine.parallel.unwrap_or(DEFAULT_PARALLEL),
-                aliases,
-                tool_format: self.tool_format,
-            }]
+            vec![l.single_model()?]
         } else {
             file.models
                 .iter()
                 .enumerate()
-                .map(|(i, m)| {
-                    let mut aliases =
-                        defaults(m.default_aliases.unwrap_or(i == 0) && !self.no_default_aliases);
-                    aliases.extend(m.aliases.iter().cloned());
-                    if i == 0 {
-                        aliases.extend(self.aliases.iter().cloned());
-                    }
-                    Ok(ModelSpec {
-                        source: m.model.clone(),
-                        id: m.id.clone(),
-                        ctx_size: self
-                            .engine
-                            .ctx_size
-                            .or(m.ctx_size)
-                            .unwrap_or(DEFAULT_CTX_SIZE),
-                        parallel: self
-                            .engine
-                            .parallel
-                            .or(m.parallel)
-                            .unwrap_or(DEFAULT_PARALLEL),
-                        aliases,
-                        tool_format: m
-                            .tool_format
-                            .as_deref()
-                            .map(parse_tool_format)
-                            .transpose()
-                            .map_err(anyhow::Error::msg)?,
-                    })
-                })
+                .map(|(i, m)| l.listed_model(i, m))
                 .collect::<Result<Vec<_>>>()?
         };
-        let mut api_keys = file.api_keys;
-        api_keys.extend(self.api_keys.iter().filter(|k| !k.is_empty()).cloned());
+        let api_keys = (file.api_keys.iter())
+            .chain(&self.options.api_keys)
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect();
         Ok(ServeSettings {
-            host: self
-                .host
-                .clone()
-                .or(file.host)
-                .unwrap_or_else(|| "127.0.0.1".into()),
-            port: self.port.or(file.port).unwrap_or(8000),
+            host: layered!(l, host, DEFAULT_HOST.to_string()),
+            port: layered!(l, port, DEFAULT_PORT),
             api_keys,
             models,
-            max_queue: self.max_queue,
-            busy_prefill: self.busy_prefill,
-            batch_rows: self.batch_rows,
-            batch_lease_secs: self.batch_lease_secs,
-            batch_size: self.engine.batch_size,
-            threads: self.engine.threads(),
-            gpu_layers: self.engine.gpu_layers,
-            mask_threads: self
-                .mask_threads
-                .unwrap_or_else(|| default_mask_threads(self.engine.threads())),
-            grammar: peregrine_grammar::GrammarLimits {
-                compile_fuel: self.grammar_compile_fuel,
-                mask_fuel: self.grammar_mask_fuel,
-                cache_entries: self.grammar_cache,
-                ..Default::default()
-            },
-            database_url: self.database_url.clone(),
-            data_dir: self.data_dir.clone(),
+            batch_lease_secs: layered!(l, batch_lease_secs, DEFAULT_BATCH_LEASE_SECS),
+            database_url: l
+                .cli
+                .database_url
+                .clone()
+                .or_else(|| l.file.database_url.clone()),
+            data_dir: l.cli.data_dir.clone().or_else(|| l.file.data_dir.clone()),
         })
     }
 }
@@ -349,30 +394,88 @@ mod tests {
     }
 
     fn resolve(args: &[&str], toml: &str) -> ServeSettings {
-        let dir = std::env::temp_dir().join(format!("peregrine-settings-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join(format!("{}.toml", args.len()));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("peregrine.toml");
         std::fs::write(&file, toml).unwrap();
         let mut argv = vec!["peregrine", "--config", file.to_str().unwrap()];
         argv.extend_from_slice(args);
-        let s = Cli::parse_from(argv).serve.resolve().unwrap();
-        let _ = std::fs::remove_file(&file);
-        s
+        Cli::parse_from(argv).serve.resolve().unwrap()
+    }
+
+    fn ctx_and_parallel(m: &ModelSpec) -> (u32, u32) {
+        (m.settings.context.n_ctx_seq, m.settings.context.n_seq_max)
     }
 
     #[test]
     fn flags_override_the_config_file_and_defaults_fill_the_rest() {
         let toml = "[[models]]\nmodel = \"a.gguf\"\nctx_size = 2048\nparallel = 2\n\n[[models]]\nmodel = \"b.gguf\"\n";
         let s = resolve(&[], toml);
-        assert_eq!((s.models[0].ctx_size, s.models[0].parallel), (2048, 2));
+        assert_eq!(ctx_and_parallel(&s.models[0]), (2048, 2));
         assert_eq!(
-            (s.models[1].ctx_size, s.models[1].parallel),
+            ctx_and_parallel(&s.models[1]),
             (DEFAULT_CTX_SIZE, DEFAULT_PARALLEL)
         );
         let s = resolve(&["--ctx-size", "1024", "--parallel", "8"], toml);
-        assert_eq!((s.models[0].ctx_size, s.models[0].parallel), (1024, 8));
-        assert_eq!((s.models[1].ctx_size, s.models[1].parallel), (1024, 8));
+        assert_eq!(ctx_and_parallel(&s.models[0]), (1024, 8));
+        assert_eq!(ctx_and_parallel(&s.models[1]), (1024, 8));
         assert_eq!(s.models[0].aliases.len(), DEFAULT_ALIASES.len());
         assert!(s.models[1].aliases.is_empty());
+    }
+
+    #[test]
+    fn every_setting_can_come_from_the_file_and_a_flag_beats_it() {
+        let toml = "model = \"m.gguf\"\nhost = \"0.0.0.0\"\nport = 9000\napi_keys = [\"k1\"]\n\
+                    max_queue = 3\nbusy_prefill = 7\nbatch_rows = 1\nbatch_lease_secs = 5\n\
+                    grammar_compile_fuel = 11\ngrammar_mask_fuel = 12\nmask_threads = 2\n\
+                    grammar_cache = 13\ntool_format = \"json\"\nctx_size = 512\nparallel = 3\n\
+                    batch_size = 64\nthreads = 1\ngpu_layers = 0\nno_default_aliases = true\n\
+                    database_url = \"sqlite://x.db\"\ndata_dir = \"/tmp/d\"\n";
+        let s = resolve(&[], toml);
+        assert_eq!((s.host.as_str(), s.port), ("0.0.0.0", 9000));
+        assert_eq!(s.api_keys, vec!["k1".to_string()]);
+        assert_eq!(s.batch_lease_secs, 5);
+        assert_eq!(s.database_url.as_deref(), Some("sqlite://x.db"));
+        assert_eq!(s.data_dir, Some(PathBuf::from("/tmp/d")));
+        let m = &s.models[0];
+        assert_eq!(m.source, "m.gguf");
+        assert!(m.aliases.is_empty());
+        let ms = &m.settings;
+        assert_eq!(ctx_and_parallel(m), (512, 3));
+        assert_eq!((ms.context.n_batch, ms.context.n_threads), (64, 1));
+        assert_eq!(
+            (
+                ms.runtime.max_queue,
+                ms.runtime.busy_prefill,
+                ms.runtime.background_rows
+            ),
+            (3, 7, 1)
+        );
+        assert_eq!(ms.runtime.mask_threads, 2);
+        assert_eq!(
+            (
+                ms.grammar.compile_fuel,
+                ms.grammar.mask_fuel,
+                ms.grammar.cache_entries
+            ),
+            (11, 12, 13)
+        );
+        assert_eq!(ms.tool_format, Some(ToolFormat::Json));
+
+        let s = resolve(
+            &["--port", "9100", "--max-queue", "9", "--api-key", "k2"],
+            toml,
+        );
+        assert_eq!(s.port, 9100);
+        assert_eq!(s.models[0].settings.runtime.max_queue, 9);
+        assert_eq!(s.api_keys, vec!["k1".to_string(), "k2".to_string()]);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "max_queu = 3\n").unwrap();
+        let args = Cli::parse_from(["peregrine", "--config", file.to_str().unwrap()]);
+        assert!(args.serve.resolve().is_err());
     }
 }

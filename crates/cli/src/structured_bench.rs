@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use peregrine_runtime::{Runtime, Summary};
 use serde_json::{json, Value};
 
-use crate::bench::{http_one, BenchArgs};
+use crate::bench_client::http_one;
 
 const PROMPT: &str = "Write a long story about a peregrine falcon that learns to fly over a city.";
 
@@ -116,10 +116,9 @@ pub fn run(
     rt: &tokio::runtime::Runtime,
     url: &str,
     runtime: &Runtime,
-    args: &BenchArgs,
+    gen: u32,
     bias: &Value,
 ) -> Result<()> {
-    let gen = args.gen_tokens;
     // Warm-up: compiles the schema once (cached afterwards) and pages the weights in.
     rt.block_on(streams(url, "warm", &[true], 32, bias))?;
     rt.block_on(streams(url, "warm", &[false], 32, bias))?;

@@ -8,13 +8,15 @@
 //! - [`Engine`]: owned by the engine thread. [`Engine::decode`] runs one forward pass over a
 //!   [`Batch`] of tokens from several sequences; [`Engine::logits`] reads the rows that asked
 //!   for logits; [`Engine::clear_seq`] frees a sequence's KV cache.
-//! - [`MockEngine`] / [`MockVocab`]: a deterministic backend for tests.
+//! - [`ModelSource`]: a loaded model that makes engines of a [`ContextSettings`] shape; the
+//!   one model builder (`peregrine_runtime::model::build`) takes any source.
+//! - [`MockEngine`] / [`MockVocab`] / [`MockModel`]: a deterministic backend for tests.
 //!
 //! No tokio, no HTTP, no JSON here: the engine sees token ids and positions only.
 
 mod mock;
 
-pub use mock::{MockEngine, MockVocab, MOCK_CHAT_TEMPLATE};
+pub use mock::{MockEngine, MockModel, MockVocab, MOCK_CHAT_TEMPLATE};
 
 /// A token id in the model's vocabulary.
 pub type TokenId = u32;
@@ -132,4 +134,31 @@ pub trait Engine {
     /// Returns `false` when the cache cannot drop only a suffix (recurrent or sliding-window
     /// memory) and dropped the whole sequence instead: nothing of it is cached then.
     fn clear_seq(&mut self, seq: SeqId, from: u32) -> bool;
+}
+
+/// How to size the context of an engine.
+#[derive(Clone, Debug)]
+pub struct ContextSettings {
+    /// KV cache tokens per sequence (prompt + completion).
+    pub n_ctx_seq: u32,
+    /// Sequences decoded together.
+    pub n_seq_max: u32,
+    /// Most tokens per decode call (also the prefill chunk budget).
+    pub n_batch: u32,
+    /// CPU threads for decoding and prompt processing.
+    pub n_threads: i32,
+    /// Layers to offload to a GPU (0 on CPU builds).
+    pub n_gpu_layers: u32,
+}
+
+/// A loaded model: what the runtime needs before the engine thread starts (facts and the
+/// vocabulary), and a way to make the engine on that thread. Cheap to clone (shared weights).
+pub trait ModelSource: Clone + Send + 'static {
+    type Engine: Engine + 'static;
+    /// Static facts, for a context of the given shape.
+    fn info(&self, ctx: &ContextSettings) -> ModelInfo;
+    /// The tokenizer, shared with request preparation.
+    fn vocab(&self) -> std::sync::Arc<dyn Vocab>;
+    /// Makes an engine; called on the engine thread, so the engine need not be `Send`.
+    fn engine(&self, ctx: &ContextSettings) -> Result<Self::Engine, EngineError>;
 }

@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::{Batch, Engine, EngineError, ModelInfo, SeqId, TokenId, Vocab};
+use crate::{
+    Batch, ContextSettings, Engine, EngineError, ModelInfo, ModelSource, SeqId, TokenId, Vocab,
+};
 
 const IM_START: TokenId = 256;
 const IM_END: TokenId = 257;
@@ -23,6 +25,48 @@ const SPECIALS: [(&str, TokenId); 3] = [
 
 /// A ChatML template for the mock model.
 pub const MOCK_CHAT_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// The mock as a [`ModelSource`]: every engine it makes answers with `script`, sized by the
+/// context settings (sequence length and slots), sleeping `delay` in each decode.
+#[derive(Clone, Debug)]
+pub struct MockModel {
+    pub script: String,
+    pub delay: Duration,
+    /// The engine panics in its decode after this many decodes (tests of a dead engine
+    /// thread).
+    pub panic_after: Option<usize>,
+}
+
+impl MockModel {
+    pub fn new(script: &str) -> Self {
+        Self {
+            script: script.to_string(),
+            delay: Duration::ZERO,
+            panic_after: None,
+        }
+    }
+}
+
+impl ModelSource for MockModel {
+    type Engine = MockEngine;
+
+    fn info(&self, ctx: &ContextSettings) -> ModelInfo {
+        MockEngine::new(&self.script, ctx.n_ctx_seq, ctx.n_seq_max)
+            .info
+            .clone()
+    }
+
+    fn vocab(&self) -> std::sync::Arc<dyn Vocab> {
+        std::sync::Arc::new(MockVocab)
+    }
+
+    fn engine(&self, ctx: &ContextSettings) -> Result<MockEngine, EngineError> {
+        let mut engine =
+            MockEngine::new(&self.script, ctx.n_ctx_seq, ctx.n_seq_max).with_delay(self.delay);
+        engine.panic_after = self.panic_after;
+        Ok(engine)
+    }
+}
 
 /// Byte-level tokenizer with ChatML special tokens.
 #[derive(Clone, Debug, Default)]
@@ -75,6 +119,7 @@ pub struct MockEngine {
     info: ModelInfo,
     script: Vec<u8>,
     delay: Duration,
+    panic_after: Option<usize>,
     kv: HashMap<SeqId, Vec<TokenId>>,
     rows: Vec<Vec<f32>>,
     /// Number of `decode` calls so far (tests use it to observe batching).
@@ -102,6 +147,7 @@ impl MockEngine {
             },
             script: script.as_bytes().to_vec(),
             delay: Duration::ZERO,
+            panic_after: None,
             kv: HashMap::new(),
             rows: Vec::new(),
             decode_calls: 0,
@@ -158,6 +204,9 @@ impl Engine for MockEngine {
         }
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay);
+        }
+        if self.panic_after.is_some_and(|n| self.decode_calls >= n) {
+            panic!("the mock engine was told to crash");
         }
         self.decode_calls += 1;
         let mut seqs: Vec<SeqId> = batch.tokens.iter().map(|t| t.seq).collect();

@@ -128,8 +128,37 @@ fn json_rule(schema: &Value) -> String {
 impl CallGrammar<'_> {
     /// The Lark source.
     pub fn lark(&self) -> String {
-        let f = self.syntax.format;
-        let key = f.args_key();
+        let mut rules = self.call_rules();
+        // Models often open the object on its own line (`{\n  "name"`): a few whitespace
+        // characters are allowed there; the rest of the call is compact.
+        rules.push("OPEN_WS: /[ \\t\\n]{1,8}/".into());
+        let native = self.native_rule(&mut rules);
+        let start = if self.lazy {
+            // Also the forms a model writes instead of its own: bare JSON, a JSON array,
+            // a fenced block.
+            rules.push(format!("bare: {}", self.many("call", "\n")));
+            rules.push(format!("array: \"[\" {} \"]\"", self.many("call", ", ")));
+            rules.push("fenced: (\"```json\\n\" | \"```\\n\") (bare | array) \"\\n```\"".into());
+            format!("start: native | bare | array | fenced\nnative: {native}")
+        } else {
+            format!("start: {native}")
+        };
+        format!("{start}\n{}\n", rules.join("\n"))
+    }
+
+    /// `item`, or several separated by `sep` when parallel calls are allowed.
+    fn many(&self, item: &str, sep: &str) -> String {
+        if self.parallel {
+            format!("{item} ({} {item})*", lark_str(sep))
+        } else {
+            item.to_string()
+        }
+    }
+
+    /// `call` and its alternatives: one rule per tool (its name and argument schema), or
+    /// any name with any object when calls are not checked.
+    fn call_rules(&self) -> Vec<String> {
+        let key = self.syntax.format.args_key();
         let mut rules = Vec::new();
         let mut alts = Vec::new();
         if self.any_name {
@@ -158,48 +187,32 @@ impl CallGrammar<'_> {
             }
         }
         rules.push(format!("call: {}", alts.join(" | ")));
-        // Models often open the object on its own line (`{\n  "name"`): a few whitespace
-        // characters are allowed there; the rest of the call is compact.
-        rules.push("OPEN_WS: /[ \\t\\n]{1,8}/".into());
-        let many = |item: &str, sep: &str| {
-            if self.parallel {
-                format!("{item} ({} {item})*", lark_str(sep))
-            } else {
-                item.to_string()
-            }
-        };
+        rules
+    }
+
+    /// The model family's own call syntax around `call`.
+    fn native_rule(&self, rules: &mut Vec<String>) -> String {
         let open = self.syntax.open.as_ref().map(Marker::lark);
         let close = self.syntax.close.as_ref().map(Marker::lark);
-        let native = match f {
+        match self.syntax.format {
             ToolFormat::Hermes => {
                 let (o, c) = (open.unwrap_or_default(), close.unwrap_or_default());
                 rules.push(format!("tagged: {o} \"\\n\" call \"\\n\" {c}"));
-                many("tagged", "\n")
+                self.many("tagged", "\n")
             }
             ToolFormat::Mistral => {
                 let o = open.unwrap_or_default();
-                format!("{o} \"[\" {} \"]\"", many("call", ", "))
+                format!("{o} \"[\" {} \"]\"", self.many("call", ", "))
             }
             ToolFormat::Llama3 => {
-                let calls = many("call", "; ");
+                let calls = self.many("call", "; ");
                 if self.lazy {
                     format!("{} {calls}", open.unwrap_or_default())
                 } else {
                     calls
                 }
             }
-            ToolFormat::Json => many("call", "\n"),
-        };
-        let start = if self.lazy {
-            // Also the forms a model writes instead of its own: bare JSON, a JSON array,
-            // a fenced block.
-            rules.push(format!("bare: {}", many("call", "\n")));
-            rules.push(format!("array: \"[\" {} \"]\"", many("call", ", ")));
-            rules.push("fenced: (\"```json\\n\" | \"```\\n\") (bare | array) \"\\n```\"".into());
-            format!("start: native | bare | array | fenced\nnative: {native}")
-        } else {
-            format!("start: {native}")
-        };
-        format!("{start}\n{}\n", rules.join("\n"))
+            ToolFormat::Json => self.many("call", "\n"),
+        }
     }
 }

@@ -18,7 +18,8 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use peregrine_engine::{Batch, Engine, EngineError, ModelInfo, SeqId, TokenId, Vocab};
+pub use peregrine_engine::ContextSettings;
+use peregrine_engine::{Batch, Engine, EngineError, ModelInfo, ModelSource, SeqId, TokenId, Vocab};
 
 /// llama.cpp keeps process-wide backend state and refuses a second initialisation, so the
 /// handle is made once and shared read-only.
@@ -31,21 +32,6 @@ fn backend() -> Result<&'static LlamaBackend, EngineError> {
         })
         .as_ref()
         .map_err(|e| EngineError::Load(e.clone()))
-}
-
-/// How to size the context of an engine.
-#[derive(Clone, Debug)]
-pub struct ContextSettings {
-    /// KV cache tokens per sequence (prompt + completion).
-    pub n_ctx_seq: u32,
-    /// Sequences decoded together.
-    pub n_seq_max: u32,
-    /// Most tokens per decode call (also the prefill chunk budget).
-    pub n_batch: u32,
-    /// CPU threads for decoding and prompt processing.
-    pub n_threads: i32,
-    /// Layers to offload to a GPU (0 on CPU builds).
-    pub n_gpu_layers: u32,
 }
 
 /// A GGUF loaded into memory, shareable between threads.
@@ -125,6 +111,22 @@ impl LoadedModel {
             info,
             batch: LlamaBatch::new(ctx.n_batch as usize, 1),
         })
+    }
+}
+
+impl ModelSource for LoadedModel {
+    type Engine = LlamaEngine;
+
+    fn info(&self, ctx: &ContextSettings) -> ModelInfo {
+        LoadedModel::info(self, ctx)
+    }
+
+    fn vocab(&self) -> Arc<dyn Vocab> {
+        Arc::new(LoadedModel::vocab(self))
+    }
+
+    fn engine(&self, ctx: &ContextSettings) -> Result<LlamaEngine, EngineError> {
+        LoadedModel::engine(self, ctx)
     }
 }
 

@@ -1,93 +1,31 @@
 //! The llama.cpp engine on a real GGUF (SmolLM2-135M in CI): `PEREGRINE_TEST_MODEL` names
 //! the file. Without it these tests say so and pass; `scripts/test` always sets it.
 
+mod support;
+
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use peregrine_engine::{Engine, Vocab};
-use peregrine_grammar::{GrammarLimits, Grammars};
-use peregrine_llama::{ContextSettings, LoadedModel};
+use peregrine_llama::LoadedModel;
 use peregrine_protocol::parse::parse_chat_request;
-use peregrine_runtime::{validate, Event, FinishReason, ModelContext, Runtime, RuntimeConfig};
-use peregrine_text::template::ChatTemplate;
+use peregrine_runtime::{prepare, Event, FinishReason, ModelSettings, RuntimeConfig};
+use support::Fixture;
 
 fn model_path() -> Option<PathBuf> {
-    match std::env::var_os("PEREGRINE_TEST_MODEL") {
-        Some(p) => {
-            let p = PathBuf::from(p);
-            assert!(
-                p.is_file(),
-                "PEREGRINE_TEST_MODEL={} is not a file",
-                p.display()
-            );
-            Some(p)
-        }
-        None => {
-            eprintln!("PEREGRINE_TEST_MODEL is not set: skipping the real-model test");
-            None
-        }
-    }
+    support::model_from_env("PEREGRINE_TEST_MODEL", "the real-model test")
 }
 
-fn settings() -> ContextSettings {
-    ContextSettings {
-        n_ctx_seq: 1024,
-        n_seq_max: 3,
-        n_batch: 256,
-        n_threads: 2,
-        n_gpu_layers: 0,
-    }
-}
-
-struct Fixture {
-    runtime: Runtime,
-    ctx: ModelContext,
+fn settings() -> ModelSettings {
+    support::settings(1024, 3, 256, 2, RuntimeConfig::default())
 }
 
 fn start(path: &std::path::Path) -> Fixture {
-    let loaded = LoadedModel::load(path, 0).expect("model loads");
-    let cs = settings();
-    let info = loaded.info(&cs);
-    let template = ChatTemplate::new(
-        info.chat_template
-            .as_deref()
-            .expect("the model has a chat template"),
-        &info.bos_text,
-        &info.eos_text,
-    )
-    .expect("template compiles");
-    let vocab: Arc<dyn Vocab> = Arc::new(loaded.vocab());
-    let grammars =
-        Arc::new(Grammars::new(vocab.as_ref(), GrammarLimits::default()).expect("grammars"));
-    let tool_syntax = peregrine_grammar::CallSyntax::resolve(
-        peregrine_text::tools::ToolFormat::detect(
-            info.chat_template.as_deref().unwrap_or_default(),
-        ),
-        vocab.as_ref(),
-    );
-    let engine_model = loaded.clone();
-    let (runtime, _) = Runtime::spawn(
-        move || engine_model.engine(&cs),
-        vocab.clone(),
-        RuntimeConfig::default(),
-    )
-    .expect("engine starts");
-    Fixture {
-        runtime,
-        ctx: ModelContext {
-            template,
-            vocab,
-            max_completion_tokens: 1024,
-            grammars,
-            tool_syntax,
-            info,
-        },
-    }
+    support::start_with(path, &settings())
 }
 
 async fn complete(f: &Fixture, body: &str) -> (String, FinishReason, u32) {
     let req = parse_chat_request(body.as_bytes()).expect("valid request");
-    let valid = validate(&req, &f.ctx, 1).expect("validates");
+    let valid = prepare(&req, &f.ctx, 1).expect("validates");
     let mut rx = f.runtime.submit(valid).expect("admitted");
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
@@ -117,7 +55,7 @@ fn tokenizer_round_trips_text() {
     let im_end = vocab.tokenize("<|im_end|>");
     assert_eq!(im_end.len(), 1);
     assert!(vocab.is_eog(im_end[0]));
-    assert!(loaded.engine(&settings()).unwrap().info().n_vocab > 1000);
+    assert!(loaded.engine(&settings().context).unwrap().info().n_vocab > 1000);
 }
 
 #[tokio::test]
@@ -185,7 +123,7 @@ type FirstToken = ((String, f32), Vec<(String, f32)>, FinishReason);
 /// request finished.
 async fn first_token(f: &Fixture, body: &str) -> FirstToken {
     let req = parse_chat_request(body.as_bytes()).expect("valid request");
-    let valid = validate(&req, &f.ctx, 1).expect("validates");
+    let valid = prepare(&req, &f.ctx, 1).expect("validates");
     let mut rx = f.runtime.submit(valid).expect("admitted");
     let mut first = None;
     while let Some(ev) = rx.recv().await {

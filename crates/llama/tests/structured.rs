@@ -18,7 +18,7 @@ mod support;
 use std::path::PathBuf;
 
 use peregrine_protocol::parse::parse_chat_request;
-use peregrine_runtime::{validate, Event, Rejection, ValidationError};
+use peregrine_runtime::{prepare, Event, PrepareError, Rejection};
 use serde_json::{json, Value};
 use support::{start, Fixture};
 
@@ -38,14 +38,14 @@ fn fixture(name: &str) -> Value {
 )]
 enum Outcome {
     Answer(String),
-    Refused(ValidationError),
+    Refused(PrepareError),
     Rejected(String, String),
 }
 
 async fn run(f: &Fixture, body: Value) -> Outcome {
     let req = parse_chat_request(body.to_string().as_bytes()).expect("parses");
     let ctx = f.ctx.clone();
-    let valid = match tokio::task::spawn_blocking(move || validate(&req, &ctx, 1))
+    let valid = match tokio::task::spawn_blocking(move || prepare(&req, &ctx, 1))
         .await
         .unwrap()
     {
@@ -147,9 +147,7 @@ async fn corpus_valid_or_refused_never_unconstrained() {
                 Err(e) => failures.push(e),
             },
             "reject" => match o {
-                Outcome::Refused(ValidationError::Invalid(m)) if m.contains("response_format") => {
-                    refused += 1
-                }
+                Outcome::Refused(e) if e.param().starts_with("response_format") => refused += 1,
                 other => failures.push(format!("{id}: expected a 400, got {other:?}")),
             },
             e => panic!("{id}: unknown expectation {e}"),

@@ -16,7 +16,7 @@ mod support;
 use std::collections::HashMap;
 
 use peregrine_protocol::parse::parse_chat_request;
-use peregrine_runtime::{validate, Event, Rejection};
+use peregrine_runtime::{prepare, Event, Rejection};
 use serde_json::{json, Value};
 use support::{start, Fixture};
 
@@ -43,7 +43,7 @@ async fn run(f: &Fixture, case: &Value) -> Answer {
     }
     let req = parse_chat_request(body.to_string().as_bytes()).expect("parses");
     let ctx = f.ctx.clone();
-    let valid = tokio::task::spawn_blocking(move || validate(&req, &ctx, 1))
+    let valid = tokio::task::spawn_blocking(move || prepare(&req, &ctx, 1))
         .await
         .unwrap()
         .unwrap_or_else(|e| panic!("{}: refused: {e}", case["id"]));

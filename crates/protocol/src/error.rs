@@ -1,4 +1,4 @@
-//! The error envelope every failed request answers with (spec §4.1):
+//! The error envelope every failed request answers with (docs/wire-contract.md, "Errors"):
 //! `{"error":{"message":...,"type":...,"code"?,"param"?,"failed_generation"?}}`.
 //!
 //! The same envelope is the payload of a `data: {"error":...}` event when a stream fails

@@ -1,6 +1,7 @@
 //! Wire types for Peregrine's Groq-compatible API: serde structs only (no tokio, no axum).
 //!
-//! The JSON shapes follow `shared/spec/groq-api.md`; field order in response structs is the
+//! The JSON shapes follow Groq's API (docs/wire-contract.md,
+//! <https://console.groq.com/docs/api-reference>); field order in response structs is the
 //! key order of Groq's live responses, so `serde_json::to_string` matches them byte for byte.
 //!
 //! Key types, in the order a request meets them:
@@ -16,12 +17,16 @@
 //! - [`chat::ChatCompletionChunk`]: one SSE `data:` payload of a stream.
 //! - [`error::ErrorEnvelope`] / [`error::ErrorObject`]: every error body.
 //! - [`models::Model`] / [`models::ModelList`]: the models API.
+//! - [`files::FileObject`] and [`batches::Batch`] (with [`batches::BatchOutputLine`], a line
+//!   of a batch's result files): the Files and Batch APIs.
 //!
 //! Fixed strings (`"object":"chat.completion"`, `"role":"assistant"`, ...) are zero-sized
 //! types such as [`chat::ChatCompletionObject`], so a response cannot carry a wrong one.
 
+pub mod batches;
 pub mod chat;
 pub mod error;
+pub mod files;
 pub mod models;
 pub mod parse;
 mod wire;

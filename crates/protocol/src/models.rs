@@ -1,4 +1,4 @@
-//! `GET /openai/v1/models` and `GET /openai/v1/models/{model}` (spec §6).
+//! `GET /openai/v1/models` and `GET /openai/v1/models/{model}` (docs/wire-contract.md, "Models API").
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

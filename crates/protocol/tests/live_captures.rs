@@ -1,6 +1,7 @@
-//! Byte-for-byte checks against the verbatim Groq captures in spec §3.1 and §3.4: building the
-//! same values with our types must serialise to exactly the captured text (key order
-//! included), and the captures must parse back into the same values.
+//! Byte-for-byte checks against verbatim Groq captures (a response and a stream; see
+//! docs/wire-contract.md): building the same values with our types must serialise to exactly
+//! the captured text (key order included), and the captures must parse back into the same
+//! values.
 
 use peregrine_protocol::chat::{
     AssistantMessage, AssistantRole, ChatCompletion, ChatCompletionChunk,

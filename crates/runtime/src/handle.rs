@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 
 use crate::engine_loop::{EngineLoop, LoopConfig, Submission};
 use crate::events::Event;
+use crate::request::PreparedRequest;
 use crate::stats::{MaskStats, StatsCell};
-use crate::validate::ValidRequest;
 
 /// Limits of the runtime. Defaults in brackets.
 #[derive(Clone, Copy, Debug)]
@@ -128,13 +128,19 @@ impl Runtime {
         self.stats.reset();
     }
 
+    /// Whether the engine thread is still taking requests (it stops only when it fails or
+    /// panics: then its inbox closes).
+    pub fn is_running(&self) -> bool {
+        !self.inbox.is_closed()
+    }
+
     /// Requests waiting for a slot right now.
     pub fn queue_depth(&self) -> usize {
         self.pending.load(Ordering::Acquire)
     }
 
     /// Queues a request. Dropping the returned receiver cancels it.
-    pub fn submit(&self, req: ValidRequest) -> Result<mpsc::Receiver<Event>, AdmissionError> {
+    pub fn submit(&self, req: PreparedRequest) -> Result<mpsc::Receiver<Event>, AdmissionError> {
         let max = self.cfg.max_queue;
         self.pending
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -150,14 +156,14 @@ impl Runtime {
     /// against the queue limit. The caller bounds how much it submits.
     pub fn submit_background(
         &self,
-        req: ValidRequest,
+        req: PreparedRequest,
     ) -> Result<mpsc::Receiver<Event>, AdmissionError> {
         self.enqueue(req, true)
     }
 
     fn enqueue(
         &self,
-        req: ValidRequest,
+        req: PreparedRequest,
         background: bool,
     ) -> Result<mpsc::Receiver<Event>, AdmissionError> {
         // Room for one event per completion token, the flush and the finish: the engine

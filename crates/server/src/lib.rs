@@ -1,15 +1,16 @@
-//! Peregrine's HTTP layer (axum): thin handlers over the runtime, the one error -> HTTP
-//! mapping ([`error::ApiError`]), SSE encoding, request ids and authentication.
+//! Peregrine's HTTP layer (axum): thin handlers over the services of `peregrine-service`
+//! (completions, files, batches), HTTP answers for its errors ([`error::ApiError`]), SSE
+//! framing, request ids, authentication and `/health`.
 //!
 //! [`router`] builds the whole app from a [`state::AppState`], so tests drive it with
 //! `tower::ServiceExt::oneshot` and no socket. Routes are served under both `/openai/v1`
 //! (Groq's OpenAI-compatible prefix) and `/v1`.
 
-pub mod batch_worker;
 pub mod batches;
 pub mod chat;
 pub mod error;
 pub mod files;
+mod health;
 pub mod middleware;
 pub mod models;
 pub mod state;
@@ -18,12 +19,12 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
+use peregrine_service::ServiceError;
 
-pub use state::{AppState, ModelRegistry, ServedModel, SharedState};
+pub use state::{AppState, SharedState};
 
-/// Largest request body accepted, in bytes [20 MiB] (Groq allows 20 MB image URLs).
-pub const BODY_LIMIT: usize = 20 * 1024 * 1024;
+pub use chat::BODY_LIMIT;
 
 fn api_routes(state: SharedState) -> Router<SharedState> {
     Router::new()
@@ -53,7 +54,7 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .nest("/openai/v1", api_routes(state.clone()))
         .nest("/v1", api_routes(state.clone()))
-        .route("/health", get(health))
+        .route("/health", get(health::health))
         .fallback(unknown_url)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -61,17 +62,13 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
-}
-
 async fn method_not_allowed(method: Method) -> impl IntoResponse {
-    error::ApiError::MethodNotAllowed(method.to_string())
+    error::ApiError(ServiceError::MethodNotAllowed(method.to_string()))
 }
 
 async fn unknown_url(method: Method, uri: Uri) -> impl IntoResponse {
-    error::ApiError::UnknownUrl {
+    error::ApiError(ServiceError::UnknownUrl {
         method: method.to_string(),
         path: uri.path().to_string(),
-    }
+    })
 }

@@ -5,6 +5,8 @@ use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use peregrine_service::ServiceError;
+
 use crate::error::ApiError;
 use crate::state::SharedState;
 
@@ -12,9 +14,7 @@ use crate::state::SharedState;
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-pub fn new_request_id() -> String {
-    format!("req_{}", ulid::Ulid::new().to_string().to_lowercase())
-}
+pub use peregrine_service::new_request_id;
 
 /// Gives every request an id and echoes it as `x-request-id`.
 pub async fn request_id(mut req: Request, next: Next) -> Response {
@@ -40,6 +40,6 @@ pub async fn auth(State(state): State<SharedState>, req: Request, next: Next) ->
         .map(str::trim);
     match key {
         Some(k) if state.api_keys.iter().any(|a| a == k) => next.run(req).await,
-        _ => ApiError::InvalidApiKey.into_response(),
+        _ => ApiError(ServiceError::InvalidApiKey).into_response(),
     }
 }

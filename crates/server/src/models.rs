@@ -5,7 +5,9 @@ use axum::Json;
 use peregrine_protocol::models::{Model, ModelList};
 
 use crate::error::ApiError;
-use crate::state::{ServedModel, SharedState};
+use peregrine_service::{ServedModel, ServiceError};
+
+use crate::state::SharedState;
 
 fn entry(id: &str, m: &ServedModel, alias: bool) -> Model {
     Model {
@@ -30,7 +32,7 @@ fn entry(id: &str, m: &ServedModel, alias: bool) -> Model {
 }
 
 pub async fn list(State(state): State<SharedState>) -> Json<ModelList> {
-    let reg = &state.registry;
+    let reg = state.registry();
     let mut data: Vec<Model> = reg
         .models()
         .iter()
@@ -48,9 +50,9 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Model>, ApiError> {
     let r = state
-        .registry
+        .registry()
         .resolve(&id)
-        .ok_or_else(|| ApiError::ModelNotFound(id.clone()))?;
+        .ok_or_else(|| ServiceError::ModelNotFound(id.clone()))?;
     let alias = r.listed_id != r.model.id;
     Ok(Json(entry(r.listed_id, r.model, alias)))
 }

@@ -11,18 +11,25 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{send, state, Setup};
 use peregrine_protocol::parse::parse_chat_request;
-use peregrine_runtime::{validate, Event};
-use peregrine_server::batch_worker::{self, WorkerConfig};
-use peregrine_server::files::FilesState;
+use peregrine_runtime::{prepare, Event};
+use peregrine_server::SharedState;
+use peregrine_service::batch_worker::{self, WorkerConfig};
+use peregrine_service::Storage;
 use peregrine_store::{LocalBlobs, SqlStore};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-async fn files(dir: &std::path::Path) -> FilesState {
+async fn files(dir: &std::path::Path) -> Storage {
     let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
     let store = SqlStore::connect(&url).await.unwrap();
     let blobs = LocalBlobs::new(dir.join("files")).await.unwrap();
-    FilesState::new(Arc::new(store), Arc::new(blobs))
+    Storage::new(Arc::new(store), Arc::new(blobs))
+}
+
+/// The batch worker over the state's completions and storage.
+fn spawn_worker(st: &SharedState, cfg: WorkerConfig) -> tokio::task::JoinHandle<()> {
+    let storage = st.storage.clone().expect("storage");
+    batch_worker::spawn(st.completions.clone(), storage, cfg)
 }
 
 fn upload(content: &str) -> Request<Body> {
@@ -75,7 +82,7 @@ async fn batch_lines_carry_the_live_endpoints_bodies() {
     let app = peregrine_server::router(st.clone());
     let mut cfg = WorkerConfig::new(2);
     cfg.poll = Duration::from_millis(20);
-    let worker = batch_worker::spawn(st.clone(), cfg);
+    let worker = spawn_worker(&st, cfg);
 
     let lines: Vec<String> = (0..5)
         .map(|i| {
@@ -178,7 +185,7 @@ async fn an_expired_batch_delivers_finished_lines_and_expires_the_rest() {
     let (_, _, text) = send(&app, upload(&lines.join("\n"))).await;
     let file: Value = serde_json::from_str(&text).unwrap();
     // The API allows 24h at least: a batch with a 2-second window is made in the store.
-    let fs = st.files.as_ref().unwrap();
+    let fs = st.storage.as_ref().unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -196,7 +203,7 @@ async fn an_expired_batch_delivers_finished_lines_and_expires_the_rest() {
     // One line at a time, each ~1 s (50 steps of 20 ms): the window ends mid-batch.
     let mut cfg = WorkerConfig::new(1);
     cfg.poll = Duration::from_millis(20);
-    let worker = batch_worker::spawn(st.clone(), cfg);
+    let worker = spawn_worker(&st, cfg);
     let done = loop {
         let (_, _, text) = send(
             &app,
@@ -250,11 +257,11 @@ async fn an_expired_batch_delivers_finished_lines_and_expires_the_rest() {
     }
 }
 
-fn valid(st: &peregrine_server::SharedState, tokens: u32) -> peregrine_runtime::ValidRequest {
+fn valid(st: &SharedState, tokens: u32) -> peregrine_runtime::PreparedRequest {
     let body = json!({"model": "mock-model", "max_tokens": tokens,
                       "messages": [{"role": "user", "content": "go"}]});
     let req = parse_chat_request(body.to_string().as_bytes()).unwrap();
-    validate(&req, &st.registry.models()[0].ctx, 1).unwrap()
+    prepare(&req, &st.registry().models()[0].ctx, 1).unwrap()
 }
 
 /// Deltas waiting in `rx` (non-blocking); panics on anything but text.
@@ -283,7 +290,7 @@ async fn interactive_work_preempts_and_pauses_batch_work() {
         },
         None,
     );
-    let rt = st.registry.models()[0].runtime.clone();
+    let rt = st.registry().models()[0].runtime.clone();
     let mut bg: Vec<_> = (0..2)
         .map(|_| rt.submit_background(valid(&st, 140)).unwrap())
         .collect();

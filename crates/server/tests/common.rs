@@ -10,12 +10,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use peregrine_engine::{Engine, MockEngine, MockVocab, MOCK_CHAT_TEMPLATE};
-use peregrine_grammar::{CallSyntax, GrammarLimits, Grammars};
-use peregrine_runtime::{ModelContext, Runtime, RuntimeConfig};
-use peregrine_server::files::FilesState;
-use peregrine_server::{AppState, ModelRegistry, ServedModel};
-use peregrine_text::template::ChatTemplate;
+use peregrine_engine::{ContextSettings, MockModel};
+use peregrine_grammar::GrammarLimits;
+use peregrine_runtime::{build, ModelSettings, RuntimeConfig};
+use peregrine_server::AppState;
+use peregrine_service::{Completions, ModelMeta, ModelRegistry, ServedModel, Storage};
 use peregrine_text::tools::ToolFormat;
 use tower::ServiceExt;
 
@@ -30,6 +29,8 @@ pub struct Setup {
     pub api_keys: Vec<String>,
     /// The mock's tool-call syntax (its ChatML template has none of its own).
     pub tool_format: ToolFormat,
+    /// The engine thread dies (panics) after this many decodes.
+    pub panic_after: Option<usize>,
 }
 
 impl Default for Setup {
@@ -42,6 +43,7 @@ impl Default for Setup {
             max_queue: 8,
             api_keys: vec![],
             tool_format: ToolFormat::Hermes,
+            panic_after: None,
         }
     }
 }
@@ -50,14 +52,17 @@ pub fn app(s: Setup) -> Router {
     peregrine_server::router(state(s, None))
 }
 
-/// The state behind [`app`], with file and batch storage when `files` is given.
-pub fn state(s: Setup, files: Option<FilesState>) -> Arc<AppState> {
-    let (script, ctx, parallel, delay) = (s.script, s.ctx, s.parallel, s.delay);
-    let info = MockEngine::new(script, ctx, parallel).info().clone();
-    let (runtime, _join) = Runtime::spawn(
-        move || Ok(MockEngine::new(script, ctx, parallel).with_delay(delay)),
-        Arc::new(MockVocab),
-        RuntimeConfig {
+/// The mock model's settings: `Setup`'s sizes through the one model builder.
+pub fn model_settings(s: &Setup) -> ModelSettings {
+    ModelSettings {
+        context: ContextSettings {
+            n_ctx_seq: s.ctx,
+            n_seq_max: s.parallel,
+            n_batch: 64,
+            n_threads: 1,
+            n_gpu_layers: 0,
+        },
+        runtime: RuntimeConfig {
             max_queue: s.max_queue,
             busy_prefill: 16,
             // Exercise masks computed beside the forward pass (the real-model tests run
@@ -65,36 +70,41 @@ pub fn state(s: Setup, files: Option<FilesState>) -> Arc<AppState> {
             mask_threads: 1,
             background_rows: 0,
         },
-    )
-    .expect("mock runtime starts");
+        grammar: GrammarLimits::default(),
+        // The mock's ChatML template has no tool syntax of its own.
+        tool_format: Some(s.tool_format),
+    }
+}
+
+/// The mock model, built and served as `mock-model` (alias `llama-3.3-70b-versatile`).
+pub fn registry(s: &Setup) -> ModelRegistry {
+    let source = MockModel {
+        delay: s.delay,
+        panic_after: s.panic_after,
+        ..MockModel::new(s.script)
+    };
+    let built = build(&source, &model_settings(s)).expect("mock model builds");
+    let meta = ModelMeta {
+        id: "mock-model".into(),
+        name: "Mock".into(),
+        owned_by: "Peregrine".into(),
+        created: 1_700_000_000,
+        fingerprint: "fp_0123456789".into(),
+    };
     let mut registry = ModelRegistry::default();
     registry.add(
-        ServedModel {
-            id: "mock-model".into(),
-            name: "Mock".into(),
-            owned_by: "Peregrine".into(),
-            created: 1_700_000_000,
-            fingerprint: "fp_0123456789".into(),
-            features: vec![],
-            runtime,
-            ctx: Arc::new(ModelContext {
-                template: ChatTemplate::new(MOCK_CHAT_TEMPLATE, "<|endoftext|>", "<|im_end|>")
-                    .expect("template compiles"),
-                vocab: Arc::new(MockVocab),
-                max_completion_tokens: ctx,
-                grammars: Arc::new(
-                    Grammars::new(&MockVocab, GrammarLimits::default()).expect("grammars"),
-                ),
-                tool_syntax: CallSyntax::resolve(s.tool_format, &MockVocab),
-                info,
-            }),
-        },
+        ServedModel::new(meta, built),
         vec!["llama-3.3-70b-versatile".into()],
     );
+    registry
+}
+
+/// The state behind [`app`], with file and batch storage when `storage` is given.
+pub fn state(s: Setup, storage: Option<Storage>) -> Arc<AppState> {
     Arc::new(AppState {
-        registry,
-        api_keys: s.api_keys,
-        files,
+        completions: Completions::new(registry(&s)),
+        api_keys: s.api_keys.clone(),
+        storage: storage.map(Arc::new),
     })
 }
 

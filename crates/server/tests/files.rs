@@ -7,8 +7,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use peregrine_server::files::FilesState;
-use peregrine_server::{AppState, ModelRegistry};
+use peregrine_server::AppState;
+use peregrine_service::{Completions, ModelRegistry, Storage};
 use peregrine_store::{LocalBlobs, SqlStore};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -18,9 +18,9 @@ async fn app(dir: &std::path::Path) -> Router {
     let store = SqlStore::connect(&url).await.unwrap();
     let blobs = LocalBlobs::new(dir.join("files")).await.unwrap();
     peregrine_server::router(Arc::new(AppState {
-        registry: ModelRegistry::default(),
+        completions: Completions::new(ModelRegistry::default()),
         api_keys: vec![],
-        files: Some(FilesState::new(Arc::new(store), Arc::new(blobs))),
+        storage: Some(Arc::new(Storage::new(Arc::new(store), Arc::new(blobs)))),
     }))
 }
 

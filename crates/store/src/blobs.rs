@@ -3,8 +3,9 @@
 //! under a real id.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use crate::StoreError;
 
@@ -13,10 +14,13 @@ use crate::StoreError;
 pub trait Blobs: Send + Sync {
     /// Starts writing the contents of `id`.
     async fn create(&self, id: &str) -> Result<BlobWriter, StoreError>;
-    /// The path to read the contents of `id` from.
-    fn path(&self, id: &str) -> PathBuf;
+    /// Reads the contents of `id`; `None` when there are none.
+    async fn open(&self, id: &str) -> Result<Option<BlobReader>, StoreError>;
     async fn remove(&self, id: &str) -> Result<(), StoreError>;
 }
+
+/// A blob's contents, streamed.
+pub type BlobReader = Pin<Box<dyn AsyncRead + Send>>;
 
 /// Contents on local disk.
 pub struct LocalBlobs {
@@ -28,6 +32,11 @@ impl LocalBlobs {
         let dir = dir.into();
         tokio::fs::create_dir_all(&dir).await?;
         Ok(Self { dir })
+    }
+
+    /// Where the contents of `id` are kept.
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
     }
 }
 
@@ -43,8 +52,12 @@ impl Blobs for LocalBlobs {
         })
     }
 
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
+    async fn open(&self, id: &str) -> Result<Option<BlobReader>, StoreError> {
+        match tokio::fs::File::open(self.path(id)).await {
+            Ok(f) => Ok(Some(Box::pin(f))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn remove(&self, id: &str) -> Result<(), StoreError> {

@@ -1,27 +1,31 @@
-//! What the real-model tests share: the model named by `PEREGRINE_DEFAULT_MODEL`, fixtures
-//! under tests/fixtures, and a fresh runtime over the model.
+//! What the real-model tests share: the model files named by the environment, fixtures under
+//! tests/fixtures, and a fresh runtime over a model, built by the one model builder.
+
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use peregrine_grammar::{GrammarLimits, Grammars};
-use peregrine_llama::{ContextSettings, LoadedModel};
-use peregrine_runtime::{ModelContext, Runtime, RuntimeConfig};
-use peregrine_text::template::ChatTemplate;
+use peregrine_engine::ContextSettings;
+use peregrine_grammar::GrammarLimits;
+use peregrine_llama::LoadedModel;
+use peregrine_runtime::{build, ModelContext, ModelSettings, Runtime, RuntimeConfig};
 use serde_json::Value;
 
-/// The default model's path; `None` (and a note) when `PEREGRINE_DEFAULT_MODEL` is unset.
-pub fn model_path(what: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(std::env::var_os("PEREGRINE_DEFAULT_MODEL").or_else(|| {
-        eprintln!("PEREGRINE_DEFAULT_MODEL is not set: skipping {what}");
+/// The file named by `var`; `None` (and a note) when it is unset.
+pub fn model_from_env(var: &str, what: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var_os(var).or_else(|| {
+        eprintln!("{var} is not set: skipping {what}");
         None
     })?);
-    assert!(
-        p.is_file(),
-        "PEREGRINE_DEFAULT_MODEL={} is not a file",
-        p.display()
-    );
+    assert!(p.is_file(), "{var}={} is not a file", p.display());
     Some(p)
+}
+
+/// The default model's path (`PEREGRINE_DEFAULT_MODEL`).
+pub fn model_path(what: &str) -> Option<PathBuf> {
+    model_from_env("PEREGRINE_DEFAULT_MODEL", what)
 }
 
 /// `tests/fixtures/<dir>/<name>`, parsed.
@@ -38,50 +42,45 @@ pub struct Fixture {
     pub ctx: Arc<ModelContext>,
 }
 
-/// Loads the model and starts a fresh runtime (empty prefix cache) over it.
-pub fn start(path: &Path) -> Fixture {
-    let loaded = LoadedModel::load(path, 0).expect("model loads");
-    let cs = ContextSettings {
-        n_ctx_seq: 4096,
-        n_seq_max: 4,
-        n_batch: 512,
-        n_threads: std::thread::available_parallelism().map_or(2, |n| n.get() as i32),
-        n_gpu_layers: 0,
-    };
-    let info = loaded.info(&cs);
-    let template = ChatTemplate::new(
-        info.chat_template.as_deref().expect("chat template"),
-        &info.bos_text,
-        &info.eos_text,
-    )
-    .expect("template compiles");
-    let vocab: Arc<dyn peregrine_engine::Vocab> = Arc::new(loaded.vocab());
-    let grammars = Arc::new(Grammars::new(vocab.as_ref(), GrammarLimits::default()).unwrap());
-    let tool_syntax = peregrine_grammar::CallSyntax::resolve(
-        peregrine_text::tools::ToolFormat::detect(
-            info.chat_template.as_deref().unwrap_or_default(),
-        ),
-        vocab.as_ref(),
-    );
-    let engine_model = loaded.clone();
-    let (runtime, _) = Runtime::spawn(
-        move || engine_model.engine(&cs),
-        vocab.clone(),
-        RuntimeConfig {
-            max_queue: 256,
-            ..RuntimeConfig::default()
+/// Settings of a test model: `n_ctx_seq` tokens per sequence, `n_seq_max` slots, the
+/// runtime's `cfg`; the tool syntax is detected from the chat template.
+pub fn settings(
+    n_ctx_seq: u32,
+    n_seq_max: u32,
+    n_batch: u32,
+    n_threads: i32,
+    runtime: RuntimeConfig,
+) -> ModelSettings {
+    ModelSettings {
+        context: ContextSettings {
+            n_ctx_seq,
+            n_seq_max,
+            n_batch,
+            n_threads,
+            n_gpu_layers: 0,
         },
-    )
-    .expect("engine starts");
-    Fixture {
         runtime,
-        ctx: Arc::new(ModelContext {
-            template,
-            vocab,
-            max_completion_tokens: 4096,
-            grammars,
-            tool_syntax,
-            info,
-        }),
+        grammar: GrammarLimits::default(),
+        tool_format: None,
     }
+}
+
+/// Loads the model and builds it with `s` (a fresh runtime: empty prefix cache).
+pub fn start_with(path: &Path, s: &ModelSettings) -> Fixture {
+    let loaded = LoadedModel::load(path, 0).expect("model loads");
+    let built = build(&loaded, s).expect("the model builds");
+    Fixture {
+        runtime: built.runtime,
+        ctx: built.ctx,
+    }
+}
+
+/// [`start_with`] 4096-token sequences, 4 slots, a deep queue, every core.
+pub fn start(path: &Path) -> Fixture {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get() as i32);
+    let runtime = RuntimeConfig {
+        max_queue: 256,
+        ..RuntimeConfig::default()
+    };
+    start_with(path, &settings(4096, 4, 512, threads, runtime))
 }

@@ -1,4 +1,4 @@
-//! Request messages (spec §2.2): one variant per `role`, each rejecting unknown fields.
+//! Request messages (docs/wire-contract.md, "Chat completions request"): one variant per `role`, each rejecting unknown fields.
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::wire::{self, Other};
 
-/// One entry of `messages`, discriminated by `role` (spec §2.2).
+/// One entry of `messages`, discriminated by `role` (docs/wire-contract.md, "Chat completions request").
 ///
 /// Every variant rejects fields it does not define, like Groq (`additionalProperties: false`).
 /// serde's derived internally-tagged enums buffer the object first, which loses the error path

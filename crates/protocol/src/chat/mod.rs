@@ -1,9 +1,9 @@
 //! Chat completions: the request body, its messages, the response and the stream chunks.
 //!
 //! - [`ChatCompletionRequest`] and its parts ([`ChatMessage`], [`MessageContent`], [`Tool`],
-//!   [`ToolChoice`], [`ResponseFormat`], ...): what clients send (spec §2).
-//! - [`ChatCompletion`]: the non-streaming answer (spec §3.1), with [`Usage`] and [`XGroq`].
-//! - [`ChatCompletionChunk`]: one SSE `data:` payload of a stream (spec §3.4).
+//!   [`ToolChoice`], [`ResponseFormat`], ...): what clients send (docs/wire-contract.md, "Chat completions request").
+//! - [`ChatCompletion`]: the non-streaming answer (docs/wire-contract.md, "Chat completion response"), with [`Usage`] and [`XGroq`].
+//! - [`ChatCompletionChunk`]: one SSE `data:` payload of a stream (docs/wire-contract.md, "Streaming").
 
 mod message;
 mod request;

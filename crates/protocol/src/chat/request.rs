@@ -1,4 +1,4 @@
-//! `POST /openai/v1/chat/completions` request body (spec §2.1, §2.3, §2.4).
+//! `POST /openai/v1/chat/completions` request body (docs/wire-contract.md, "Chat completions request").
 //!
 //! Shapes only: ranges, mutually exclusive fields and per-model support are checked by the
 //! runtime's validation layer, which turns this into a typed request.
@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::message::ChatMessage;
 use crate::wire::{self, Other};
 
-/// Every top-level field of [`ChatCompletionRequest`], in spec §2.1 order. Used to suggest a
+/// Every top-level field of [`ChatCompletionRequest`], in the order of Groq's API reference. Used to suggest a
 /// field for an unknown property (`did you mean 'stream'?`).
 pub const REQUEST_FIELDS: &[&str] = &[
     "messages",
@@ -53,7 +53,7 @@ pub const REQUEST_FIELDS: &[&str] = &[
     "citation_options",
 ];
 
-/// The chat-completions request body, every field of spec §2.1. Unknown top-level fields are
+/// The chat-completions request body, every field of Groq's API reference. Unknown top-level fields are
 /// rejected (Groq does the same with a 400).
 ///
 /// Every optional field accepts `null` as "not set". Enumerated strings (`reasoning_format`,
@@ -211,7 +211,7 @@ pub struct StreamOptions {
     pub include_usage: Option<bool>,
 }
 
-/// `response_format`, tagged by `type` (spec §2.4).
+/// `response_format`, tagged by `type` (docs/wire-contract.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ResponseFormat {
@@ -242,7 +242,7 @@ pub struct JsonSchemaFormat {
     pub strict: Option<bool>,
 }
 
-/// An entry of `tools` (spec §2.3). `type` is an open string: `"function"` carries
+/// An entry of `tools` (docs/wire-contract.md). `type` is an open string: `"function"` carries
 /// `function`; built-in tools (`"browser_search"`, `"code_interpreter"`, `"mcp"`, ...) keep
 /// their other keys in `extra`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -405,7 +405,7 @@ pub(crate) mod tests {
         serde_json::from_value(v).map_err(|e| e.to_string())
     }
 
-    /// A request with every field of spec §2.1 set to a non-null value.
+    /// A request with every field of Groq's API reference set to a non-null value.
     pub(crate) fn full_request() -> Value {
         json!({
             "messages": [

@@ -1,4 +1,4 @@
-//! Non-streaming response (spec §3.1), usage (§3.2), `x_groq` and logprobs (§3.5).
+//! Non-streaming response , usage, `x_groq` and logprobs (docs/wire-contract.md, "Chat completion response").
 //!
 //! Field order in these structs is the key order of Groq's live JSON; do not reorder.
 
@@ -78,7 +78,7 @@ pub struct AssistantMessage {
     pub tool_calls: Option<Vec<ToolCall>>,
 }
 
-/// Token counts and timings (spec §3.2). Times are seconds; `total_time` is
+/// Token counts and timings (docs/wire-contract.md). Times are seconds; `total_time` is
 /// `prompt_time + completion_time` and excludes `queue_time`.
 ///
 /// Integral times serialise without a fraction (`0`, like Groq's Go encoder).
@@ -153,7 +153,7 @@ impl XGroq {
     }
 }
 
-/// `choices[].logprobs` (spec §3.5).
+/// `choices[].logprobs` (docs/wire-contract.md).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChoiceLogprobs {
     /// One entry per generated token.

@@ -1,4 +1,4 @@
-//! Streaming chunks (spec §3.4): the JSON after each `data: ` line of the SSE stream.
+//! Streaming chunks (docs/wire-contract.md, "Streaming"): the JSON after each `data: ` line of the SSE stream.
 //!
 //! Field order in these structs is the key order of Groq's live JSON; do not reorder.
 

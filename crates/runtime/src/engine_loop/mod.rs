@@ -16,19 +16,20 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::events::{Event, FinishReason};
-use crate::sampling::Sampler;
+use crate::request::PreparedRequest;
+use crate::sampling::{Sampled, Sampler};
 use crate::scheduler::{self, Budget, SeqView};
 use crate::stats::StatsCell;
-use crate::tools::ToolState;
-use crate::validate::ValidRequest;
+use tools::ToolState;
 
 mod output;
+mod tools;
 
 use output::{finish, process_token, reject, reject_tool};
 
 /// A request on its way to the engine thread.
 pub(crate) struct Submission {
-    pub req: ValidRequest,
+    pub req: PreparedRequest,
     pub events: mpsc::Sender<Event>,
     pub submitted: Instant,
     /// Batch work: admitted only when no interactive request waits, run only in what
@@ -115,6 +116,28 @@ enum Outcome {
     /// A tool call was refused (Groq's message).
     RejectTool(String),
     Gone,
+}
+
+/// The next token of `a` from its logits row: under its grammar, or with its first-token ban
+/// while it has generated nothing, or freely.
+fn sample(a: &mut Active, logits: &[f32]) -> Sampled {
+    let ban = a.first_banned.as_deref().filter(|_| a.generated == 0);
+    match (&a.constraint, ban) {
+        (Some(c), _) => a
+            .sampler
+            .sample_masked(logits, Some(&|r: &mut [f32]| c.apply(r))),
+        (None, Some(ban)) => a.sampler.sample_masked(
+            logits,
+            Some(&|r: &mut [f32]| {
+                for &t in ban {
+                    if let Some(l) = r.get_mut(t as usize) {
+                        *l = f32::NEG_INFINITY;
+                    }
+                }
+            }),
+        ),
+        (None, None) => a.sampler.sample(logits),
+    }
 }
 
 impl<E: Engine> EngineLoop<E> {
@@ -308,10 +331,36 @@ impl<E: Engine> EngineLoop<E> {
             })
             .collect();
         let plan = scheduler::plan(&views, self.budget);
+        let rows = self.fill_batch(&plan);
+        let t0 = Instant::now();
+        let (res, mask_errors) = self.decode_with_masks(&rows);
+        tracing::trace!(
+            tokens = self.batch.len(),
+            seqs = self.active.len(),
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "step"
+        );
+        if let Err(e) = res {
+            warn!(error = %e, "decode failed; failing the sequences of this step");
+            self.fail_planned(&plan);
+            return;
+        }
+        self.record_kv(&plan);
+        let mut done: Vec<(usize, Outcome)> = mask_errors
+            .into_iter()
+            .map(|(i, e)| (i, Outcome::Reject(e)))
+            .collect();
+        self.sample_rows(&rows, &mut done);
+        self.end_sequences(done);
+    }
+
+    /// Fills the batch with the planned tokens: each decoding sequence's pending token, each
+    /// prefilling one's next prompt chunk. Returns, per active sequence, the batch row whose
+    /// logits it samples from.
+    fn fill_batch(&mut self, plan: &[usize]) -> Vec<Option<usize>> {
         self.batch.clear();
-        // For each active sequence, the batch row whose logits it samples from.
         let mut rows: Vec<Option<usize>> = vec![None; self.active.len()];
-        for (i, (a, &n)) in self.active.iter_mut().zip(&plan).enumerate() {
+        for (i, (a, &n)) in self.active.iter_mut().zip(plan).enumerate() {
             if n == 0 {
                 continue;
             }
@@ -323,47 +372,42 @@ impl<E: Engine> EngineLoop<E> {
                     logits: true,
                 });
                 rows[i] = Some(self.batch.len() - 1);
-            } else {
-                let start = a.kv.len();
-                let end = start + n;
-                for (p, &tok) in a.prompt[start..end].iter().enumerate() {
-                    let last = start + p + 1 == a.prompt.len();
-                    self.batch.push(BatchToken {
-                        token: tok,
-                        pos: (start + p) as u32,
-                        seq: a.slot,
-                        logits: last,
-                    });
-                    if last {
-                        rows[i] = Some(self.batch.len() - 1);
-                    }
+                continue;
+            }
+            let start = a.kv.len();
+            for (p, &tok) in a.prompt[start..start + n].iter().enumerate() {
+                let last = start + p + 1 == a.prompt.len();
+                self.batch.push(BatchToken {
+                    token: tok,
+                    pos: (start + p) as u32,
+                    seq: a.slot,
+                    logits: last,
+                });
+                if last {
+                    rows[i] = Some(self.batch.len() - 1);
                 }
             }
         }
-        let t0 = Instant::now();
-        let (res, mask_errors) = self.decode_with_masks(&rows);
-        tracing::trace!(
-            tokens = self.batch.len(),
-            seqs = self.active.len(),
-            ms = t0.elapsed().as_secs_f64() * 1e3,
-            "step"
-        );
-        if let Err(e) = res {
-            warn!(error = %e, "decode failed; failing the sequences of this step");
-            let failed: Vec<usize> = (0..self.active.len()).filter(|&i| plan[i] > 0).collect();
-            for i in failed.into_iter().rev() {
-                let a = self.active.remove(i);
-                let _ = a
-                    .events
-                    .try_send(Event::Failed("internal_server_error".into()));
-                self.engine.clear_seq(a.slot, 0);
-                self.slots[a.slot.0 as usize].tokens.clear();
-                self.slots[a.slot.0 as usize].busy = false;
-            }
-            return;
+        rows
+    }
+
+    /// A failed decode fails every sequence that was in it (their KV state is unknown).
+    fn fail_planned(&mut self, plan: &[usize]) {
+        let failed: Vec<usize> = (0..self.active.len()).filter(|&i| plan[i] > 0).collect();
+        for i in failed.into_iter().rev() {
+            let a = self.active.remove(i);
+            let _ = a
+                .events
+                .try_send(Event::Failed("internal_server_error".into()));
+            self.engine.clear_seq(a.slot, 0);
+            self.slots[a.slot.0 as usize].tokens.clear();
+            self.slots[a.slot.0 as usize].busy = false;
         }
-        // Record what is now in the KV cache.
-        for (a, &n) in self.active.iter_mut().zip(&plan) {
+    }
+
+    /// Records what the decode put in the KV cache.
+    fn record_kv(&mut self, plan: &[usize]) {
+        for (a, &n) in self.active.iter_mut().zip(plan) {
             if n == 0 {
                 continue;
             }
@@ -375,46 +419,30 @@ impl<E: Engine> EngineLoop<E> {
                 }
             }
         }
-        let mut done: Vec<(usize, Outcome)> = Vec::new();
-        for (i, e) in mask_errors {
-            done.push((i, Outcome::Reject(e)));
-        }
+    }
+
+    /// Samples every sequence that has a logits row (and no outcome yet) and processes its
+    /// token; sequences that end are added to `done`.
+    fn sample_rows(&mut self, rows: &[Option<usize>], done: &mut Vec<(usize, Outcome)>) {
+        let n_ctx_seq = self.engine.info().n_ctx_seq;
         for (i, row) in rows.iter().enumerate() {
             let Some(row) = *row else { continue };
             if done.iter().any(|d| d.0 == i) {
                 continue;
             }
-            let logits = self.engine.logits(row);
             let a = &mut self.active[i];
-            let ban = a.first_banned.as_deref().filter(|_| a.generated == 0);
-            let sampled = match (&a.constraint, ban) {
-                (Some(c), _) => a
-                    .sampler
-                    .sample_masked(logits, Some(&|r: &mut [f32]| c.apply(r))),
-                (None, Some(ban)) => a.sampler.sample_masked(
-                    logits,
-                    Some(&|r: &mut [f32]| {
-                        for &t in ban {
-                            if let Some(l) = r.get_mut(t as usize) {
-                                *l = f32::NEG_INFINITY;
-                            }
-                        }
-                    }),
-                ),
-                (None, None) => a.sampler.sample(logits),
-            };
-            let outcome = process_token(
-                a,
-                sampled,
-                self.vocab.as_ref(),
-                self.engine.info().n_ctx_seq,
-            );
+            let sampled = sample(a, self.engine.logits(row));
+            let outcome = process_token(a, sampled, self.vocab.as_ref(), n_ctx_seq);
             if !matches!(outcome, Outcome::Continue) {
                 done.push((i, outcome));
             }
         }
-        // Remove from the back so indices stay valid; `remove` keeps the order of the rest
-        // (the scheduler serves prefill first come, first served).
+    }
+
+    /// Sends each ended sequence its last event and frees its slot. Removed from the back so
+    /// indices stay valid; `remove` keeps the order of the rest (the scheduler serves
+    /// prefill first come, first served).
+    fn end_sequences(&mut self, mut done: Vec<(usize, Outcome)>) {
         done.sort_by_key(|d| std::cmp::Reverse(d.0));
         for (i, outcome) in done {
             let mut a = self.active.remove(i);

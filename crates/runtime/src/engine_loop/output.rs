@@ -7,40 +7,45 @@ use peregrine_engine::{TokenId, Vocab};
 use peregrine_grammar::OutputError;
 use tracing::debug;
 
+use super::tools::ToolOutput;
 use super::{Active, Outcome};
 use crate::events::{
     Event, FinishReason, Finished, Rejection, TokenLogprob, TopLogprob, UsageStats,
 };
-use crate::tools::ToolOutput;
 
+/// The log-probabilities of a sampled token, as reported (empty when not asked for).
+fn token_logprobs(vocab: &dyn Vocab, sampled: &crate::sampling::Sampled) -> Vec<TokenLogprob> {
+    let Some((lp, top)) = &sampled.logprobs else {
+        return Vec::new();
+    };
+    let tok = sampled.token;
+    vec![TokenLogprob {
+        token: piece(vocab, tok),
+        bytes: vocab.token_bytes(tok),
+        logprob: *lp,
+        top: top
+            .iter()
+            .map(|&(t, l)| TopLogprob {
+                token: piece(vocab, t),
+                bytes: vocab.token_bytes(t),
+                logprob: l,
+            })
+            .collect(),
+    }]
+}
+
+/// Takes one sampled token: the grammar commits it, its text goes through the detokenizer,
+/// the stop matcher and (with tools) the call parser, and what is released is sent.
 pub(super) fn process_token(
     a: &mut Active,
     sampled: crate::sampling::Sampled,
     vocab: &dyn Vocab,
     n_ctx_seq: u32,
 ) -> Outcome {
-    let now = Instant::now();
-    a.first_token.get_or_insert(now);
+    a.first_token.get_or_insert(Instant::now());
     a.generated += 1;
     let tok = sampled.token;
-    let logprobs = sampled
-        .logprobs
-        .map(|(lp, top)| {
-            vec![TokenLogprob {
-                token: piece(vocab, tok),
-                bytes: vocab.token_bytes(tok),
-                logprob: lp,
-                top: top
-                    .into_iter()
-                    .map(|(t, l)| TopLogprob {
-                        token: piece(vocab, t),
-                        bytes: vocab.token_bytes(t),
-                        logprob: l,
-                    })
-                    .collect(),
-            }]
-        })
-        .unwrap_or_default();
+    let logprobs = token_logprobs(vocab, &sampled);
     if vocab.is_eog(tok) {
         // The end-of-turn token is not part of the answer: no text, no logprobs entry, and
         // not counted in completion_tokens (so logprobs and usage line up with content).
@@ -52,37 +57,11 @@ pub(super) fn process_token(
             return Outcome::Reject(e);
         }
     }
-    let mut bytes = vocab.token_bytes(tok);
-    if let Some(t) = &mut a.tools {
-        if bytes.is_empty() {
-            if let Some(m) = t.marker_text(tok) {
-                bytes = m.as_bytes().to_vec();
-            }
-        }
-        t.record(tok, &bytes);
-    }
+    let bytes = output_bytes(a, vocab, tok);
     let text = a.detok.push(&bytes);
     let step = a.stop.push(&text);
-    if let Some(t) = &mut a.tools {
-        match t.push(&step.emit, &mut a.constraint) {
-            Ok(outputs) => {
-                let repeated = t.repeated;
-                if !send_outputs(a, outputs, logprobs) {
-                    return Outcome::Gone;
-                }
-                if repeated {
-                    return Outcome::Finish(FinishReason::Stop);
-                }
-            }
-            Err(message) => return Outcome::RejectTool(message),
-        }
-    } else {
-        if a.constraint.is_some() {
-            a.text.push_str(&step.emit);
-        }
-        if !send_text(a, step.emit, logprobs) {
-            return Outcome::Gone;
-        }
+    if let Some(outcome) = emit(a, step.emit, logprobs) {
+        return outcome;
     }
     if step.stopped {
         a.hit_stop = true;
@@ -93,6 +72,42 @@ pub(super) fn process_token(
     }
     a.pending = Some(tok);
     Outcome::Continue
+}
+
+/// The bytes `tok` adds to the output; a control token of the call syntax counts as its
+/// text, so the call parser sees it. Recorded for the lazy tool grammar.
+fn output_bytes(a: &mut Active, vocab: &dyn Vocab, tok: TokenId) -> Vec<u8> {
+    let mut bytes = vocab.token_bytes(tok);
+    if let Some(t) = &mut a.tools {
+        if bytes.is_empty() {
+            if let Some(m) = t.marker_text(tok) {
+                bytes = m.as_bytes().to_vec();
+            }
+        }
+        t.record(tok, &bytes);
+    }
+    bytes
+}
+
+/// Sends text the stop matcher released (through the call parser when tools are on).
+/// `Some` when the sequence ends here.
+fn emit(a: &mut Active, text: String, logprobs: Vec<TokenLogprob>) -> Option<Outcome> {
+    let Some(t) = &mut a.tools else {
+        if a.constraint.is_some() {
+            a.text.push_str(&text);
+        }
+        return (!send_text(a, text, logprobs)).then_some(Outcome::Gone);
+    };
+    match t.push(&text, &mut a.constraint) {
+        Ok(outputs) => {
+            let repeated = t.repeated;
+            if !send_outputs(a, outputs, logprobs) {
+                return Some(Outcome::Gone);
+            }
+            repeated.then_some(Outcome::Finish(FinishReason::Stop))
+        }
+        Err(message) => Some(Outcome::RejectTool(message)),
+    }
 }
 
 pub(super) fn finish(a: &mut Active, mut reason: FinishReason) {
@@ -158,7 +173,7 @@ pub(super) fn finish(a: &mut Active, mut reason: FinishReason) {
 pub(super) fn reject(a: &Active, e: &OutputError) {
     debug!(slot = a.slot.0, error = %e, "constrained output rejected");
     if a.tools.is_some() {
-        reject_tool(a, crate::tools::FAILED_CALL.to_string());
+        reject_tool(a, crate::request::FAILED_CALL.to_string());
         return;
     }
     send(a, Event::Rejected(Rejection::Json(e.to_string())));

@@ -1,0 +1,100 @@
+//! The one model builder: a loaded model ([`ModelSource`]) and its [`ModelSettings`] become a
+//! running engine thread ([`Runtime`]) and the [`ModelContext`] that request preparation
+//! reads. `peregrine serve`, `peregrine bench` and every test tier build models here, so a
+//! model is set up the same way wherever it runs.
+
+use std::sync::Arc;
+
+use peregrine_engine::{ContextSettings, EngineError, ModelInfo, ModelSource, Vocab};
+use peregrine_grammar::{CallSyntax, GrammarLimits, Grammars};
+use peregrine_text::template::ChatTemplate;
+use peregrine_text::tools::ToolFormat;
+
+use crate::handle::{Runtime, RuntimeConfig};
+
+/// ChatML, for GGUFs that carry no chat template.
+pub const FALLBACK_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// What preparation needs to know about the model a request resolved to.
+pub struct ModelContext {
+    pub template: ChatTemplate,
+    pub vocab: Arc<dyn Vocab>,
+    pub info: ModelInfo,
+    /// Most completion tokens one request may ask for.
+    pub max_completion_tokens: u32,
+    /// Grammar compiler for this model's tokenizer (`response_format`, tool calls).
+    pub grammars: Arc<Grammars>,
+    /// How this model writes tool calls.
+    pub tool_syntax: CallSyntax,
+}
+
+/// Everything that shapes one served model, resolved (defaults in brackets are the CLI's).
+#[derive(Clone, Debug)]
+pub struct ModelSettings {
+    /// The engine's context: tokens per sequence, slots, batch size, threads, GPU layers.
+    pub context: ContextSettings,
+    /// Queue, prefill and background limits of the engine thread.
+    pub runtime: RuntimeConfig,
+    /// Fuel and cache limits of the grammar compiler.
+    pub grammar: GrammarLimits,
+    /// How the model writes tool calls [detected from its chat template].
+    pub tool_format: Option<ToolFormat>,
+}
+
+/// A model whose engine thread is running.
+pub struct BuiltModel {
+    pub runtime: Runtime,
+    pub ctx: Arc<ModelContext>,
+}
+
+/// Why a model could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("compiling the chat template: {0}")]
+    Template(String),
+    #[error("building the grammar tokenizer: {0}")]
+    Grammar(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Builds the template, grammars and tool syntax for `source`, and starts its engine thread.
+pub fn build<S: ModelSource>(source: &S, s: &ModelSettings) -> Result<BuiltModel, BuildError> {
+    let info = source.info(&s.context);
+    if s.context.n_ctx_seq > info.n_ctx_train {
+        tracing::warn!(
+            ctx = s.context.n_ctx_seq,
+            trained = info.n_ctx_train,
+            "context per sequence exceeds what the model was trained with"
+        );
+    }
+    let template_source = info.chat_template.as_deref().unwrap_or(FALLBACK_TEMPLATE);
+    let tool_format = s
+        .tool_format
+        .unwrap_or_else(|| ToolFormat::detect(template_source));
+    tracing::info!(tool_format = tool_format.name(), "tool-call syntax");
+    let template = ChatTemplate::new(template_source, &info.bos_text, &info.eos_text)
+        .map_err(|e| BuildError::Template(e.to_string()))?;
+    let vocab = source.vocab();
+    let grammars =
+        Grammars::new(vocab.as_ref(), s.grammar).map_err(|e| BuildError::Grammar(e.to_string()))?;
+    let tool_syntax = CallSyntax::resolve(tool_format, vocab.as_ref());
+    let (engine_source, engine_cs) = (source.clone(), s.context.clone());
+    let (runtime, _join) = Runtime::spawn(
+        move || engine_source.engine(&engine_cs),
+        vocab.clone(),
+        s.runtime,
+    )?;
+    Ok(BuiltModel {
+        runtime,
+        ctx: Arc::new(ModelContext {
+            template,
+            vocab,
+            // A completion may use the whole context (less its prompt, checked per request).
+            max_completion_tokens: s.context.n_ctx_seq,
+            grammars: Arc::new(grammars),
+            tool_syntax,
+            info,
+        }),
+    })
+}

@@ -1,0 +1,238 @@
+//! The prompt: wire messages become template messages, the format and tool instructions are
+//! added where the template does not carry them, the chat template renders the text and the
+//! vocabulary tokenizes it.
+
+use peregrine_engine::TokenId;
+use peregrine_protocol::chat::{ChatMessage, ContentPart, MessageContent, ToolCall};
+use peregrine_text::template::{TemplateMessage, TemplateToolCall};
+
+use super::format::OutputFormat;
+use super::tools::{self, ResolvedTools};
+use super::PrepareError;
+use crate::model::ModelContext;
+
+/// Renders the conversation with the model's template and tokenizes it.
+pub(super) fn render_and_tokenize(
+    messages: &[ChatMessage],
+    model: &ModelContext,
+    format: Option<&OutputFormat>,
+    resolved: &mut ResolvedTools,
+) -> Result<Vec<TokenId>, PrepareError> {
+    let mut msgs = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| template_message(i, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(f) = format {
+        add_format_instruction(&mut msgs, f);
+    }
+    if let Some(note) = resolved.note {
+        add_system_text(&mut msgs, note);
+    }
+    let template_tools = if resolved.native {
+        resolved.template_tools.take()
+    } else {
+        // The template knows nothing of tools: calls in the history become the JSON the
+        // model is told to write, and the tools are described in the system prompt.
+        tools::calls_as_text(&mut msgs);
+        if let Some(plan) = &resolved.plan {
+            let text = tools::instruction(&resolved.functions, plan.parallel);
+            add_system_text(&mut msgs, &text);
+        }
+        None
+    };
+    let rendered = model
+        .template
+        .render_prompt(msgs, template_tools)
+        .map_err(|e| PrepareError::Template(e.to_string()))?;
+    Ok(model.vocab.tokenize(&rendered.text))
+}
+
+/// One wire message as the chat template sees it (message `i` of the request).
+fn template_message(i: usize, m: &ChatMessage) -> Result<TemplateMessage, PrepareError> {
+    Ok(match m {
+        ChatMessage::System { content, name } => msg("system", Some(text_of(content, i)?), name),
+        ChatMessage::Developer { content, name } => {
+            msg("developer", Some(text_of(content, i)?), name)
+        }
+        ChatMessage::User { content, name } => msg("user", Some(text_of(content, i)?), name),
+        ChatMessage::Assistant {
+            content,
+            name,
+            reasoning,
+            tool_calls,
+            ..
+        } => {
+            let content = content.as_ref().map(|c| text_of(c, i)).transpose()?;
+            let mut t = msg("assistant", content, name);
+            t.reasoning = reasoning.clone();
+            t.tool_calls = tool_calls
+                .as_deref()
+                .map(|calls| history_calls(i, calls))
+                .transpose()?;
+            t
+        }
+        ChatMessage::Tool {
+            content,
+            tool_call_id,
+            name,
+        } => {
+            let mut t = msg("tool", Some(text_of(content, i)?), name);
+            t.tool_call_id = Some(tool_call_id.clone());
+            t
+        }
+        ChatMessage::Function { content, name } => {
+            msg("function", content.clone(), &Some(name.clone()))
+        }
+    })
+}
+
+/// An assistant turn's earlier calls, with their arguments parsed for the template.
+fn history_calls(i: usize, calls: &[ToolCall]) -> Result<Vec<TemplateToolCall>, PrepareError> {
+    calls
+        .iter()
+        .map(|c| {
+            let arguments = serde_json::from_str(&c.function.arguments).map_err(|e| {
+                PrepareError::HistoryArguments {
+                    index: i,
+                    name: c.function.name.clone(),
+                    error: e.to_string(),
+                }
+            })?;
+            Ok(TemplateToolCall {
+                id: c.id.clone(),
+                name: c.function.name.clone(),
+                arguments,
+            })
+        })
+        .collect()
+}
+
+/// The text of a message's content; parts other than text are refused.
+fn text_of(content: &MessageContent, idx: usize) -> Result<String, PrepareError> {
+    if let MessageContent::Parts(parts) = content {
+        if parts.is_empty() {
+            return Err(PrepareError::EmptyContent(idx));
+        }
+        for p in parts {
+            let feature = match p {
+                ContentPart::Text { .. } => continue,
+                ContentPart::ImageUrl { .. } => "image_url",
+                ContentPart::Document { .. } => "document",
+            };
+            return Err(PrepareError::Unsupported {
+                feature,
+                at: Some(format!("messages[{idx}].content")),
+            });
+        }
+    }
+    Ok(content.as_text())
+}
+
+/// Adds the format instruction to the system prompt (or a new system message first) unless
+/// every marker already appears in the conversation.
+fn add_format_instruction(msgs: &mut Vec<TemplateMessage>, format: &OutputFormat) {
+    let all_text: String = msgs
+        .iter()
+        .filter_map(|m| m.content.as_deref())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .to_lowercase();
+    if format
+        .markers
+        .iter()
+        .all(|m| all_text.contains(&m.to_lowercase()))
+    {
+        return;
+    }
+    add_system_text(msgs, &format.instruction);
+}
+
+/// Appends `text` to the first system message, or adds one.
+fn add_system_text(msgs: &mut Vec<TemplateMessage>, text: &str) {
+    match msgs.first_mut() {
+        Some(m) if m.role == "system" || m.role == "developer" => {
+            let c = m.content.get_or_insert_with(String::new);
+            if !c.is_empty() {
+                c.push_str("\n\n");
+            }
+            c.push_str(text);
+        }
+        _ => msgs.insert(0, msg("system", Some(text.to_string()), &None)),
+    }
+}
+
+fn msg(role: &str, content: Option<String>, name: &Option<String>) -> TemplateMessage {
+    TemplateMessage {
+        role: role.to_string(),
+        content,
+        name: name.clone(),
+        tool_calls: None,
+        tool_call_id: None,
+        reasoning: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::format::output_format;
+    use super::*;
+    use peregrine_protocol::parse::parse_chat_request;
+
+    fn format_of(body: serde_json::Value) -> OutputFormat {
+        let req = parse_chat_request(body.to_string().as_bytes()).unwrap();
+        output_format(req.response_format.as_ref())
+            .unwrap()
+            .unwrap()
+    }
+
+    fn user(text: &str) -> TemplateMessage {
+        msg("user", Some(text.into()), &None)
+    }
+
+    #[test]
+    fn the_schema_is_added_to_the_system_prompt_when_the_prompt_lacks_it() {
+        let f = format_of(serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "review",
+                "schema": {"type": "object", "properties": {"stars": {"type": "integer"}}}}}
+        }));
+        let mut msgs = vec![
+            msg("system", Some("Be brief.".into()), &None),
+            user("Rate it"),
+        ];
+        add_format_instruction(&mut msgs, &f);
+        let sys = msgs[0].content.as_deref().unwrap();
+        assert!(sys.starts_with("Be brief.\n\n"), "{sys}");
+        assert!(
+            sys.contains(r#""stars""#) && sys.contains("`review`"),
+            "{sys}"
+        );
+
+        // No system message: one is added first.
+        let mut msgs = vec![user("Rate it")];
+        add_format_instruction(&mut msgs, &f);
+        assert_eq!(msgs[0].role, "system");
+        assert_eq!(msgs.len(), 2);
+
+        // The prompt already names every property: left alone.
+        let mut msgs = vec![user(r#"Answer as {"stars": n}"#)];
+        add_format_instruction(&mut msgs, &f);
+        assert_eq!(msgs.len(), 1);
+    }
+
+    #[test]
+    fn json_mode_adds_an_instruction_only_when_json_is_not_mentioned() {
+        let f = format_of(serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_object"}
+        }));
+        let mut msgs = vec![user("Reply in JSON please")];
+        add_format_instruction(&mut msgs, &f);
+        assert_eq!(msgs.len(), 1);
+        let mut msgs = vec![user("List three colours")];
+        add_format_instruction(&mut msgs, &f);
+        assert_eq!(msgs.len(), 2);
+        assert!(msgs[0].content.as_deref().unwrap().contains("JSON object"));
+    }
+}

@@ -1,0 +1,107 @@
+//! [`PreparedRequest`]: what preparation hands the engine thread. Plain data, checked once;
+//! the engine loop trusts every field.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use peregrine_engine::TokenId;
+use peregrine_grammar::Constraint;
+use peregrine_text::tools::{ParsedCall, ToolFormat};
+
+use crate::sampling::SamplingParams;
+
+/// Requested service tier, as echoed in responses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceTier {
+    OnDemand,
+    Flex,
+    Performance,
+}
+
+impl ServiceTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceTier::OnDemand => "on_demand",
+            ServiceTier::Flex => "flex",
+            ServiceTier::Performance => "performance",
+        }
+    }
+}
+
+/// A request that passed every check that can be made before generation.
+#[derive(Debug)]
+pub struct PreparedRequest {
+    pub prompt: Vec<TokenId>,
+    /// Completion tokens allowed (already bounded by the context window).
+    pub max_tokens: u32,
+    pub sampling: SamplingParams,
+    pub stops: Vec<String>,
+    /// The grammar the output must follow (`response_format` json_object / json_schema, or
+    /// a forced tool call).
+    pub constraint: Option<Constraint>,
+    /// Tool calls: parse the output for them (`None`: the output is all content).
+    pub tools: Option<ToolPlan>,
+    /// Tokens the answer may not begin with.
+    pub first_banned: Option<Arc<[TokenId]>>,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub service_tier: ServiceTier,
+}
+
+/// Groq's message for a call that cannot be parsed.
+pub const FAILED_CALL: &str =
+    "Failed to call a function. Please adjust your prompt. See 'failed_generation' for more details.";
+
+/// How a request may call tools, resolved at preparation.
+#[derive(Debug)]
+pub struct ToolPlan {
+    pub format: ToolFormat,
+    /// Control tokens of the call syntax, shown to the parser as their text.
+    pub markers: Vec<(TokenId, String)>,
+    /// A call must come (`required` / named); its grammar is the request's constraint.
+    pub forced: bool,
+    /// `auto`: the grammar started when a call opens.
+    pub lazy: Option<Constraint>,
+    /// Checks calls against `tools`; `None` with `disable_tool_validation`.
+    pub check: Option<ToolCheck>,
+    pub parallel: bool,
+}
+
+/// The tools a call may name, with their argument validators.
+pub struct ToolCheck {
+    pub(crate) tools: HashMap<String, Option<Arc<jsonschema::Validator>>>,
+}
+
+impl std::fmt::Debug for ToolCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolCheck")
+            .field("tools", &self.tools.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ToolCheck {
+    /// Groq's `tool_use_failed` message when `call` does not fit its tool.
+    pub fn check(&self, call: &ParsedCall) -> Result<(), String> {
+        let Some(validator) = self.tools.get(&call.name) else {
+            return Err(format!(
+                "Tool call validation failed: attempted to call tool '{}' which was not in request.tools",
+                call.name
+            ));
+        };
+        if let Some(v) = validator {
+            let errors: Vec<String> = v
+                .iter_errors(&call.arguments)
+                .map(|e| e.to_string())
+                .collect();
+            if !errors.is_empty() {
+                return Err(format!(
+                    "Tool call validation failed: tool call validation failed: parameters for tool {} did not match schema: errors: [{}]",
+                    call.name,
+                    errors.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}

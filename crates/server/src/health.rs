@@ -1,0 +1,53 @@
+//! `GET /health`: whether every model's engine thread is running, with its queue depth. 200
+//! while all run; 503 once one has stopped (a load balancer then takes the replica out).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Serialize;
+
+use crate::state::SharedState;
+
+#[derive(Serialize)]
+pub struct Health {
+    /// `ok`, or `unavailable` when an engine thread has stopped.
+    status: &'static str,
+    models: Vec<ModelHealth>,
+}
+
+#[derive(Serialize)]
+struct ModelHealth {
+    id: String,
+    /// `running` or `stopped`.
+    engine: &'static str,
+    /// Requests waiting for a sequence slot.
+    queue_depth: usize,
+}
+
+pub async fn health(State(state): State<SharedState>) -> (StatusCode, Json<Health>) {
+    let models: Vec<ModelHealth> = state
+        .registry()
+        .models()
+        .iter()
+        .map(|m| ModelHealth {
+            id: m.id.clone(),
+            engine: if m.runtime.is_running() {
+                "running"
+            } else {
+                "stopped"
+            },
+            queue_depth: m.runtime.queue_depth(),
+        })
+        .collect();
+    let ok = models.iter().all(|m| m.engine == "running");
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        status: if ok { "ok" } else { "unavailable" },
+        models,
+    };
+    (status, Json(body))
+}

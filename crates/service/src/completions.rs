@@ -1,0 +1,264 @@
+//! Chat completions as a service: a request body in, a [`ChatJob`] prepared for the model it
+//! names, then either its events ([`Completions::start`]) or the finished [`Completion`]
+//! ([`Completions::complete`]), with domain outcomes ([`CompletionError`]) rather than HTTP
+//! errors. The chat handler, the batch worker, and next the Responses API and the agent loop
+//! all run completions through here.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use peregrine_protocol::parse::parse_chat_request;
+use peregrine_protocol::ChatCompletionRequest;
+use peregrine_runtime::{
+    prepare, Event, Finished, PreparedRequest, Rejection, ServiceTier, TokenLogprob,
+};
+use tokio::sync::mpsc;
+
+use crate::error::ServiceError;
+use crate::registry::{ModelRegistry, ServedModel};
+
+/// What every response of one request shares (ids, echoes, what to report).
+#[derive(Clone, Debug)]
+pub struct ResponseMeta {
+    /// `chatcmpl-` + a UUID.
+    pub id: String,
+    pub created: i64,
+    /// The model id as the client wrote it.
+    pub model: String,
+    pub fingerprint: String,
+    /// `x_groq.id`.
+    pub request_id: String,
+    pub seed: i64,
+    pub service_tier: &'static str,
+    pub include_usage: bool,
+    pub logprobs: bool,
+    /// Keep the streamed text (for a rejection's `failed_generation`).
+    pub track_text: bool,
+}
+
+/// A chat request prepared for the model that will run it.
+pub struct ChatJob {
+    pub model: Arc<ServedModel>,
+    pub request: PreparedRequest,
+    pub meta: ResponseMeta,
+}
+
+impl ChatJob {
+    pub fn stream(&self) -> bool {
+        self.request.stream
+    }
+}
+
+/// Who is waiting for a completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// A client: counted against the queue limit (429, or 498 on the flex tier).
+    Interactive,
+    /// Batch work: lowest priority, preempted for interactive work, not counted.
+    Background,
+}
+
+/// A tool call the model made, checked against its tool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GeneratedCall {
+    pub name: String,
+    /// Compact JSON of an object.
+    pub arguments: String,
+}
+
+/// A finished generation.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub meta: ResponseMeta,
+    pub content: String,
+    pub logprobs: Vec<TokenLogprob>,
+    pub tool_calls: Vec<GeneratedCall>,
+    pub finished: Finished,
+}
+
+/// Why a completion did not finish.
+#[derive(Debug)]
+pub enum CompletionError {
+    /// Refused before generation: the request, the model, or admission.
+    Refused(ServiceError),
+    /// Generated, but not an acceptable answer; `text` is what was generated.
+    Rejected { rejection: Rejection, text: String },
+    /// The engine failed after generation started.
+    Failed(String),
+    /// Background work only: it gave its slot to interactive work. Run it again.
+    Preempted,
+}
+
+impl From<ServiceError> for CompletionError {
+    fn from(e: ServiceError) -> Self {
+        CompletionError::Refused(e)
+    }
+}
+
+impl From<CompletionError> for ServiceError {
+    fn from(e: CompletionError) -> Self {
+        match e {
+            CompletionError::Refused(e) => e,
+            CompletionError::Rejected { rejection, text } => rejected(rejection, text),
+            CompletionError::Failed(why) => ServiceError::Internal(why),
+            CompletionError::Preempted => ServiceError::Internal("preempted".into()),
+        }
+    }
+}
+
+/// The error for a generated text that was refused; `text` is what was generated.
+pub fn rejected(r: Rejection, text: String) -> ServiceError {
+    match r {
+        Rejection::Json(message) => ServiceError::JsonValidateFailed {
+            message,
+            failed_generation: text,
+        },
+        Rejection::Tool {
+            message,
+            failed_generation,
+        } => ServiceError::ToolUseFailed {
+            message,
+            failed_generation,
+        },
+    }
+}
+
+/// The service: the served models and the way into their engines.
+#[derive(Clone)]
+pub struct Completions {
+    registry: Arc<ModelRegistry>,
+}
+
+impl Completions {
+    pub fn new(registry: ModelRegistry) -> Self {
+        Self {
+            registry: Arc::new(registry),
+        }
+    }
+
+    pub fn registry(&self) -> &ModelRegistry {
+        &self.registry
+    }
+
+    /// Parses the body and prepares it: everything known before generation.
+    pub async fn prepare_body(
+        &self,
+        body: &[u8],
+        request_id: String,
+    ) -> Result<ChatJob, ServiceError> {
+        let req = parse_chat_request(body).map_err(|e| ServiceError::BadRequest(e.message()))?;
+        self.prepare(req, request_id).await
+    }
+
+    /// Resolves the model and prepares the request for it.
+    pub async fn prepare(
+        &self,
+        req: ChatCompletionRequest,
+        request_id: String,
+    ) -> Result<ChatJob, ServiceError> {
+        let model = self
+            .registry
+            .resolve(&req.model)
+            .ok_or_else(|| ServiceError::ModelNotFound(req.model.clone()))?
+            .model
+            .clone();
+        let seed = prepare::random_seed();
+        // Rendering, tokenizing and compiling a schema are CPU work: off the async workers.
+        let ctx = model.ctx.clone();
+        let (req, prepared) = tokio::task::spawn_blocking(move || {
+            let prepared = prepare(&req, &ctx, seed);
+            (req, prepared)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("preparation task: {e}")))?;
+        let request = prepared?;
+        let meta = ResponseMeta {
+            id: format!("chatcmpl-{}", uuid::Uuid::new_v4()),
+            created: now_unix(),
+            model: req.model,
+            fingerprint: model.fingerprint.clone(),
+            request_id,
+            seed: request.sampling.seed as i64,
+            service_tier: request.service_tier.as_str(),
+            include_usage: request.include_usage,
+            logprobs: request.sampling.logprobs.is_some(),
+            track_text: request.constraint.is_some(),
+        };
+        Ok(ChatJob {
+            model,
+            request,
+            meta,
+        })
+    }
+
+    /// Queues the job; its events arrive on the receiver (dropping it cancels the job).
+    pub fn start(
+        &self,
+        job: ChatJob,
+        priority: Priority,
+    ) -> Result<(ResponseMeta, mpsc::Receiver<Event>), ServiceError> {
+        let flex = job.request.service_tier == ServiceTier::Flex;
+        let runtime = &job.model.runtime;
+        let rx = match priority {
+            Priority::Interactive => runtime.submit(job.request),
+            Priority::Background => runtime.submit_background(job.request),
+        }
+        .map_err(|e| ServiceError::Admission(e, flex))?;
+        Ok((job.meta, rx))
+    }
+
+    /// Runs the job to its end.
+    pub async fn complete(
+        &self,
+        job: ChatJob,
+        priority: Priority,
+    ) -> Result<Completion, CompletionError> {
+        let (meta, rx) = self.start(job, priority)?;
+        collect(meta, rx).await
+    }
+}
+
+/// Folds a job's events into its completion: the same events a stream sends, one object.
+pub async fn collect(
+    meta: ResponseMeta,
+    mut rx: mpsc::Receiver<Event>,
+) -> Result<Completion, CompletionError> {
+    let (mut content, mut logprobs, mut tool_calls) = (String::new(), Vec::new(), Vec::new());
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Delta { text, logprobs: lp } => {
+                content.push_str(&text);
+                logprobs.extend(lp);
+            }
+            Event::ToolCall { name, arguments } => {
+                tool_calls.push(GeneratedCall { name, arguments })
+            }
+            Event::Finished(finished) => {
+                return Ok(Completion {
+                    meta,
+                    content,
+                    logprobs,
+                    tool_calls,
+                    finished,
+                })
+            }
+            Event::Failed(why) => return Err(CompletionError::Failed(why)),
+            Event::Rejected(rejection) => {
+                return Err(CompletionError::Rejected {
+                    rejection,
+                    text: content,
+                })
+            }
+            Event::Preempted => return Err(CompletionError::Preempted),
+        }
+    }
+    Err(CompletionError::Failed(
+        "the engine dropped the request".into(),
+    ))
+}
+
+pub(crate) fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,152 @@
+//! [`ServiceError`]: every way a request can fail, and the one map from each to Groq's status,
+//! `type`, `code` and `param`. The HTTP layer sends it; the batch worker writes it into error
+//! files with the same status and body.
+
+use peregrine_protocol::error::{ErrorEnvelope, ErrorObject};
+use peregrine_runtime::{AdmissionError, PrepareError};
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The body could not be parsed into the request type (malformed JSON, unknown field,
+    /// wrong type); the message is already in Groq's wording.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A chat request refused by preparation; the error names the field.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    /// A resource (file, batch) that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("Invalid API Key")]
+    InvalidApiKey,
+    #[error("Request body is too large: the limit is {0} bytes.")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    Admission(AdmissionError, /* flex tier */ bool),
+    #[error("Unknown request URL: {method} {path}. Please check the URL for typos, or see the docs at https://console.groq.com/docs/")]
+    UnknownUrl { method: String, path: String },
+    #[error("Method {0} is not allowed for this endpoint.")]
+    MethodNotAllowed(String),
+    /// The generated text is not valid for the requested JSON format.
+    #[error("{message}")]
+    JsonValidateFailed {
+        message: String,
+        failed_generation: String,
+    },
+    /// A tool call could not be parsed or does not fit its tool.
+    #[error("{message}")]
+    ToolUseFailed {
+        message: String,
+        failed_generation: String,
+    },
+    /// A request field with a bad value (`param` names it).
+    #[error("{message}")]
+    InvalidParam {
+        message: String,
+        param: &'static str,
+    },
+    /// A failure of ours. The cause goes to the log, never to the client.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Seconds a client should wait after a 429 (sent as `retry-after`).
+pub const RETRY_AFTER_SECS: &str = "1";
+
+/// Groq's flex-tier status when its capacity is exceeded.
+const CAPACITY_EXCEEDED: u16 = 498;
+
+const INVALID: &str = "invalid_request_error";
+
+impl ServiceError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
+        self.parts().0
+    }
+
+    /// Whether the client is told when to come back (`retry-after`).
+    pub fn retry_after(&self) -> Option<&'static str> {
+        (self.status() == 429).then_some(RETRY_AFTER_SECS)
+    }
+
+    fn parts(&self) -> (u16, &'static str, Option<&'static str>) {
+        use ServiceError as E;
+        match self {
+            E::BadRequest(_) | E::InvalidParam { .. } => (400, INVALID, None),
+            E::Prepare(e) => (400, INVALID, e.code()),
+            E::ModelNotFound(_) => (404, INVALID, Some("model_not_found")),
+            E::NotFound(_) => (404, INVALID, Some("not_found")),
+            E::InvalidApiKey => (401, INVALID, Some("invalid_api_key")),
+            E::PayloadTooLarge(_) => (413, INVALID, Some("request_too_large")),
+            E::Admission(AdmissionError::QueueFull(_), true) => (
+                CAPACITY_EXCEEDED,
+                "capacity_exceeded",
+                Some("capacity_exceeded"),
+            ),
+            E::Admission(AdmissionError::QueueFull(_), false) => {
+                (429, "requests", Some("rate_limit_exceeded"))
+            }
+            E::Admission(AdmissionError::Stopped, _) | E::Internal(_) => {
+                (500, "internal_server_error", None)
+            }
+            E::UnknownUrl { .. } => (404, INVALID, Some("unknown_url")),
+            E::MethodNotAllowed(_) => (405, INVALID, Some("method_not_allowed")),
+            E::JsonValidateFailed { .. } => (400, INVALID, Some("json_validate_failed")),
+            E::ToolUseFailed { .. } => (400, INVALID, Some("tool_use_failed")),
+        }
+    }
+
+    /// The client-facing message: 5xx bodies are generic.
+    fn public_message(&self) -> String {
+        use ServiceError as E;
+        match self {
+            E::Internal(_) | E::Admission(AdmissionError::Stopped, _) => {
+                "The server had an error while processing your request. Please try again.".into()
+            }
+            E::Admission(AdmissionError::QueueFull(_), true) => {
+                "The `flex` tier capacity exceeded. Please try again later with a backoff.".into()
+            }
+            E::Admission(AdmissionError::QueueFull(n), false) => format!(
+                "Rate limit reached: the server is at capacity with {n} requests waiting. Please try again in {RETRY_AFTER_SECS}s."
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    fn param(&self) -> Option<String> {
+        match self {
+            ServiceError::InvalidParam { param, .. } => Some((*param).to_string()),
+            ServiceError::Prepare(e) => Some(e.param()),
+            _ => None,
+        }
+    }
+
+    fn failed_generation(&self) -> Option<String> {
+        match self {
+            ServiceError::JsonValidateFailed {
+                failed_generation, ..
+            }
+            | ServiceError::ToolUseFailed {
+                failed_generation, ..
+            } => Some(failed_generation.clone()),
+            _ => None,
+        }
+    }
+
+    /// The body: Groq's error envelope.
+    pub fn envelope(&self) -> ErrorEnvelope {
+        let (_, kind, code) = self.parts();
+        ErrorEnvelope {
+            error: ErrorObject {
+                message: self.public_message(),
+                kind: kind.to_string(),
+                code: code.map(str::to_string),
+                param: self.param(),
+                failed_generation: self.failed_generation(),
+            },
+        }
+    }
+}

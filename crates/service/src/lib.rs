@@ -1,0 +1,34 @@
+//! Peregrine's services, below HTTP and above the runtime and the store.
+//!
+//! - [`registry`]: the served models ([`ServedModel`]) and their alias ids.
+//! - [`completions`]: chat completions as a service. A request body becomes a [`ChatJob`]
+//!   (parsed, model resolved, prepared by `peregrine_runtime::prepare`); the job runs at a
+//!   [`Priority`] and yields events, or a folded [`Completion`], or a [`CompletionError`].
+//!   The chat handler and the batch worker use it; the Responses API and the agent loop
+//!   will.
+//! - [`chat_wire`]: domain results in Groq's chat-completion shapes.
+//! - [`files`] and [`batches`]: the Files and Batch APIs over `Store` and `Blobs`
+//!   ([`Storage`]); [`batch_worker`] runs batches (validation in `batch_lines`).
+//! - [`error`]: [`ServiceError`], the one map from every failure to Groq's status and
+//!   envelope, shared by HTTP answers and batch error files.
+
+mod batch_lines;
+pub mod batch_worker;
+pub mod batches;
+pub mod chat_wire;
+pub mod completions;
+pub mod error;
+pub mod files;
+pub mod registry;
+
+pub use completions::{
+    ChatJob, Completion, CompletionError, Completions, GeneratedCall, Priority, ResponseMeta,
+};
+pub use error::ServiceError;
+pub use files::Storage;
+pub use registry::{ModelMeta, ModelRegistry, Resolved, ServedModel};
+
+/// A new request id, `req_` + a lower-case ULID (also `x_groq.id`).
+pub fn new_request_id() -> String {
+    format!("req_{}", ulid::Ulid::new().to_string().to_lowercase())
+}
