@@ -82,8 +82,8 @@ impl CommonArgs {
 #[derive(clap::Args, Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ServeOptions {
-    /// Catalogue id or GGUF path of the model to serve (when the config lists no models)
-    /// [default: qwen2.5-coder-0.5b-instruct].
+    /// Catalogue id or GGUF path of the model to serve (ignored when the config lists
+    /// `[[models]]`) [default: qwen2.5-coder-0.5b-instruct].
     #[arg(long, short, env = "PEREGRINE_MODEL")]
     pub model: Option<String>,
     /// Address to listen on [default: 127.0.0.1].
@@ -352,6 +352,9 @@ impl ServeArgs {
             cli: &self.options,
             file: &file,
         };
+        if file.model.is_some() && !file.models.is_empty() {
+            anyhow::bail!("the config sets both `model` and `[[models]]`: keep one");
+        }
         let models = if file.models.is_empty() {
             vec![l.single_model()?]
         } else {

@@ -93,6 +93,27 @@ pub(crate) fn json_options() -> Value {
     })
 }
 
+/// llguidance's grammar for `spec`, and the schema validator that checks finished JSON.
+fn top_level(
+    spec: &GrammarSpec,
+) -> Result<(TopLevelGrammar, Option<Arc<jsonschema::Validator>>), GrammarError> {
+    let schema = match spec {
+        GrammarSpec::Lark(g) => return Ok((TopLevelGrammar::from_lark(g.clone()), None)),
+        GrammarSpec::JsonSchema(s) => s.clone(),
+        GrammarSpec::JsonObject => json!({"type": "object"}),
+    };
+    let validator = jsonschema::validator_for(&schema)
+        .map_err(|e| GrammarError::InvalidSchema(e.to_string()))?;
+    let mut with_opts = schema;
+    if let Some(obj) = with_opts.as_object_mut() {
+        obj.insert("x-guidance".into(), json_options());
+    }
+    Ok((
+        TopLevelGrammar::from_json_schema(with_opts),
+        Some(Arc::new(validator)),
+    ))
+}
+
 impl Grammars {
     /// Builds the token trie and parser factory for `vocab` (tens of ms for a 150k vocabulary).
     pub fn new(vocab: &dyn Vocab, limits: GrammarLimits) -> Result<Self, GrammarError> {
@@ -123,25 +144,7 @@ impl Grammars {
             return Ok(c);
         }
         let t0 = Instant::now();
-        let (grammar, validator) = match spec {
-            GrammarSpec::Lark(g) => (TopLevelGrammar::from_lark(g.clone()), None),
-            GrammarSpec::JsonObject | GrammarSpec::JsonSchema(_) => {
-                let schema = match spec {
-                    GrammarSpec::JsonSchema(s) => s.clone(),
-                    _ => json!({"type": "object"}),
-                };
-                let validator = jsonschema::validator_for(&schema)
-                    .map_err(|e| GrammarError::InvalidSchema(e.to_string()))?;
-                let mut with_opts = schema;
-                if let Some(obj) = with_opts.as_object_mut() {
-                    obj.insert("x-guidance".into(), json_options());
-                }
-                (
-                    TopLevelGrammar::from_json_schema(with_opts),
-                    Some(Arc::new(validator)),
-                )
-            }
-        };
+        let (grammar, validator) = top_level(spec)?;
         let parser = self
             .factory
             .create_parser(grammar)
@@ -152,6 +155,12 @@ impl Grammars {
         }
         tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "compiled a grammar");
         let constraint = Constraint::new(matcher.clone(), validator.clone());
+        self.store(key, matcher, validator);
+        Ok(constraint)
+    }
+
+    /// Keeps a compiled grammar, evicting the least recently used one when full.
+    fn store(&self, key: String, matcher: Matcher, validator: Option<Arc<jsonschema::Validator>>) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.clock += 1;
         let clock = cache.clock;
@@ -175,7 +184,6 @@ impl Grammars {
                 },
             );
         }
-        Ok(constraint)
     }
 
     fn lookup(&self, key: &str) -> Option<Constraint> {

@@ -118,6 +118,45 @@ enum Outcome {
     Gone,
 }
 
+type DecodeResult = Result<(), peregrine_engine::EngineError>;
+/// Sequences (by index into the active list) whose grammar could not compute a mask.
+type MaskErrors = Vec<(usize, OutputError)>;
+
+/// The forward pass on this thread while `threads` helper threads compute the masks of
+/// `work`. Returns the decode result, the mask errors, and how long the pass waited for
+/// the masks after it finished.
+fn masks_beside_decode<E: Engine>(
+    engine: &mut E,
+    batch: &Batch,
+    work: &mut [(usize, &mut Constraint)],
+    threads: usize,
+) -> (DecodeResult, MaskErrors, Duration) {
+    let per_thread = work.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = work
+            .chunks_mut(per_thread)
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter_mut()
+                        .filter_map(|(i, c)| c.compute_mask().err().map(|e| (*i, e)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let res = engine.decode(batch);
+        let t = Instant::now();
+        let mut errors = Vec::new();
+        for h in handles {
+            match h.join() {
+                Ok(e) => errors.extend(e),
+                Err(_) => warn!("a grammar mask computation panicked"),
+            }
+        }
+        (res, errors, t.elapsed())
+    })
+}
+
 /// The next token of `a` from its logits row: under its grammar, or with its first-token ban
 /// while it has generated nothing, or freely.
 fn sample(a: &mut Active, logits: &[f32]) -> Sampled {
@@ -236,48 +275,52 @@ impl<E: Engine> EngineLoop<E> {
             if !sub.background {
                 self.pending_count.fetch_sub(1, Ordering::AcqRel);
             }
-            let background = sub.background;
-            let prompt = sub.req.prompt;
-            // Reuse the longest cached prefix of this slot, but always compute at least the
-            // last prompt token: its logits choose the first completion token.
-            let s = &mut self.slots[slot];
-            let common = s
-                .tokens
-                .iter()
-                .zip(&prompt)
-                .take_while(|(a, b)| a == b)
-                .count()
-                .min(prompt.len().saturating_sub(1));
-            s.busy = true;
-            let seq = SeqId(slot as u32);
-            let common = if self.engine.clear_seq(seq, common as u32) {
-                common
-            } else {
-                0
-            };
-            let kv = prompt[..common].to_vec();
-            self.active.push(Active {
-                slot: seq,
-                background,
-                events: sub.events,
-                kv,
-                pending: None,
-                sampler: Sampler::new(sub.req.sampling),
-                max_tokens: sub.req.max_tokens,
-                generated: 0,
-                stop: StopMatcher::new(sub.req.stops),
-                hit_stop: false,
-                detok: IncrementalDecoder::default(),
-                constraint: sub.req.constraint,
-                text: String::new(),
-                tools: sub.req.tools.map(ToolState::new),
-                first_banned: sub.req.first_banned,
-                cached: common,
-                submitted: sub.submitted,
-                started: Instant::now(),
-                first_token: None,
-                prompt,
-            });
+            let active = self.start_in_slot(sub, slot);
+            self.active.push(active);
+        }
+    }
+
+    /// Starts `sub` in KV slot `slot`, reusing the longest prefix of its prompt that the
+    /// slot still holds, but always computing the last prompt token: its logits choose the
+    /// first completion token.
+    fn start_in_slot(&mut self, sub: Submission, slot: usize) -> Active {
+        let prompt = sub.req.prompt;
+        let s = &mut self.slots[slot];
+        let common = s
+            .tokens
+            .iter()
+            .zip(&prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len().saturating_sub(1));
+        s.busy = true;
+        let seq = SeqId(slot as u32);
+        let common = if self.engine.clear_seq(seq, common as u32) {
+            common
+        } else {
+            0
+        };
+        Active {
+            slot: seq,
+            background: sub.background,
+            events: sub.events,
+            kv: prompt[..common].to_vec(),
+            pending: None,
+            sampler: Sampler::new(sub.req.sampling),
+            max_tokens: sub.req.max_tokens,
+            generated: 0,
+            stop: StopMatcher::new(sub.req.stops),
+            hit_stop: false,
+            detok: IncrementalDecoder::default(),
+            constraint: sub.req.constraint,
+            text: String::new(),
+            tools: sub.req.tools.map(ToolState::new),
+            first_banned: sub.req.first_banned,
+            cached: common,
+            submitted: sub.submitted,
+            started: Instant::now(),
+            first_token: None,
+            prompt,
         }
     }
 
@@ -459,13 +502,7 @@ impl<E: Engine> EngineLoop<E> {
     /// Runs the forward pass while other threads compute the grammar masks of the sequences
     /// that sample this step (a mask depends only on tokens already committed). Returns the
     /// decode result and the sequences whose grammar failed.
-    fn decode_with_masks(
-        &mut self,
-        rows: &[Option<usize>],
-    ) -> (
-        Result<(), peregrine_engine::EngineError>,
-        Vec<(usize, OutputError)>,
-    ) {
+    fn decode_with_masks(&mut self, rows: &[Option<usize>]) -> (DecodeResult, MaskErrors) {
         let mut work: Vec<(usize, &mut Constraint)> = self
             .active
             .iter_mut()
@@ -486,32 +523,8 @@ impl<E: Engine> EngineLoop<E> {
             self.stats.record(&times, Duration::ZERO);
             return (self.engine.decode(&self.batch), errors);
         }
-        let engine = &mut self.engine;
-        let batch = &self.batch;
-        let per_thread = work.len().div_ceil(self.mask_threads);
-        let (res, errors, wait) = std::thread::scope(|s| {
-            let handles: Vec<_> = work
-                .chunks_mut(per_thread)
-                .map(|chunk| {
-                    s.spawn(move || {
-                        chunk
-                            .iter_mut()
-                            .filter_map(|(i, c)| c.compute_mask().err().map(|e| (*i, e)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            let res = engine.decode(batch);
-            let t = Instant::now();
-            let mut errors = Vec::new();
-            for h in handles {
-                match h.join() {
-                    Ok(e) => errors.extend(e),
-                    Err(_) => warn!("a grammar mask computation panicked"),
-                }
-            }
-            (res, errors, t.elapsed())
-        });
+        let (res, errors, wait) =
+            masks_beside_decode(&mut self.engine, &self.batch, &mut work, self.mask_threads);
         let times: Vec<Duration> = work.iter().map(|(_, c)| c.last_mask_time()).collect();
         // A panicked mask thread leaves its constraints without a mask: fail them.
         let mut errors = errors;
