@@ -24,12 +24,67 @@ pub fn is_pulled(home: &Path, m: &CatalogModel) -> bool {
     fs::metadata(model_path(home, m)).is_ok_and(|md| md.len() == m.size)
 }
 
-/// Pulls `m` unless it is already cached; returns its path.
+/// The marker beside a verified model: the size and modification time its sha256 was
+/// checked at. A file whose size or time differs from its marker is hashed again.
+fn marker_path(dest: &Path) -> PathBuf {
+    dest.with_extension("gguf.verified")
+}
+
+/// `size mtime_secs mtime_nanos` of a file, as the marker records it.
+fn stamp(path: &Path) -> Option<String> {
+    let md = fs::metadata(path).ok()?;
+    let t = md
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(format!("{} {} {}", md.len(), t.as_secs(), t.subsec_nanos()))
+}
+
+fn sha256_of(path: &Path) -> Result<String> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut f, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Whether the cached file at `dest` is `m`, checked once per new file: its sha256 is
+/// computed when the marker does not match the file's size and time (a file copied in,
+/// replaced, or corrupted in place), and the marker then records the match.
+fn verified(dest: &Path, m: &CatalogModel) -> Result<bool> {
+    let Some(now) = stamp(dest) else {
+        return Ok(false);
+    };
+    if fs::metadata(dest)?.len() != m.size {
+        return Ok(false);
+    }
+    let marker = marker_path(dest);
+    if fs::read_to_string(&marker).is_ok_and(|s| s.trim() == now) {
+        return Ok(true);
+    }
+    eprintln!("Verifying the cached {} (sha256)...", m.id);
+    if sha256_of(dest)? != m.sha256 {
+        return Ok(false);
+    }
+    fs::write(&marker, &now).with_context(|| format!("writing {}", marker.display()))?;
+    Ok(true)
+}
+
+/// Pulls `m` unless a verified copy is cached; returns its path. A cached file that does
+/// not match the catalogue's sha256 is removed and pulled again.
 pub fn pull(home: &Path, m: &CatalogModel, python: &str) -> Result<PathBuf> {
     let dest = model_path(home, m);
-    if is_pulled(home, m) {
+    if verified(&dest, m)? {
         return Ok(dest);
     }
+    if dest.exists() {
+        eprintln!(
+            "The cached {} does not match its checksum: pulling it again",
+            m.id
+        );
+        fs::remove_file(&dest).with_context(|| format!("removing {}", dest.display()))?;
+    }
+    let _ = fs::remove_file(marker_path(&dest));
     let models = home.join("models");
     fs::create_dir_all(&models).with_context(|| format!("creating {}", models.display()))?;
     let work = home
@@ -119,6 +174,9 @@ fn fetch_and_assemble(m: &CatalogModel, python: &str, work: &Path, dest: &Path) 
     }
     fs::rename(&partial, dest)?;
     guard.0 = None;
+    if let Some(now) = stamp(dest) {
+        fs::write(marker_path(dest), now)?;
+    }
     eprintln!("Pulled {} -> {} (sha256 verified)", m.id, dest.display());
     Ok(())
 }
@@ -173,5 +231,48 @@ fn member_name<R: io::Read + io::Seek>(
                 ),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(bytes: &[u8]) -> CatalogModel {
+        let sha = hex::encode(Sha256::digest(bytes));
+        CatalogModel {
+            id: "tiny",
+            name: "Tiny",
+            owned_by: "test",
+            size: bytes.len() as u64,
+            parts: &[],
+            sha256: Box::leak(sha.into_boxed_str()),
+        }
+    }
+
+    #[test]
+    fn a_cached_file_is_hashed_once_and_a_corrupted_one_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("tiny.gguf");
+        let m = model(b"GGUF weights");
+        fs::write(&dest, b"GGUF weights").unwrap();
+        assert!(verified(&dest, &m).unwrap(), "the right bytes verify");
+        assert!(marker_path(&dest).exists(), "and leave a marker");
+        assert!(
+            verified(&dest, &m).unwrap(),
+            "the marker is enough the second time"
+        );
+
+        // Same size, other bytes, written later: the marker no longer matches.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&dest, b"GGUF wrights").unwrap();
+        assert!(
+            !verified(&dest, &m).unwrap(),
+            "corruption of the same size is caught"
+        );
+
+        fs::write(&dest, b"short").unwrap();
+        assert!(!verified(&dest, &m).unwrap(), "a wrong size never verifies");
+        assert!(!verified(&dir.path().join("missing.gguf"), &m).unwrap());
     }
 }

@@ -1,7 +1,8 @@
 //! Configuration, layered once: defaults -> TOML file -> environment -> flags.
 //!
 //! [`ServeOptions`] is every `serve` setting, each an `Option` (unset at that layer). The same
-//! struct is parsed twice: from the TOML file (its keys are the flags' names with `_`) and by
+//! struct is parsed twice: from the TOML file (its keys are the flags' names with `_`; the
+//! repeatable `--api-key` and `--alias` are the lists `api_keys` and `aliases`) and by
 //! clap from the flags and their `PEREGRINE_*` environment variables (clap puts a flag over
 //! its variable). [`ServeArgs::resolve`] lays the layers over each other and over the
 //! defaults into a [`ServeSettings`]; each model's engine settings become a
@@ -135,7 +136,7 @@ pub struct ServeOptions {
     #[arg(long, env = "PEREGRINE_GRAMMAR_CACHE")]
     pub grammar_cache: Option<usize>,
     /// How the model writes tool calls: hermes, llama3, mistral or json [default: detected
-    /// from its chat template].
+    /// from its chat template]. A `[[models]]` entry's own `tool_format` wins over it.
     #[arg(long, env = "PEREGRINE_TOOL_FORMAT", value_parser = check_tool_format)]
     pub tool_format: Option<String>,
     /// Where files and batches are kept: `sqlite://PATH?mode=rwc` or `postgres://...`
@@ -173,8 +174,9 @@ pub struct ServeOptions {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// TOML file with any of the settings below (same names, `_` for `-`) and a
-    /// `[[models]]` list; the environment and flags override it.
+    /// TOML file with any of the settings below (the flags' names with `_` for `-`; the
+    /// repeatable ones are lists named `api_keys` and `aliases`) and a `[[models]]` list;
+    /// the environment and flags override it.
     #[arg(long, env = "PEREGRINE_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -259,7 +261,8 @@ macro_rules! layered {
 
 impl Layers<'_> {
     /// A model's engine, runtime and grammar settings. `ctx_size`, `parallel` and
-    /// `tool_format` are the model's own values from the file (flags still win).
+    /// `tool_format` are the model's own values from the file (flags win over the first
+    /// two; a model's own tool syntax wins over the flag).
     pub fn model_settings(
         &self,
         ctx_size: Option<u32>,
@@ -274,8 +277,11 @@ impl Layers<'_> {
         let n_ctx_seq = (self.cli.ctx_size.or(ctx_size))
             .or(self.file.ctx_size)
             .unwrap_or(DEFAULT_CTX_SIZE);
-        let tool_format =
-            (self.cli.tool_format.as_deref().or(tool_format)).or(self.file.tool_format.as_deref());
+        // A model's own syntax is a fact about that model: it wins over the deployment-wide
+        // flag, which wins over the file's top level.
+        let tool_format = tool_format
+            .or(self.cli.tool_format.as_deref())
+            .or(self.file.tool_format.as_deref());
         Ok(ModelSettings {
             context: ContextSettings {
                 n_ctx_seq,
@@ -352,6 +358,14 @@ impl ServeArgs {
             cli: &self.options,
             file: &file,
         };
+        if let Some(t) = &file.tool_format {
+            parse_tool_format(t).map_err(anyhow::Error::msg)?;
+        }
+        if file.api_keys.iter().any(|k| k.trim().is_empty()) {
+            // An empty key would leave the list empty after filtering, and an empty list
+            // turns authentication off: refuse rather than guess.
+            anyhow::bail!("`api_keys` in the config may not contain an empty key");
+        }
         if file.model.is_some() && !file.models.is_empty() {
             anyhow::bail!("the config sets both `model` and `[[models]]`: keep one");
         }
@@ -473,12 +487,29 @@ mod tests {
         assert_eq!(s.api_keys, vec!["k1".to_string(), "k2".to_string()]);
     }
 
-    #[test]
-    fn unknown_keys_in_the_file_are_refused() {
+    fn refused(toml: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
-        std::fs::write(&file, "max_queu = 3\n").unwrap();
+        std::fs::write(&file, toml).unwrap();
         let args = Cli::parse_from(["peregrine", "--config", file.to_str().unwrap()]);
-        assert!(args.serve.resolve().is_err());
+        format!("{:#}", args.serve.resolve().unwrap_err())
+    }
+
+    #[test]
+    fn bad_config_files_are_refused() {
+        assert!(refused("max_queu = 3\n").contains("unknown field"));
+        assert!(refused("api_keys = [\"\"]\n").contains("empty key"));
+        assert!(refused("tool_format = \"xml\"\n").contains("unknown tool format"));
+        assert!(
+            refused("model = \"a.gguf\"\n[[models]]\nmodel = \"b.gguf\"\n").contains("keep one")
+        );
+    }
+
+    #[test]
+    fn a_models_own_tool_format_wins_over_the_flag() {
+        let toml = "[[models]]\nmodel = \"a.gguf\"\ntool_format = \"llama3\"\n\n[[models]]\nmodel = \"b.gguf\"\n";
+        let s = resolve(&["--tool-format", "json"], toml);
+        assert_eq!(s.models[0].settings.tool_format, Some(ToolFormat::Llama3));
+        assert_eq!(s.models[1].settings.tool_format, Some(ToolFormat::Json));
     }
 }

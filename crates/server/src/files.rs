@@ -23,6 +23,24 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     ServiceError::BadRequest(e.body_text()).into()
 }
 
+/// Longest `purpose` field read, in bytes [64]: the only accepted value is `batch`, so a
+/// longer one is refused without being held in memory.
+pub const MAX_PURPOSE_BYTES: usize = 64;
+
+/// A short text field, refused past [`MAX_PURPOSE_BYTES`].
+async fn small_text(mut field: axum::extract::multipart::Field<'_>) -> Result<String, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if bytes.len() + chunk.len() > MAX_PURPOSE_BYTES {
+            let message = format!("`purpose` must be 'batch' (at most {MAX_PURPOSE_BYTES} bytes)");
+            return Err(ServiceError::BadRequest(message).into());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| ServiceError::BadRequest("`purpose` must be UTF-8 text".into()).into())
+}
+
 /// `POST /files`: a `purpose` field and one `file` field, in either order.
 pub async fn upload(
     State(state): State<SharedState>,
@@ -33,7 +51,7 @@ pub async fn upload(
     let mut upload: Option<Upload> = None;
     while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
         match field.name() {
-            Some("purpose") => purpose = Some(field.text().await.map_err(multipart_error)?),
+            Some("purpose") => purpose = Some(small_text(field).await?),
             Some("file") if upload.is_some() => {
                 return Err(
                     ServiceError::BadRequest("only one `file` may be uploaded".into()).into(),
@@ -45,6 +63,7 @@ pub async fn upload(
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                     up.write(&chunk).await?;
                 }
+                up.end()?;
                 upload = Some(up);
             }
             _ => {}

@@ -345,3 +345,36 @@ async fn interactive_work_preempts_and_pauses_batch_work() {
     }
     assert!(n > 0);
 }
+
+#[tokio::test]
+async fn batch_metadata_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(Setup::default(), Some(files(dir.path()).await));
+    let app = peregrine_server::router(st.clone());
+    let line = json!({"custom_id": "r0", "method": "POST", "url": "/v1/chat/completions",
+                      "body": chat_body(0)});
+    let (_, _, text) = send(&app, upload(&line.to_string())).await;
+    let file: Value = serde_json::from_str(&text).unwrap();
+    let many: serde_json::Map<String, Value> =
+        (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+    for (metadata, ok) in [
+        (json!({"job": "nightly"}), true),
+        (Value::Object(many), false),
+        (json!({"k".repeat(65): "v"}), false),
+        (json!({"job": "v".repeat(513)}), false),
+        (json!({"job": 1}), false),
+    ] {
+        let create = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                            "completion_window": "24h", "metadata": metadata});
+        let (status, _, text) =
+            send(&app, json_req("POST", "/openai/v1/batches", Some(create))).await;
+        let body: Value = serde_json::from_str(&text).unwrap();
+        if ok {
+            assert_eq!(status, StatusCode::OK, "{text}");
+            assert_eq!(body["metadata"], json!({"job": "nightly"}));
+        } else {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+            assert_eq!(body["error"]["param"], "metadata", "{text}");
+        }
+    }
+}

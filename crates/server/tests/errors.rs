@@ -220,6 +220,18 @@ fn pre_preparation_cases() -> Vec<Case> {
             param: None,
             code: Some("model_not_found"),
         },
+        Case {
+            name: "unknown long model",
+            body: json!({"model": "m".repeat(100_000)}),
+            status: 404,
+            // A long id is echoed cut to 256 bytes, not whole.
+            message: format!(
+                "The model `{}…` does not exist or you do not have access to it.",
+                "m".repeat(256)
+            ),
+            param: None,
+            code: Some("model_not_found"),
+        },
     ]
 }
 

@@ -212,3 +212,75 @@ async fn unknown_ids_are_404s() {
         assert_eq!(err["error"]["code"], "not_found");
     }
 }
+
+/// A multipart body from raw parts, closed or cut off after them.
+fn raw_multipart(parts: &[(&str, Option<&str>, &[u8])], closed: bool) -> Request<Body> {
+    let mut body = Vec::new();
+    for (name, filename, content) in parts {
+        let disposition = match filename {
+            Some(f) => format!("form-data; name=\"{name}\"; filename=\"{f}\""),
+            None => format!("form-data; name=\"{name}\""),
+        };
+        body.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    if closed {
+        body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    }
+    Request::post("/openai/v1/files")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn rejected_multipart_bodies_leave_no_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let long_purpose = "b".repeat(200);
+    let cases = [
+        // A second file after a complete one.
+        raw_multipart(
+            &[
+                ("purpose", None, b"batch"),
+                ("file", Some("a.jsonl"), JSONL),
+                ("file", Some("b.jsonl"), JSONL),
+            ],
+            true,
+        ),
+        // The body ends after a complete file part, without its closing boundary.
+        raw_multipart(
+            &[
+                ("purpose", None, b"batch"),
+                ("file", Some("a.jsonl"), JSONL),
+            ],
+            false,
+        ),
+        // A purpose far longer than any valid one is not read whole.
+        raw_multipart(
+            &[
+                ("file", Some("a.jsonl"), JSONL),
+                ("purpose", None, long_purpose.as_bytes()),
+            ],
+            true,
+        ),
+    ];
+    for req in cases {
+        let (status, err) = json(&app, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+        assert_eq!(err["error"]["type"], "invalid_request_error");
+    }
+    let (_, list) = json(&app, get("/openai/v1/files")).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("files")).unwrap().count(),
+        0,
+        "no blob, finished or partial, is left behind"
+    );
+}

@@ -184,17 +184,24 @@ impl Worker {
         Ok(())
     }
 
-    /// The input file's text; `None` when it is gone.
+    /// The input file's text; `None` when it is gone or cannot be read (the batch then
+    /// fails with `invalid_file` rather than waiting on a file that will not come back).
     async fn input_text(&self, file_id: &str) -> Result<Option<String>, StoreError> {
         if self.storage.store.file(file_id).await?.is_none() {
             return Ok(None);
         }
-        let Some(mut reader) = self.storage.blobs.open(file_id).await? else {
-            return Ok(None);
+        let read = async {
+            let Some(mut reader) = self.storage.blobs.open(file_id).await? else {
+                return Ok(None);
+            };
+            let mut bytes = Vec::new();
+            reader.read_to_end(&mut bytes).await?;
+            Ok::<_, StoreError>(Some(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        let mut bytes = Vec::new();
-        reader.read_to_end(&mut bytes).await?;
-        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+        Ok(read.await.unwrap_or_else(|e| {
+            warn!(file = file_id, error = %e, "cannot read a batch's input file");
+            None
+        }))
     }
 
     /// Checks every line of a new batch's input: starts the batch, or fails it with the

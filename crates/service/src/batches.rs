@@ -72,18 +72,38 @@ pub fn parse_window(w: &str) -> Result<i64, ServiceError> {
     }
 }
 
-/// `metadata`: an object of strings, kept as its JSON text.
+/// Limits on a batch's `metadata` (OpenAI's, which Groq's Batch API follows): at most 16
+/// pairs, keys of at most 64 characters, values of at most 512.
+pub const MAX_METADATA_PAIRS: usize = 16;
+pub const MAX_METADATA_KEY_CHARS: usize = 64;
+pub const MAX_METADATA_VALUE_CHARS: usize = 512;
+
+/// `metadata`: an object of at most 16 short strings, kept as its JSON text.
 fn metadata_text(v: &Option<Value>) -> Result<Option<String>, ServiceError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) if m.values().all(Value::is_string) => {
-            Ok(Some(Value::Object(m.clone()).to_string()))
-        }
-        Some(_) => Err(ServiceError::InvalidParam {
-            message: "`metadata` must be an object of string values".into(),
-            param: "metadata",
-        }),
+    let bad = |message: String| ServiceError::InvalidParam {
+        message,
+        param: "metadata",
+    };
+    let m = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(m)) if m.values().all(Value::is_string) => m,
+        Some(_) => return Err(bad("`metadata` must be an object of string values".into())),
+    };
+    if m.len() > MAX_METADATA_PAIRS {
+        return Err(bad(format!(
+            "`metadata` may have at most {MAX_METADATA_PAIRS} keys, got {}",
+            m.len()
+        )));
     }
+    let long_key = m.keys().any(|k| k.chars().count() > MAX_METADATA_KEY_CHARS);
+    let long_value = (m.values().filter_map(Value::as_str))
+        .any(|v| v.chars().count() > MAX_METADATA_VALUE_CHARS);
+    if long_key || long_value {
+        return Err(bad(format!(
+            "`metadata` keys may be at most {MAX_METADATA_KEY_CHARS} characters and values at most {MAX_METADATA_VALUE_CHARS}"
+        )));
+    }
+    Ok(Some(Value::Object(m.clone()).to_string()))
 }
 
 /// Groq's Batch object; `request_counts` from the lines.

@@ -15,7 +15,7 @@ pub enum ServiceError {
     /// A chat request refused by preparation; the error names the field.
     #[error(transparent)]
     Prepare(#[from] PrepareError),
-    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    #[error("The model `{}` does not exist or you do not have access to it.", shown(.0))]
     ModelNotFound(String),
     /// A resource (file, batch) that does not exist.
     #[error("{0}")]
@@ -51,6 +51,23 @@ pub enum ServiceError {
     /// A failure of ours. The cause goes to the log, never to the client.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Most bytes of a client's own text (a model id) echoed in an error message [256]: the
+/// rest is cut, so a huge id does not come back whole.
+pub const MAX_ECHO_BYTES: usize = 256;
+
+/// `text` as echoed: whole, or its first [`MAX_ECHO_BYTES`] (on a character boundary) and
+/// an ellipsis.
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_ECHO_BYTES {
+        return text.into();
+    }
+    let mut end = MAX_ECHO_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
 }
 
 /// Seconds a client should wait after a 429 (sent as `retry-after`).

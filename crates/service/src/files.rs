@@ -73,6 +73,14 @@ impl Upload {
         }
         self.writer.write(chunk).await.map_err(store_err)
     }
+
+    /// The file part has ended: an empty file is refused at once.
+    pub fn end(&self) -> Result<(), ServiceError> {
+        if self.record.bytes == 0 {
+            return Err(ServiceError::BadRequest("`file` is empty".into()));
+        }
+        Ok(())
+    }
 }
 
 impl Storage {
@@ -102,7 +110,8 @@ impl Storage {
         })
     }
 
-    /// Completes an upload: checks what only the whole file can tell, then keeps it.
+    /// Completes an upload whose file part has [`Upload::end`]ed: checks what only the
+    /// whole request can tell, then keeps the file.
     pub async fn finish_upload(
         &self,
         upload: Upload,
@@ -115,9 +124,6 @@ impl Storage {
         } = upload;
         if last != b'\n' {
             record.lines += 1;
-        }
-        if record.bytes == 0 {
-            return Err(ServiceError::BadRequest("`file` is empty".into()));
         }
         match purpose {
             Some("batch") => record.purpose = "batch".into(),
