@@ -12,13 +12,17 @@ use peregrine_service::ServiceError;
 use crate::error::ApiError;
 use crate::files::storage;
 use crate::state::SharedState;
+use crate::BODY_LIMIT;
 
 /// `POST /batches`.
 pub async fn create(
     State(state): State<SharedState>,
     body: Result<Json<CreateBatchRequest>, JsonRejection>,
 ) -> Result<Json<Batch>, ApiError> {
-    let Json(req) = body.map_err(|e| ServiceError::BadRequest(e.body_text()))?;
+    let Json(req) = body.map_err(|e| match e.status() {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ServiceError::PayloadTooLarge(BODY_LIMIT),
+        _ => ServiceError::BadRequest(e.body_text()),
+    })?;
     Ok(Json(storage(&state)?.create_batch(&req).await?))
 }
 

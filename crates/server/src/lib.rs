@@ -58,6 +58,7 @@ pub fn router(state: SharedState) -> Router {
         .fallback(unknown_url)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(middleware::envelope_errors))
         .layer(axum::middleware::from_fn(middleware::request_id))
         .with_state(state)
 }

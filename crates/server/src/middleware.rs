@@ -1,4 +1,5 @@
-//! Request ids (`x-request-id`, reused as `x_groq.id`) and bearer-key authentication.
+//! Request ids (`x-request-id`, reused as `x_groq.id`), bearer-key authentication, and
+//! Groq's envelope on every error answer.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
@@ -42,4 +43,38 @@ pub async fn auth(State(state): State<SharedState>, req: Request, next: Next) ->
         Some(k) if state.api_keys.iter().any(|a| a == k) => next.run(req).await,
         _ => ApiError(ServiceError::InvalidApiKey).into_response(),
     }
+}
+
+/// Most bytes of a plain-text rejection read to wrap it [4 KiB]: axum's messages are short.
+const MAX_REJECTION_BYTES: usize = 4096;
+
+/// Puts every error answer that is not JSON already (axum's extractor rejections: a path id
+/// that is not UTF-8, multipart without a boundary, ...) into Groq's envelope, keeping its
+/// status, so clients parse every error the same way.
+pub async fn envelope_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = (resp.headers().get(header::CONTENT_TYPE))
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), MAX_REJECTION_BYTES).await;
+    let text = body.map_or_else(
+        |_| String::new(),
+        |b| String::from_utf8_lossy(&b).into_owned(),
+    );
+    let message = match text.trim() {
+        "" => status
+            .canonical_reason()
+            .unwrap_or("Bad request")
+            .to_string(),
+        t => t.to_string(),
+    };
+    ApiError(ServiceError::HttpRejection {
+        status: status.as_u16(),
+        message,
+    })
+    .into_response()
 }

@@ -462,3 +462,69 @@ async fn concurrent_requests_all_complete() {
         assert_eq!(v["choices"][0]["message"]["content"], SCRIPT);
     }
 }
+
+#[tokio::test]
+async fn the_http_layers_own_rejections_come_in_groqs_envelope() {
+    let app = app(Setup::default());
+    let raw = |method: &str, uri: &str, content_type: &str, body: Vec<u8>| {
+        axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", content_type)
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    };
+    let cases = [
+        // A path id that is not UTF-8.
+        (
+            raw(
+                "GET",
+                "/openai/v1/models/%FF%FE",
+                "application/json",
+                vec![],
+            ),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        // Multipart without a boundary.
+        (
+            raw(
+                "POST",
+                "/openai/v1/files",
+                "multipart/form-data",
+                b"x".to_vec(),
+            ),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        // A batch body over the 20 MiB limit.
+        (
+            raw(
+                "POST",
+                "/openai/v1/batches",
+                "application/json",
+                vec![b' '; 21 * 1024 * 1024],
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some("request_too_large"),
+        ),
+    ];
+    for (req, status, code) in cases {
+        let uri = req.uri().to_string();
+        let (got, headers, text) = send(&app, req).await;
+        assert_eq!(got, status, "{uri}: {text}");
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{uri}"
+        );
+        assert!(headers.contains_key("x-request-id"), "{uri}");
+        let body: Value = serde_json::from_str(&text).expect("a JSON envelope");
+        let err = &body["error"];
+        assert_eq!(err["type"], "invalid_request_error", "{uri}: {text}");
+        assert!(!err["message"].as_str().unwrap().is_empty(), "{uri}");
+        assert_eq!(err["code"].as_str(), code, "{uri}: {text}");
+    }
+}

@@ -48,6 +48,10 @@ pub enum ServiceError {
         message: String,
         param: &'static str,
     },
+    /// The HTTP layer refused the request before a handler ran (a path that is not UTF-8,
+    /// multipart without a boundary, ...), with this status and message.
+    #[error("{message}")]
+    HttpRejection { status: u16, message: String },
     /// A failure of ours. The cause goes to the log, never to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -110,6 +114,11 @@ impl ServiceError {
                 (500, "internal_server_error", None)
             }
             E::UnknownUrl { .. } => (404, INVALID, Some("unknown_url")),
+            E::HttpRejection { status: 413, .. } => (413, INVALID, Some("request_too_large")),
+            E::HttpRejection { status, .. } if *status >= 500 => {
+                (*status, "internal_server_error", None)
+            }
+            E::HttpRejection { status, .. } => (*status, INVALID, None),
             E::MethodNotAllowed(_) => (405, INVALID, Some("method_not_allowed")),
             E::JsonValidateFailed { .. } => (400, INVALID, Some("json_validate_failed")),
             E::ToolUseFailed { .. } => (400, INVALID, Some("tool_use_failed")),
@@ -120,6 +129,9 @@ impl ServiceError {
     fn public_message(&self) -> String {
         use ServiceError as E;
         match self {
+            E::HttpRejection { status, .. } if *status >= 500 => {
+                "The server had an error while processing your request. Please try again.".into()
+            }
             E::Internal(_) | E::Admission(AdmissionError::Stopped, _) => {
                 "The server had an error while processing your request. Please try again.".into()
             }
