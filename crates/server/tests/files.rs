@@ -27,27 +27,12 @@ async fn app(dir: &std::path::Path) -> Router {
 const BOUNDARY: &str = "peregrine-test-boundary";
 
 fn multipart(purpose: Option<&str>, filename: &str, content: &[u8]) -> Request<Body> {
-    let mut body = Vec::new();
+    let mut parts: Vec<(&str, Option<&str>, &[u8])> = Vec::new();
     if let Some(p) = purpose {
-        body.extend_from_slice(
-            format!(
-                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{p}\r\n"
-            )
-            .as_bytes(),
-        );
+        parts.push(("purpose", None, p.as_bytes()));
     }
-    body.extend_from_slice(
-        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
-    );
-    body.extend_from_slice(content);
-    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    Request::post("/openai/v1/files")
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(Body::from(body))
-        .unwrap()
+    parts.push(("file", Some(filename), content));
+    raw_multipart(&parts, true)
 }
 
 async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
