@@ -215,6 +215,7 @@ fn start_server(rt: &tokio::runtime::Runtime, served: ServedModel) -> Result<Str
         completions: Completions::new(registry),
         api_keys: vec![],
         storage: None,
+        policy: Default::default(),
     }));
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

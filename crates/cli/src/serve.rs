@@ -9,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use peregrine_llama::LoadedModel;
-use peregrine_server::AppState;
+use peregrine_server::listen::Timeouts;
+use peregrine_server::{AppState, HttpPolicy};
 use peregrine_service::batch_worker::{self, WorkerConfig};
 use peregrine_service::{Completions, ModelMeta, ModelRegistry, ServedModel, Storage};
 use sha2::{Digest, Sha256};
@@ -130,7 +131,11 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
         registry.add(served, spec.aliases.clone());
     }
     let storage = Arc::new(open_storage(&common, &s).await?);
-    let completions = Completions::new(registry);
+    let completions = Completions::with_limits(
+        registry,
+        s.http.max_preparing,
+        peregrine_service::completions::DEFAULT_MAX_WAITING,
+    );
     let mut worker = WorkerConfig::new(completions.registry().batch_slots());
     worker.lease = std::time::Duration::from_secs(s.batch_lease_secs.max(1));
     batch_worker::spawn(completions.clone(), storage.clone(), worker);
@@ -138,6 +143,11 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
         completions,
         api_keys: s.api_keys.clone(),
         storage: Some(storage),
+        policy: HttpPolicy {
+            cors_origins: s.http.cors_origins.clone(),
+            allowed_hosts: s.http.allowed_hosts.clone(),
+            body_timeout: s.http.body_timeout,
+        },
     }));
     let listener = tokio::net::TcpListener::bind((s.host.as_str(), s.port))
         .await
@@ -146,9 +156,11 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
     // Tests and scripts read this line to find a port-0 server.
     println!("peregrine listening on http://{addr}");
     std::io::stdout().flush()?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    let timeouts = Timeouts {
+        header: s.http.header_timeout,
+        drain: s.http.drain,
+    };
+    peregrine_server::listen::serve(listener, app, timeouts, shutdown()).await?;
     Ok(())
 }
 

@@ -9,7 +9,9 @@
 //! `peregrine_runtime::ModelSettings`, the one input of the model builder. A new setting is
 //! one field here (its flag, variable and TOML key) and one line in `resolve`.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use peregrine_engine::ContextSettings;
@@ -166,6 +168,44 @@ pub struct ServeOptions {
     /// Layers to offload to the GPU (builds with the `cuda` feature) [default: 0].
     #[arg(long, env = "PEREGRINE_GPU_LAYERS")]
     pub gpu_layers: Option<u32>,
+    /// Origin allowed to call from a web page on another origin (repeatable, TOML
+    /// `cors_origins`; `*` allows any). The server's own origin (the playground) is always
+    /// allowed [default: none].
+    #[arg(
+        long = "cors-origin",
+        env = "PEREGRINE_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// Extra `Host` name served when bound to loopback, besides localhost, 127.0.0.1 and
+    /// [::1] (repeatable, TOML `allowed_hosts`). On any other address every host is
+    /// served unless names are given here.
+    #[arg(
+        long = "allowed-host",
+        env = "PEREGRINE_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Serve any `Host` name, even bound to loopback (turns the DNS rebinding guard off).
+    #[arg(long)]
+    #[serde(default)]
+    pub allow_any_host: bool,
+    /// Seconds a connection may take to send a request's headers [default: 10].
+    #[arg(long, env = "PEREGRINE_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a request body may go without data before the request gets 408
+    /// [default: 30].
+    #[arg(long, env = "PEREGRINE_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// Seconds in-flight requests get to finish after SIGTERM / Ctrl-C [default: 30].
+    #[arg(long, env = "PEREGRINE_DRAIN_SECS")]
+    pub drain_secs: Option<u64>,
+    /// Requests being parsed, rendered and tokenized at once; more wait, and past
+    /// `max_queue` waiting they get 429 [default: the CPU cores].
+    #[arg(long, env = "PEREGRINE_MAX_PREPARING")]
+    pub max_preparing: Option<usize>,
     /// `[[models]]` (TOML only): several models, each with its own engine settings.
     #[arg(skip)]
     #[serde(default)]
@@ -220,6 +260,19 @@ pub struct ServeSettings {
     pub batch_lease_secs: u64,
     pub database_url: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub http: HttpSettings,
+}
+
+/// The HTTP policy and timeouts, resolved.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub cors_origins: Vec<String>,
+    /// `None`: any `Host`.
+    pub allowed_hosts: Option<Vec<String>>,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub drain: Duration,
+    pub max_preparing: usize,
 }
 
 fn check_tool_format(s: &str) -> Result<String, String> {
@@ -235,6 +288,19 @@ fn parse_tool_format(s: &str) -> Result<ToolFormat, String> {
 pub fn default_mask_threads(threads: i32) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     cores.saturating_sub(threads.max(0) as usize).min(4)
+}
+
+fn default_cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Whether the bind address is loopback (`localhost` counts).
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn default_threads() -> i32 {
@@ -307,6 +373,39 @@ impl Layers<'_> {
                 .transpose()
                 .map_err(anyhow::Error::msg)?,
         })
+    }
+
+    /// The HTTP policy. Bound to loopback, only the loopback names and the listed hosts are
+    /// served (DNS rebinding guard) unless `allow_any_host`; elsewhere only the listed
+    /// hosts when some are listed.
+    fn http_settings(&self, bind: &str) -> HttpSettings {
+        let listed: Vec<String> = (self.file.allowed_hosts.iter())
+            .chain(&self.cli.allowed_hosts)
+            .cloned()
+            .collect();
+        let any = self.cli.allow_any_host || self.file.allow_any_host;
+        let allowed_hosts = match (any, is_loopback(bind), listed.is_empty()) {
+            (true, _, _) | (false, false, true) => None,
+            (false, true, _) => Some(
+                (peregrine_server::policy::LOOPBACK_HOSTS.iter())
+                    .map(|h| h.to_string())
+                    .chain(listed)
+                    .collect(),
+            ),
+            (false, false, false) => Some(listed),
+        };
+        let secs = |v: u64| Duration::from_secs(v.max(1));
+        HttpSettings {
+            cors_origins: (self.file.cors_origins.iter())
+                .chain(&self.cli.cors_origins)
+                .cloned()
+                .collect(),
+            allowed_hosts,
+            header_timeout: secs(layered!(self, header_timeout_secs, 10)),
+            body_timeout: secs(layered!(self, body_timeout_secs, 30)),
+            drain: Duration::from_secs(layered!(self, drain_secs, 30)),
+            max_preparing: layered!(self, max_preparing, default_cores()).max(1),
+        }
     }
 
     fn default_aliases(&self, on: bool) -> Vec<String> {
@@ -383,8 +482,11 @@ impl ServeArgs {
             .filter(|k| !k.is_empty())
             .cloned()
             .collect();
+        let host = layered!(l, host, DEFAULT_HOST.to_string());
+        let http = l.http_settings(&host);
         Ok(ServeSettings {
-            host: layered!(l, host, DEFAULT_HOST.to_string()),
+            http,
+            host,
             port: layered!(l, port, DEFAULT_PORT),
             api_keys,
             models,

@@ -11,8 +11,10 @@ pub mod chat;
 pub mod error;
 pub mod files;
 mod health;
+pub mod listen;
 pub mod middleware;
 pub mod models;
+pub mod policy;
 pub mod state;
 
 use axum::extract::DefaultBodyLimit;
@@ -22,13 +24,15 @@ use axum::routing::{get, post};
 use axum::Router;
 use peregrine_service::ServiceError;
 
+pub use policy::HttpPolicy;
 pub use state::{AppState, SharedState};
 
 pub use chat::BODY_LIMIT;
 
 fn api_routes(state: SharedState) -> Router<SharedState> {
+    let json = || axum::middleware::from_fn(policy::require_json);
     Router::new()
-        .route("/chat/completions", post(chat::create))
+        .route("/chat/completions", post(chat::create).layer(json()))
         .route("/models", get(models::list))
         .route("/models/{*id}", get(models::get))
         .route(
@@ -40,7 +44,10 @@ fn api_routes(state: SharedState) -> Router<SharedState> {
         )
         .route("/files/{id}", get(files::retrieve).delete(files::delete))
         .route("/files/{id}/content", get(files::content))
-        .route("/batches", post(batches::create).get(batches::list))
+        .route(
+            "/batches",
+            post(batches::create).layer(json()).get(batches::list),
+        )
         .route("/batches/{id}", get(batches::retrieve))
         .route("/batches/{id}/cancel", post(batches::cancel))
         .layer(axum::middleware::from_fn_with_state(
@@ -49,18 +56,33 @@ fn api_routes(state: SharedState) -> Router<SharedState> {
         ))
 }
 
-/// The whole application.
+/// The whole application. Outermost first: CORS answers (when origins are listed), request
+/// id, Groq's envelope on every error, the policy guard (headers size, `Host`, `Origin`),
+/// the body read timeout, then the routes.
 pub fn router(state: SharedState) -> Router {
-    Router::new()
+    let cors = state.policy.cors();
+    let app = Router::new()
         .nest("/openai/v1", api_routes(state.clone()))
         .nest("/v1", api_routes(state.clone()))
         .route("/health", get(health::health))
         .fallback(unknown_url)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            policy::body_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            policy::guard,
+        ))
         .layer(axum::middleware::from_fn(middleware::envelope_errors))
         .layer(axum::middleware::from_fn(middleware::request_id))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(layer) => app.layer(layer),
+        None => app,
+    }
 }
 
 async fn method_not_allowed(method: Method) -> impl IntoResponse {

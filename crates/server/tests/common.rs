@@ -52,6 +52,16 @@ pub fn app(s: Setup) -> Router {
     peregrine_server::router(state(s, None))
 }
 
+/// [`app`] under an HTTP policy of its own.
+pub fn app_with_policy(s: Setup, policy: peregrine_server::HttpPolicy) -> Router {
+    peregrine_server::router(Arc::new(AppState {
+        completions: Completions::new(registry(&s)),
+        api_keys: s.api_keys.clone(),
+        storage: None,
+        policy,
+    }))
+}
+
 /// The mock model's settings: `Setup`'s sizes through the one model builder.
 pub fn model_settings(s: &Setup) -> ModelSettings {
     ModelSettings {
@@ -105,6 +115,7 @@ pub fn state(s: Setup, storage: Option<Storage>) -> Arc<AppState> {
         completions: Completions::new(registry(&s)),
         api_keys: s.api_keys.clone(),
         storage: storage.map(Arc::new),
+        policy: Default::default(),
     })
 }
 

@@ -21,6 +21,7 @@ async fn app(dir: &std::path::Path) -> Router {
         completions: Completions::new(ModelRegistry::default()),
         api_keys: vec![],
         storage: Some(Arc::new(Storage::new(Arc::new(store), Arc::new(blobs)))),
+        policy: Default::default(),
     }))
 }
 

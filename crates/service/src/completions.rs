@@ -4,15 +4,17 @@
 //! errors. The chat handler, the batch worker, and next the Responses API and the agent loop
 //! all run completions through here.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use peregrine_protocol::parse::parse_chat_request;
 use peregrine_protocol::ChatCompletionRequest;
+use peregrine_runtime::AdmissionError;
 use peregrine_runtime::{
     prepare, Event, Finished, PreparedRequest, Rejection, ServiceTier, TokenLogprob,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore, SemaphorePermit};
 
 use crate::error::ServiceError;
 use crate::registry::{ModelRegistry, ServedModel};
@@ -123,16 +125,67 @@ pub fn rejected(r: Rejection, text: String) -> ServiceError {
     }
 }
 
+/// Requests waiting to be prepared before new ones get 429 [64], like the engine's queue.
+pub const DEFAULT_MAX_WAITING: usize = 64;
+
+/// Bounds the requests being parsed, rendered and tokenized at once. Why: that work and its
+/// memory (a 4 MB prompt's tokens and template copies) come before the engine's queue limit
+/// applies, so without a bound any number of large prompts are worked on together.
+struct PrepareGate {
+    permits: Semaphore,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+}
+
+impl PrepareGate {
+    fn new(at_once: usize, max_waiting: usize) -> Self {
+        PrepareGate {
+            permits: Semaphore::new(at_once.max(1)),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
+        }
+    }
+
+    /// A permit, after waiting for one; 429 when too many wait already.
+    async fn enter(&self) -> Result<SemaphorePermit<'_>, ServiceError> {
+        if let Ok(p) = self.permits.try_acquire() {
+            return Ok(p);
+        }
+        let before = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let permit = if before >= self.max_waiting {
+            Err(ServiceError::Admission(
+                AdmissionError::QueueFull(before),
+                false,
+            ))
+        } else {
+            (self.permits.acquire().await)
+                .map_err(|_| ServiceError::Internal("preparation gate closed".into()))
+        };
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        permit
+    }
+}
+
 /// The service: the served models and the way into their engines.
 #[derive(Clone)]
 pub struct Completions {
     registry: Arc<ModelRegistry>,
+    gate: Arc<PrepareGate>,
 }
 
 impl Completions {
+    /// The service over `registry`, preparing as many requests at once as there are cores.
     pub fn new(registry: ModelRegistry) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self::with_limits(registry, cores, DEFAULT_MAX_WAITING)
+    }
+
+    /// The service preparing at most `at_once` requests together, with `max_waiting` more
+    /// waiting before 429.
+    pub fn with_limits(registry: ModelRegistry, at_once: usize, max_waiting: usize) -> Self {
         Self {
             registry: Arc::new(registry),
+            gate: Arc::new(PrepareGate::new(at_once, max_waiting)),
         }
     }
 
@@ -146,6 +199,7 @@ impl Completions {
         body: &[u8],
         request_id: String,
     ) -> Result<ChatJob, ServiceError> {
+        let _permit = self.gate.enter().await?;
         let req = parse_chat_request(body).map_err(|e| ServiceError::BadRequest(e.message()))?;
         self.prepare(req, request_id).await
     }
@@ -261,4 +315,26 @@ pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_gate_admits_its_permits_then_queues_then_refuses() {
+        let gate = Arc::new(PrepareGate::new(1, 1));
+        let held = gate.enter().await.expect("first permit");
+        // One may wait for it...
+        let g = gate.clone();
+        let waiter = tokio::spawn(async move { g.enter().await.map(drop).is_ok() });
+        while gate.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // ...and the next is told to come back.
+        let refused = gate.enter().await.map(drop).unwrap_err();
+        assert_eq!(refused.status(), 429);
+        drop(held);
+        assert!(waiter.await.unwrap());
+    }
 }

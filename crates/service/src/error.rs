@@ -52,6 +52,22 @@ pub enum ServiceError {
     /// multipart without a boundary, ...), with this status and message.
     #[error("{message}")]
     HttpRejection { status: u16, message: String },
+    /// A body that is not JSON on a JSON route (the browser policy).
+    #[error("Content-Type must be `application/json`, got `{}`.", shown(.0))]
+    UnsupportedMediaType(String),
+    /// A request from a web page whose origin is not allowed (no CORS allow-list entry and
+    /// not the server's own origin).
+    #[error("Origin `{}` is not allowed: add it to the server's CORS allow-list (`--cors-origin`).", shown(.0))]
+    OriginNotAllowed(String),
+    /// A `Host` this server does not answer to (DNS rebinding guard on loopback).
+    #[error("Host `{}` is not allowed: this server answers to its loopback names (see `--allowed-host`).", shown(.0))]
+    HostNotAllowed(String),
+    /// The request body stopped arriving for this many seconds.
+    #[error("The request body was not received in time: no data for {0} s.")]
+    RequestTimeout(u64),
+    /// The request's headers are over this many bytes.
+    #[error("Request headers are too large: the limit is {0} bytes.")]
+    HeadersTooLarge(usize),
     /// A failure of ours. The cause goes to the log, never to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -114,6 +130,11 @@ impl ServiceError {
                 (500, "internal_server_error", None)
             }
             E::UnknownUrl { .. } => (404, INVALID, Some("unknown_url")),
+            E::UnsupportedMediaType(_) => (415, INVALID, Some("unsupported_media_type")),
+            E::OriginNotAllowed(_) => (403, INVALID, Some("origin_not_allowed")),
+            E::HostNotAllowed(_) => (403, INVALID, Some("host_not_allowed")),
+            E::RequestTimeout(_) => (408, INVALID, Some("request_timeout")),
+            E::HeadersTooLarge(_) => (431, INVALID, Some("request_header_fields_too_large")),
             E::HttpRejection { status: 413, .. } => (413, INVALID, Some("request_too_large")),
             E::HttpRejection { status, .. } if *status >= 500 => {
                 (*status, "internal_server_error", None)
