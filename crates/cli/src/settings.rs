@@ -137,6 +137,10 @@ pub struct ServeOptions {
     /// Compiled grammars kept per model (keyed by schema) [default: 256].
     #[arg(long, env = "PEREGRINE_GRAMMAR_CACHE")]
     pub grammar_cache: Option<usize>,
+    /// Bytes of schema text the grammar cache may hold per model; a compiled grammar's
+    /// memory grows with its schema [default: 16777216].
+    #[arg(long, env = "PEREGRINE_GRAMMAR_CACHE_BYTES")]
+    pub grammar_cache_bytes: Option<usize>,
     /// How the model writes tool calls: hermes, llama3, mistral or json [default: detected
     /// from its chat template]. A `[[models]]` entry's own `tool_format` wins over it.
     #[arg(long, env = "PEREGRINE_TOOL_FORMAT", value_parser = check_tool_format)]
@@ -366,6 +370,11 @@ impl Layers<'_> {
                 compile_fuel: layered!(self, grammar_compile_fuel, DEFAULT_COMPILE_FUEL),
                 mask_fuel: layered!(self, grammar_mask_fuel, DEFAULT_MASK_FUEL),
                 cache_entries: layered!(self, grammar_cache, DEFAULT_GRAMMAR_CACHE),
+                cache_bytes: layered!(
+                    self,
+                    grammar_cache_bytes,
+                    peregrine_grammar::DEFAULT_CACHE_BYTES
+                ),
                 ..Default::default()
             },
             tool_format: tool_format

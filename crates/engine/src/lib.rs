@@ -72,6 +72,31 @@ pub trait Vocab: Send + Sync {
     /// Tokenizes a rendered prompt. Special-token text (`<|im_start|>`) becomes special tokens;
     /// a BOS is added when the model asks for one and the text does not already start with it.
     fn tokenize(&self, text: &str) -> Vec<TokenId>;
+    /// Tokenizes one piece of a prompt, never adding BOS. With `parse_special = false`,
+    /// control-token text (`<|im_end|>`) is read as ordinary text: for client text that
+    /// must not open or close turns.
+    fn tokenize_piece(&self, text: &str, parse_special: bool) -> Vec<TokenId>;
+    /// The BOS token [`Vocab::tokenize`] puts first, when the model asks for one.
+    fn leading_bos(&self) -> Option<TokenId> {
+        None
+    }
+    /// The texts of the control tokens (those [`Vocab::tokenize`] reads as one special
+    /// token and [`Vocab::token_bytes`] renders as nothing).
+    fn control_texts(&self) -> Vec<String> {
+        (0..self.n_vocab() as TokenId)
+            .filter_map(|t| self.special_text(t))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect()
+    }
+    /// The most bytes one token stands for: a prompt of `n` bytes has at least
+    /// `n / max_token_bytes()` tokens.
+    fn max_token_bytes(&self) -> usize {
+        (0..self.n_vocab() as TokenId)
+            .map(|t| self.token_bytes(t).len())
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
     /// The bytes a token contributes to output text (may be part of a UTF-8 character).
     /// Control tokens render as nothing.
     fn token_bytes(&self, token: TokenId) -> Vec<u8>;

@@ -78,6 +78,13 @@ impl Vocab for MockVocab {
     }
 
     fn tokenize(&self, text: &str) -> Vec<TokenId> {
+        self.tokenize_piece(text, true)
+    }
+
+    fn tokenize_piece(&self, text: &str, parse_special: bool) -> Vec<TokenId> {
+        if !parse_special {
+            return text.bytes().map(TokenId::from).collect();
+        }
         let mut out = Vec::with_capacity(text.len());
         let mut rest = text;
         'outer: while !rest.is_empty() {

@@ -1,5 +1,6 @@
 //! Grammar compilation: one llguidance parser factory per model, fuel limits, and a cache of
-//! compiled grammars keyed by their spec (the tokenizer is fixed per [`Grammars`]).
+//! compiled grammars keyed by the SHA-256 of their spec (the tokenizer is fixed per
+//! [`Grammars`]), bounded by entries and by the bytes of the specs it holds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use llguidance::api::{ParserLimits, TopLevelGrammar};
 use llguidance::{Matcher, ParserFactory};
 use peregrine_engine::Vocab;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::constraint::Constraint;
 
@@ -26,7 +28,14 @@ pub struct GrammarLimits {
     pub max_grammar_size: usize,
     /// Compiled grammars kept in the cache.
     pub cache_entries: usize,
+    /// Bytes of spec text (schemas, Lark sources) the cache may hold; a compiled grammar's
+    /// memory grows with its spec, so this bounds the cache's memory, not just its count.
+    /// A spec over a quarter of it is compiled but not kept.
+    pub cache_bytes: usize,
 }
+
+/// Spec bytes the grammar cache holds by default [16 MiB].
+pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 impl Default for GrammarLimits {
     fn default() -> Self {
@@ -37,6 +46,7 @@ impl Default for GrammarLimits {
             mask_items: l.step_max_items,
             max_grammar_size: l.max_grammar_size,
             cache_entries: 256,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -68,12 +78,20 @@ struct Compiled {
     matcher: Matcher,
     validator: Option<Arc<jsonschema::Validator>>,
     last_used: u64,
+    /// Bytes of its spec text.
+    bytes: usize,
 }
+
+/// A spec's cache key: the SHA-256 of its text (a multi-megabyte schema is not kept twice,
+/// once as the key).
+type Key = [u8; 32];
 
 #[derive(Default)]
 struct Cache {
-    map: HashMap<String, Compiled>,
+    map: HashMap<Key, Compiled>,
     clock: u64,
+    /// Sum of the entries' `bytes`.
+    bytes: usize,
 }
 
 /// The compiler for one model's tokenizer.
@@ -135,11 +153,14 @@ impl Grammars {
 
     /// A fresh constraint for `spec`, compiled or taken from the cache.
     pub fn compile(&self, spec: &GrammarSpec) -> Result<Constraint, GrammarError> {
-        let key = match spec {
+        let text = match spec {
             GrammarSpec::JsonObject => "json_object".to_string(),
             GrammarSpec::JsonSchema(s) => format!("json_schema:{s}"),
             GrammarSpec::Lark(g) => format!("lark:{g}"),
         };
+        let key: Key = Sha256::digest(text.as_bytes()).into();
+        let bytes = text.len();
+        drop(text);
         if let Some(c) = self.lookup(&key) {
             return Ok(c);
         }
@@ -155,38 +176,54 @@ impl Grammars {
         }
         tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "compiled a grammar");
         let constraint = Constraint::new(matcher.clone(), validator.clone());
-        self.store(key, matcher, validator);
+        self.store(
+            key,
+            Compiled {
+                matcher,
+                validator,
+                last_used: 0,
+                bytes,
+            },
+        );
         Ok(constraint)
     }
 
-    /// Keeps a compiled grammar, evicting the least recently used one when full.
-    fn store(&self, key: String, matcher: Matcher, validator: Option<Arc<jsonschema::Validator>>) {
+    /// Keeps a compiled grammar, evicting the least recently used ones until it fits both
+    /// bounds. A spec over a quarter of the byte budget is not kept at all.
+    fn store(&self, key: Key, mut entry: Compiled) {
+        let limits = &self.limits;
+        if limits.cache_entries == 0 || entry.bytes > limits.cache_bytes / 4 {
+            return;
+        }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.clock += 1;
-        let clock = cache.clock;
-        if cache.map.len() >= self.limits.cache_entries {
-            if let Some(oldest) = cache
-                .map
-                .iter()
+        entry.last_used = cache.clock;
+        while !cache.map.is_empty()
+            && (cache.map.len() >= limits.cache_entries
+                || cache.bytes + entry.bytes > limits.cache_bytes)
+        {
+            let Some(oldest) = (cache.map.iter())
                 .min_by_key(|(_, c)| c.last_used)
-                .map(|(k, _)| k.clone())
-            {
-                cache.map.remove(&oldest);
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            if let Some(old) = cache.map.remove(&oldest) {
+                cache.bytes -= old.bytes;
             }
         }
-        if self.limits.cache_entries > 0 {
-            cache.map.insert(
-                key,
-                Compiled {
-                    matcher,
-                    validator,
-                    last_used: clock,
-                },
-            );
+        cache.bytes += entry.bytes;
+        if let Some(old) = cache.map.insert(key, entry) {
+            cache.bytes -= old.bytes;
         }
     }
 
-    fn lookup(&self, key: &str) -> Option<Constraint> {
+    /// Bytes of spec text the cache holds.
+    pub fn cached_bytes(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).bytes
+    }
+
+    fn lookup(&self, key: &Key) -> Option<Constraint> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.clock += 1;
         let clock = cache.clock;

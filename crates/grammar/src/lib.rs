@@ -22,7 +22,7 @@ pub mod strict;
 mod tokenizer;
 pub mod tools;
 
-pub use compile::{GrammarError, GrammarLimits, GrammarSpec, Grammars};
+pub use compile::{GrammarError, GrammarLimits, GrammarSpec, Grammars, DEFAULT_CACHE_BYTES};
 pub use constraint::{Constraint, OutputError};
 pub use tokenizer::tok_env;
 pub use tools::{CallGrammar, CallSyntax, Marker, ToolDef};

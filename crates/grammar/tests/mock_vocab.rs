@@ -135,3 +135,36 @@ fn root_recursion_compiles() {
     .unwrap();
     assert!(c.is_complete());
 }
+
+/// A schema of about `bytes` bytes of text (a long `description`).
+fn schema_of(bytes: usize, tag: usize) -> GrammarSpec {
+    GrammarSpec::JsonSchema(json!({
+        "type": "object",
+        "description": format!("{tag}:{}", "x".repeat(bytes)),
+        "properties": {"a": {"type": "integer"}},
+    }))
+}
+
+#[test]
+fn the_cache_is_bounded_by_the_bytes_of_its_specs() {
+    let limits = GrammarLimits {
+        cache_entries: 100,
+        cache_bytes: 40_000,
+        ..GrammarLimits::default()
+    };
+    let g = Grammars::new(&MockVocab, limits).unwrap();
+    for tag in 0..10 {
+        g.compile(&schema_of(9_000, tag)).unwrap();
+        assert!(
+            g.cached_bytes() <= 40_000,
+            "{} bytes held",
+            g.cached_bytes()
+        );
+    }
+    // Four of about 9 KB fit in 40 KB; the oldest went first.
+    assert_eq!(g.cached(), 4);
+    // A spec over a quarter of the budget is compiled but not kept.
+    g.compile(&schema_of(20_000, 99)).unwrap();
+    assert_eq!(g.cached(), 4);
+    assert!(g.cached_bytes() <= 40_000);
+}

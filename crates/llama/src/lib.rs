@@ -246,17 +246,41 @@ impl Vocab for LlamaVocab {
     }
 
     fn tokenize(&self, text: &str) -> Vec<TokenId> {
-        let v = self.model.vocab();
-        let toks = v.tokenize(text.as_bytes(), false, true);
+        let toks = self.tokenize_piece(text, true);
         let mut out: Vec<TokenId> = Vec::with_capacity(toks.len() + 1);
-        if let (true, Some(bos)) = (self.add_bos, self.bos) {
+        if let Some(bos) = self.leading_bos() {
             // Templates that spell out the BOS text already produced it.
-            if toks.first().map(|t| t.0 as u32) != Some(bos) {
+            if toks.first() != Some(&bos) {
                 out.push(bos);
             }
         }
-        out.extend(toks.iter().map(|t| t.0 as u32));
+        out.extend(toks);
         out
+    }
+
+    fn tokenize_piece(&self, text: &str, parse_special: bool) -> Vec<TokenId> {
+        let v = self.model.vocab();
+        let toks = v.tokenize(text.as_bytes(), false, parse_special);
+        toks.iter().map(|t| t.0 as u32).collect()
+    }
+
+    fn leading_bos(&self) -> Option<TokenId> {
+        self.bos.filter(|_| self.add_bos)
+    }
+
+    fn control_texts(&self) -> Vec<String> {
+        (self.specials.iter())
+            .map(|(_, text)| String::from_utf8_lossy(text).into_owned())
+            .collect()
+    }
+
+    fn max_token_bytes(&self) -> usize {
+        self.pieces
+            .iter()
+            .map(|p| p.len())
+            .max()
+            .unwrap_or(1)
+            .max(1)
     }
 
     fn token_bytes(&self, token: TokenId) -> Vec<u8> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use peregrine_engine::{ContextSettings, EngineError, ModelInfo, ModelSource, Vocab};
 use peregrine_grammar::{CallSyntax, GrammarLimits, Grammars};
+use peregrine_text::control::ControlTexts;
 use peregrine_text::template::ChatTemplate;
 use peregrine_text::tools::ToolFormat;
 
@@ -26,6 +27,25 @@ pub struct ModelContext {
     pub grammars: Arc<Grammars>,
     /// How this model writes tool calls.
     pub tool_syntax: CallSyntax,
+    /// What the prompt step needs of the vocabulary beyond tokenizing.
+    pub prompt_text: PromptText,
+}
+
+/// Facts of the vocabulary read once at build: its control-token texts (read as text in
+/// client strings) and its longest token (a byte bound on the prompt before tokenizing).
+#[derive(Clone, Debug)]
+pub struct PromptText {
+    pub controls: ControlTexts,
+    pub max_token_bytes: usize,
+}
+
+impl PromptText {
+    pub fn of(vocab: &dyn Vocab) -> Self {
+        PromptText {
+            controls: ControlTexts::new(vocab.control_texts()),
+            max_token_bytes: vocab.max_token_bytes(),
+        }
+    }
 }
 
 /// Everything that shapes one served model, resolved (defaults in brackets are the CLI's).
@@ -79,6 +99,7 @@ pub fn build<S: ModelSource>(source: &S, s: &ModelSettings) -> Result<BuiltModel
     let grammars =
         Grammars::new(vocab.as_ref(), s.grammar).map_err(|e| BuildError::Grammar(e.to_string()))?;
     let tool_syntax = CallSyntax::resolve(tool_format, vocab.as_ref());
+    let prompt_text = PromptText::of(vocab.as_ref());
     let (engine_source, engine_cs) = (source.clone(), s.context.clone());
     let (runtime, _join) = Runtime::spawn(
         move || engine_source.engine(&engine_cs),
@@ -94,6 +115,7 @@ pub fn build<S: ModelSource>(source: &S, s: &ModelSettings) -> Result<BuiltModel
             max_completion_tokens: s.context.n_ctx_seq,
             grammars: Arc::new(grammars),
             tool_syntax,
+            prompt_text,
             info,
         }),
     })

@@ -59,6 +59,7 @@ fn range_cases() -> Vec<Case> {
         case("stop length", json!({"stop": "x".repeat(1025)}), "`stop` sequences may be at most 1024 bytes long, got 1025", "stop"),
         case("top_logprobs range", json!({"logprobs": true, "top_logprobs": 21}), "`top_logprobs` must be between 0 and 20, got 21", "top_logprobs"),
         case("top_logprobs alone", json!({"top_logprobs": 2}), "`top_logprobs` requires `logprobs` to be true", "top_logprobs"),
+        case("logit_bias count", json!({"logit_bias": (0..301).map(|i| (i.to_string(), json!(1))).collect::<serde_json::Map<String, Value>>()}), "`logit_bias` may contain at most 300 entries, got 301", "logit_bias"),
         case("logit_bias key", json!({"logit_bias": {"999999": 1}}), "`logit_bias` key `999999` is not a token id of this model", "logit_bias"),
         case("logit_bias value", json!({"logit_bias": {"5": 101}}), "`logit_bias` values must be between -100 and 100, got 101 for token 5", "logit_bias"),
         case("service_tier", json!({"service_tier": "gold"}), "`service_tier` must be one of auto, on_demand, flex, performance, got 'gold'", "service_tier"),
@@ -146,7 +147,8 @@ fn message_cases() -> Vec<Case> {
         {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{bad"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "1"},
     ]});
-    let long = "w".repeat(300);
+    let long = "w".repeat(240);
+    let longer = "w".repeat(300);
     vec![
         case("empty parts", json!({"messages": [{"role": "user", "content": []}]}), "`messages[0].content` must contain at least one part", "messages[0].content"),
         case("history arguments", history, &format!("`messages[1].tool_calls`: arguments of `f` are not valid JSON: {bad_json}"), "messages[1].tool_calls"),
@@ -154,7 +156,12 @@ fn message_cases() -> Vec<Case> {
             code: Some("context_length_exceeded"),
             // The mock's tokens are bytes: ChatML markers (1 each), "user\n", the text, "\n",
             // "assistant\n".
-            ..case("context", json!({"messages": [{"role": "user", "content": long}]}), "Please reduce the length of the messages or completion. The prompt has 319 tokens but the context window of this model is 256 tokens.", "messages")
+            ..case("context", json!({"messages": [{"role": "user", "content": long}]}), "Please reduce the length of the messages or completion. The prompt has 259 tokens but the context window of this model is 256 tokens.", "messages")
+        },
+        Case {
+            code: Some("context_length_exceeded"),
+            // Refused on its bytes, before rendering: the mock's longest token is one byte.
+            ..case("context by bytes", json!({"messages": [{"role": "user", "content": longer}]}), "Please reduce the length of the messages or completion. The messages' 300 bytes are at least 300 tokens but the context window of this model is 256 tokens.", "messages")
         },
     ]
 }

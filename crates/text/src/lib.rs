@@ -16,6 +16,7 @@
 //! At the end of generation, `IncrementalDecoder::flush` then `StopMatcher::push` +
 //! `StopMatcher::flush` release what was held back.
 
+pub mod control;
 pub mod detok;
 pub mod stop;
 pub mod template;

@@ -5,7 +5,7 @@
 use peregrine_grammar::strict::StrictError;
 use peregrine_grammar::GrammarError;
 
-use super::{MAX_STOP_BYTES, MAX_STOP_SEQUENCES, MAX_TOOLS, MAX_TOP_LOGPROBS};
+use super::{MAX_LOGIT_BIAS, MAX_STOP_BYTES, MAX_STOP_SEQUENCES, MAX_TOOLS, MAX_TOP_LOGPROBS};
 
 /// Why a request was refused. Messages name the field; `param()` names it for machines.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -29,6 +29,8 @@ pub enum PrepareError {
     TopLogprobs(i64),
     #[error("`top_logprobs` requires `logprobs` to be true")]
     TopLogprobsWithoutLogprobs,
+    #[error("`logit_bias` may contain at most {MAX_LOGIT_BIAS} entries, got {0}")]
+    TooManyLogitBias(usize),
     #[error("`logit_bias` key `{0}` is not a token id of this model")]
     LogitBiasKey(String),
     #[error("`logit_bias` values must be between -100 and 100, got {value} for token {key}")]
@@ -60,6 +62,12 @@ pub enum PrepareError {
     EmptyPrompt,
     #[error("Please reduce the length of the messages or completion. The prompt has {prompt} tokens but the context window of this model is {context} tokens.")]
     ContextLengthExceeded { prompt: usize, context: u32 },
+    #[error("Please reduce the length of the messages or completion. The messages' {bytes} bytes are at least {at_least} tokens but the context window of this model is {context} tokens.")]
+    PromptTooLong {
+        bytes: usize,
+        at_least: usize,
+        context: u32,
+    },
     #[error("`response_format.json_schema.name` must match [a-zA-Z0-9_-]{{1,64}}, got '{0}'")]
     SchemaName(String),
     #[error("`response_format.json_schema.schema` must be a JSON Schema object")]
@@ -107,16 +115,20 @@ impl PrepareError {
     pub fn param(&self) -> String {
         use PrepareError as E;
         match self {
-            E::NoMessages | E::Template(_) | E::EmptyPrompt | E::ContextLengthExceeded { .. } => {
-                "messages".into()
-            }
+            E::NoMessages
+            | E::Template(_)
+            | E::EmptyPrompt
+            | E::ContextLengthExceeded { .. }
+            | E::PromptTooLong { .. } => "messages".into(),
             E::N(_) => "n".into(),
             E::OutOfRange { param, .. }
             | E::MaxTokensTooSmall { param, .. }
             | E::MaxTokensTooLarge { param, .. } => (*param).into(),
             E::TooManyStops(_) | E::StopTooLong(_) => "stop".into(),
             E::TopLogprobs(_) | E::TopLogprobsWithoutLogprobs => "top_logprobs".into(),
-            E::LogitBiasKey(_) | E::LogitBiasValue { .. } => "logit_bias".into(),
+            E::LogitBiasKey(_) | E::LogitBiasValue { .. } | E::TooManyLogitBias(_) => {
+                "logit_bias".into()
+            }
             E::ServiceTier(_) => "service_tier".into(),
             E::Unsupported { feature, at } => at.clone().unwrap_or_else(|| (*feature).into()),
             E::EmptyContent(i) => format!("messages[{i}].content"),
@@ -146,7 +158,9 @@ impl PrepareError {
     /// Groq's error `code`, for the refusals that have one.
     pub fn code(&self) -> Option<&'static str> {
         match self {
-            PrepareError::ContextLengthExceeded { .. } => Some("context_length_exceeded"),
+            PrepareError::ContextLengthExceeded { .. } | PrepareError::PromptTooLong { .. } => {
+                Some("context_length_exceeded")
+            }
             _ => None,
         }
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use peregrine_engine::TokenId;
 use peregrine_protocol::chat::{ChatCompletionRequest, StopSequences};
 
-use super::{PrepareError, MAX_STOP_BYTES, MAX_STOP_SEQUENCES, MAX_TOP_LOGPROBS};
+use super::{PrepareError, MAX_LOGIT_BIAS, MAX_STOP_BYTES, MAX_STOP_SEQUENCES, MAX_TOP_LOGPROBS};
 use crate::request::ServiceTier;
 use crate::sampling::Sampling;
 
@@ -112,13 +112,17 @@ pub(super) fn logit_bias(
     let Some(map) = map else {
         return Ok(Vec::new());
     };
+    if map.len() > MAX_LOGIT_BIAS {
+        return Err(PrepareError::TooManyLogitBias(map.len()));
+    }
     let mut out = Vec::with_capacity(map.len());
     for (k, &v) in map {
         let tok: TokenId = k
             .parse()
             .ok()
             .filter(|&t: &TokenId| (t as usize) < n_vocab)
-            .ok_or_else(|| PrepareError::LogitBiasKey(k.clone()))?;
+            // The key is echoed: at most 32 characters of it.
+            .ok_or_else(|| PrepareError::LogitBiasKey(k.chars().take(32).collect()))?;
         if !(-100.0..=100.0).contains(&v) {
             return Err(PrepareError::LogitBiasValue {
                 key: k.clone(),

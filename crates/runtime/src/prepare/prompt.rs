@@ -1,9 +1,14 @@
 //! The prompt: wire messages become template messages, the format and tool instructions are
 //! added where the template does not carry them, the chat template renders the text and the
 //! vocabulary tokenizes it.
+//!
+//! Control tokens only where the template puts them: every client string is marked
+//! (`peregrine_text::control`) before rendering, and its control-token text is tokenized as
+//! plain text, so a message cannot open or close a turn.
 
-use peregrine_engine::TokenId;
+use peregrine_engine::{TokenId, Vocab};
 use peregrine_protocol::chat::{ChatMessage, ContentPart, MessageContent, ToolCall};
+use peregrine_text::control::{self, ControlTexts, Marker, Piece};
 use peregrine_text::template::{TemplateMessage, TemplateToolCall};
 
 use super::format::OutputFormat;
@@ -18,6 +23,7 @@ pub(super) fn render_and_tokenize(
     format: Option<&OutputFormat>,
     resolved: &mut ResolvedTools,
 ) -> Result<Vec<TokenId>, PrepareError> {
+    check_prompt_bytes(messages, model)?;
     let mut msgs = messages
         .iter()
         .enumerate()
@@ -29,7 +35,7 @@ pub(super) fn render_and_tokenize(
     if let Some(note) = resolved.note {
         add_system_text(&mut msgs, note);
     }
-    let template_tools = if resolved.native {
+    let mut template_tools = if resolved.native {
         resolved.template_tools.take()
     } else {
         // The template knows nothing of tools: calls in the history become the JSON the
@@ -41,11 +47,113 @@ pub(super) fn render_and_tokenize(
         }
         None
     };
+    // Everything in the messages now is the client's, or our instructions (which hold no
+    // control-token text): mark it all.
+    let marker = Marker::new(rand::random());
+    let controls = &model.prompt_text.controls;
+    mark_messages(&mut msgs, controls, &marker);
+    for tool in template_tools.iter_mut().flatten() {
+        controls.mark_json(tool, &marker);
+    }
     let rendered = model
         .template
         .render_prompt(msgs, template_tools)
-        .map_err(|e| PrepareError::Template(e.to_string()))?;
-    Ok(model.vocab.tokenize(&rendered.text))
+        .map_err(|e| PrepareError::Template(control::unmark(&e.to_string(), &marker)))?;
+    Ok(tokenize(model.vocab.as_ref(), &rendered.text, &marker))
+}
+
+/// Refuses, before any rendering or tokenizing, a conversation whose text cannot fit the
+/// context: `n` bytes are at least `n / longest token` tokens. Why: tokenizing a
+/// multi-megabyte prompt takes seconds and a hundred times its size in memory, all before
+/// the context check could refuse it.
+fn check_prompt_bytes(messages: &[ChatMessage], model: &ModelContext) -> Result<(), PrepareError> {
+    let bytes: usize = messages.iter().map(message_bytes).sum();
+    let at_least = bytes / model.prompt_text.max_token_bytes;
+    let context = model.info.n_ctx_seq;
+    if at_least >= context as usize {
+        return Err(PrepareError::PromptTooLong {
+            bytes,
+            at_least,
+            context,
+        });
+    }
+    Ok(())
+}
+
+/// The bytes of a message's text (content, reasoning, tool-call arguments).
+fn message_bytes(m: &ChatMessage) -> usize {
+    let content = |c: &MessageContent| match c {
+        MessageContent::Text(t) => t.len(),
+        MessageContent::Parts(parts) => parts
+            .iter()
+            .map(|p| match p {
+                ContentPart::Text { text } => text.len(),
+                _ => 0,
+            })
+            .sum(),
+    };
+    match m {
+        ChatMessage::System { content: c, .. }
+        | ChatMessage::Developer { content: c, .. }
+        | ChatMessage::User { content: c, .. }
+        | ChatMessage::Tool { content: c, .. } => content(c),
+        ChatMessage::Assistant {
+            content: c,
+            reasoning,
+            tool_calls,
+            ..
+        } => {
+            c.as_ref().map_or(0, content)
+                + reasoning.as_ref().map_or(0, String::len)
+                + (tool_calls.iter().flatten())
+                    .map(|t| t.function.arguments.len())
+                    .sum::<usize>()
+        }
+        ChatMessage::Function { content, .. } => content.as_ref().map_or(0, String::len),
+    }
+}
+
+/// Marks the control-token text in every client string of the conversation.
+fn mark_messages(msgs: &mut [TemplateMessage], controls: &ControlTexts, marker: &Marker) {
+    let mark = |s: &mut String| {
+        if let std::borrow::Cow::Owned(m) = controls.mark(s, marker) {
+            *s = m;
+        }
+    };
+    for m in msgs {
+        m.content.iter_mut().for_each(mark);
+        m.name.iter_mut().for_each(mark);
+        m.reasoning.iter_mut().for_each(mark);
+        m.tool_call_id.iter_mut().for_each(mark);
+        for call in m.tool_calls.iter_mut().flatten() {
+            mark(&mut call.id);
+            mark(&mut call.name);
+            controls.mark_json(&mut call.arguments, marker);
+        }
+    }
+}
+
+/// Tokenizes a rendered prompt: the template's pieces with control tokens parsed, the
+/// client's marked pieces as plain text. A prompt without marks is one piece, tokenized as
+/// it always was.
+fn tokenize(vocab: &dyn Vocab, rendered: &str, marker: &Marker) -> Vec<TokenId> {
+    let pieces = control::split(rendered, marker);
+    if let [Piece::Template(text)] = pieces.as_slice() {
+        return vocab.tokenize(text);
+    }
+    let mut out: Vec<TokenId> = Vec::with_capacity(rendered.len() / 3);
+    for piece in pieces {
+        match piece {
+            Piece::Template(t) => out.extend(vocab.tokenize_piece(t, true)),
+            Piece::Text(t) => out.extend(vocab.tokenize_piece(t, false)),
+        }
+    }
+    if let Some(bos) = vocab.leading_bos() {
+        if out.first() != Some(&bos) {
+            out.insert(0, bos);
+        }
+    }
+    out
 }
 
 /// One wire message as the chat template sees it (message `i` of the request).

@@ -33,10 +33,18 @@ use serde::Serialize;
 /// The name the template is registered under. No extension, so no auto-escaping.
 const TEMPLATE_NAME: &str = "chat_template";
 
-/// Marks where the prefilled assistant text ends in a rendered prompt. Private-use code
-/// points: no tokenizer produces them from user text in practice, and case or whitespace
-/// filters (`upper`, `trim`) leave them alone.
-const PREFILL_SENTINEL: &str = "\u{F0000}\u{E05A}peregrine-prefill\u{E05A}\u{F0000}";
+/// Marks where the prefilled assistant text ends in a rendered prompt: private-use code
+/// points (case and whitespace filters such as `upper` and `trim` leave them alone) around a
+/// random nonce, fresh for each render, so a client who writes a sentinel into a message
+/// cannot cut the prompt at it.
+fn prefill_sentinel() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // std's RandomState is seeded from the OS; its hash of nothing is unpredictable.
+    let nonce = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("\u{F0000}\u{E05A}peregrine-prefill-{nonce:016x}\u{E05A}\u{F0000}")
+}
 
 /// A compiled chat template. `Send + Sync`: share it behind an `Arc`; rendering takes `&self`.
 #[derive(Debug, Clone)]
@@ -192,13 +200,14 @@ impl ChatTemplate {
         mut messages: Vec<TemplateMessage>,
         tools: Option<Vec<serde_json::Value>>,
     ) -> Result<RenderedPrompt, TemplateError> {
+        let sentinel = prefill_sentinel();
         let prefill = match messages.last_mut() {
             Some(last)
                 if last.role == "assistant"
                     && last.tool_calls.as_ref().is_none_or(Vec::is_empty) =>
             {
                 let content = last.content.take().unwrap_or_default();
-                last.content = Some(format!("{content}{PREFILL_SENTINEL}"));
+                last.content = Some(format!("{content}{sentinel}"));
                 Some(content)
             }
             _ => None,
@@ -220,7 +229,7 @@ impl ChatTemplate {
             add_generation_prompt: false,
         };
         let rendered = self.render(&input)?;
-        let text = match rendered.find(PREFILL_SENTINEL) {
+        let text = match rendered.find(&sentinel) {
             Some(end) => rendered[..end].to_owned(),
             None => {
                 // The template dropped the last assistant message (some skip assistant turns
