@@ -5,12 +5,13 @@
 //! after its headers went out.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `type` of errors caused by the request (400, 401, 404, ...).
 pub const INVALID_REQUEST_ERROR: &str = "invalid_request_error";
 
 /// `{"error": {...}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorEnvelope {
     /// The error.
     pub error: ErrorObject,
@@ -29,8 +30,9 @@ impl From<ErrorObject> for ErrorEnvelope {
     }
 }
 
-/// The error object. Optional fields are left out when `None`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The error object. Optional fields are left out when `None` (never written as `null`; the
+/// schema allows `null` as Groq's own clients do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorObject {
     /// Human-readable description.
     pub message: String,

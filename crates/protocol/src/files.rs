@@ -2,6 +2,7 @@
 //! `POST /files`, `GET /files`, `GET /files/{id}`, `DELETE /files/{id}`. Keys in Groq's order.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::models::ListObject;
 use crate::wire::const_str;
@@ -12,7 +13,7 @@ const_str! {
 }
 
 /// One stored file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FileObject {
     /// `file_` + a lower-case ULID.
     pub id: String,
@@ -28,14 +29,14 @@ pub struct FileObject {
 }
 
 /// `GET /files`: `{"object":"list","data":[...]}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FileList {
     pub object: ListObject,
     pub data: Vec<FileObject>,
 }
 
 /// `DELETE /files/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FileDeleted {
     pub id: String,
     /// Always `"file"`.

@@ -22,12 +22,16 @@
 //!
 //! Fixed strings (`"object":"chat.completion"`, `"role":"assistant"`, ...) are zero-sized
 //! types such as [`chat::ChatCompletionObject`], so a response cannot carry a wrong one.
+//!
+//! Every wire type derives `utoipa::ToSchema`; [`openapi::document`] (or [`openapi::json`])
+//! is the OpenAPI 3.1 document of the whole API built from them.
 
 pub mod batches;
 pub mod chat;
 pub mod error;
 pub mod files;
 pub mod models;
+pub mod openapi;
 pub mod parse;
 mod wire;
 

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::wire::const_str;
 
@@ -16,7 +17,7 @@ const_str! {
 }
 
 /// One model, in the key order of Groq's live list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Model {
     /// The id clients put in `model`.
     pub id: String,
@@ -32,6 +33,7 @@ pub struct Model {
     pub context_window: u64,
     /// Always written, `null` in every known response.
     #[serde(default)]
+    #[schema(required = true)]
     pub public_apps: Option<Value>,
     /// Largest completion the model may produce, in tokens.
     pub max_completion_tokens: u64,
@@ -40,12 +42,15 @@ pub struct Model {
     pub name: Option<String>,
     /// `"text"`, `"image"`, `"audio"`.
     #[serde(default)]
+    #[schema(required = true)]
     pub input_modalities: Vec<String>,
     /// `"text"`, `"transcription"`, `"speech"`.
     #[serde(default)]
+    #[schema(required = true)]
     pub output_modalities: Vec<String>,
     /// `"tools"`, `"json_mode"`, `"structured_outputs"`, `"reasoning"`.
     #[serde(default)]
+    #[schema(required = true)]
     pub supported_features: Vec<String>,
     /// Peregrine extension: on an alias entry, the id of the model it resolves to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,7 +58,7 @@ pub struct Model {
 }
 
 /// `{"object":"list","data":[...]}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelList {
     /// Always `"list"`.
     pub object: ListObject,
@@ -72,7 +77,7 @@ impl ModelList {
 }
 
 /// Answer to `DELETE /openai/v1/models/{model}`: `{"id","deleted","object"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ModelDeleted {
     /// The model id.
     pub id: String,

@@ -8,7 +8,8 @@ use serde::Serializer;
 
 /// Defines a zero-sized type that always serialises as one fixed string (`"chat.completion"`,
 /// `"assistant"`, ...) and only deserialises from that string. Using a type rather than a
-/// `String` field means a response can never carry the wrong `object`/`role` value.
+/// `String` field means a response can never carry the wrong `object`/`role` value. Its
+/// OpenAPI schema (`utoipa::ToSchema`) is a string enum of that one value.
 macro_rules! const_str {
     ($(#[$meta:meta])* $name:ident = $value:literal) => {
         $(#[$meta])*
@@ -34,6 +35,22 @@ macro_rules! const_str {
         impl ::serde::Serialize for $name {
             fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str($value)
+            }
+        }
+
+        /// OpenAPI: a string with this one value (`{"type":"string","enum":[VALUE]}`).
+        impl ::utoipa::PartialSchema for $name {
+            fn schema() -> ::utoipa::openapi::RefOr<::utoipa::openapi::schema::Schema> {
+                ::utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(::utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$value]))
+                    .into()
+            }
+        }
+
+        impl ::utoipa::ToSchema for $name {
+            fn name() -> ::std::borrow::Cow<'static, str> {
+                ::std::borrow::Cow::Borrowed(stringify!($name))
             }
         }
 
@@ -184,6 +201,52 @@ where
         expecting,
         marker: PhantomData,
     })
+}
+
+/// Builders for the OpenAPI schemas that `#[derive(ToSchema)]` cannot express (a string enum
+/// on an `Option<String>`, an untagged enum whose arms need limits), used through
+/// `#[schema(schema_with = ...)]` and hand-written `PartialSchema` impls.
+pub(crate) mod schema {
+    use utoipa::openapi::schema::{
+        ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+    };
+    use utoipa::openapi::RefOr;
+
+    /// `{"type":"string"}`.
+    pub(crate) fn string() -> ObjectBuilder {
+        ObjectBuilder::new().schema_type(Type::String)
+    }
+
+    /// A string that is one of `values`.
+    pub(crate) fn string_enum(values: &[&str]) -> ObjectBuilder {
+        string().enum_values(Some(values.iter().copied()))
+    }
+
+    /// A string that is one of `values`, or `null` (an optional request field: `null` means
+    /// unset).
+    pub(crate) fn nullable_string_enum(values: &[&str]) -> ObjectBuilder {
+        let values = values.iter().map(|v| serde_json::Value::from(*v));
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            .enum_values(Some(values.chain([serde_json::Value::Null])))
+    }
+
+    /// `{"type":"array","items":item}`.
+    pub(crate) fn array(item: impl Into<RefOr<Schema>>) -> ArrayBuilder {
+        ArrayBuilder::new().items(item.into())
+    }
+
+    /// `{"type":"null"}`.
+    pub(crate) fn null() -> ObjectBuilder {
+        ObjectBuilder::new().schema_type(Type::Null)
+    }
+
+    /// `oneOf` the given schemas.
+    pub(crate) fn one_of(items: impl IntoIterator<Item = RefOr<Schema>>) -> OneOfBuilder {
+        items
+            .into_iter()
+            .fold(OneOfBuilder::new(), OneOfBuilder::item)
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,11 @@
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::openapi::schema::{ObjectBuilder, Schema};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
+use crate::wire::schema as s;
 use crate::wire::{self, Other};
 
 /// One entry of `messages`, discriminated by `role` (docs/wire-contract.md, "Chat completions request").
@@ -17,8 +21,15 @@ use crate::wire::{self, Other};
 ///
 /// `Serialize` writes the OpenAI shape back (`{"role":"user","content":...}`), leaving out
 /// absent optional fields; an assistant's `content` is always written (`null` when absent).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// Its OpenAPI schema is a `oneOf` by `role`, each arm with the fields that role allows
+/// (`crate::openapi` closes the arms with `additionalProperties: false`).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(tag = "role", rename_all = "lowercase")]
+#[schema(
+    description = "One message, by `role`. Fields a role does not define are refused; \
+                        `null` counts as absent."
+)]
 pub enum ChatMessage {
     /// `{"role":"system","content":...,"name"?}`: instructions; text parts only (not enforced
     /// here: the validation layer decides what a role may contain).
@@ -67,7 +78,7 @@ pub enum ChatMessage {
     Tool {
         /// A string or an array of content parts.
         content: MessageContent,
-        /// The `id` of the [`ToolCall`] this answers.
+        /// The `id` of the `ToolCall` this answers.
         tool_call_id: String,
         /// Not in Groq's schema, but its docs send it: accepted and kept.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,6 +168,22 @@ impl MessageContent {
     }
 }
 
+impl PartialSchema for MessageContent {
+    fn schema() -> RefOr<Schema> {
+        let parts = s::array(Ref::from_schema_name(ContentPart::name())).min_items(Some(1));
+        s::one_of([s::string().into(), parts.into()])
+            .description(Some("A string or a non-empty array of content parts."))
+            .into()
+    }
+}
+
+impl ToSchema for MessageContent {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((ContentPart::name().into(), ContentPart::schema()));
+        <ContentPart as ToSchema>::schemas(schemas);
+    }
+}
+
 impl From<String> for MessageContent {
     fn from(text: String) -> Self {
         Self::Text(text)
@@ -185,7 +212,7 @@ impl<'de> Deserialize<'de> for MessageContent {
 ///
 /// Unknown keys inside a part are ignored (OpenAI clients add things like `cache_control`);
 /// an unknown `type` is an error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart {
     /// `{"type":"text","text":"..."}`.
@@ -201,24 +228,30 @@ pub enum ContentPart {
     /// `{"type":"document","document":{"data":{...},"id":...}}`, kept as raw JSON.
     Document {
         /// The document object as sent.
+        #[schema(value_type = Object)]
         document: Value,
     },
 }
 
 /// The `image_url` object of an image content part.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ImageUrl {
     /// `https://...` or `data:image/jpeg;base64,...`.
     pub url: String,
     /// `"auto"` (default), `"low"` or `"high"`; not checked here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = image_detail_schema)]
     pub detail: Option<String>,
+}
+
+fn image_detail_schema() -> ObjectBuilder {
+    s::nullable_string_enum(&["auto", "low", "high"]).description(Some("Default `auto`."))
 }
 
 /// A tool call made by the assistant: in a request's assistant message and in a response.
 ///
 /// Serialises as `{"id":...,"type":"function","function":{"name":...,"arguments":...}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ToolCall {
     /// Opaque call id (`call_...`, Groq uses short random strings); echoed in `tool_call_id`.
     pub id: String,
@@ -234,7 +267,7 @@ fn function_kind() -> String {
 }
 
 /// A function name with its arguments as a JSON-encoded string.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FunctionCall {
     /// The function's name.
     pub name: String,

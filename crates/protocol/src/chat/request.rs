@@ -8,8 +8,12 @@ use std::collections::BTreeMap;
 use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 use super::message::ChatMessage;
+use crate::wire::schema as s;
 use crate::wire::{self, Other};
 
 /// Every top-level field of [`ChatCompletionRequest`], in the order of Groq's API reference. Used to suggest a
@@ -59,24 +63,37 @@ pub const REQUEST_FIELDS: &[&str] = &[
 /// Every optional field accepts `null` as "not set". Enumerated strings (`reasoning_format`,
 /// `service_tier`, ...) are kept as strings so validation can answer with Groq's wording.
 /// Parse it with [`crate::parse::parse_chat_request`] to get errors that name the field.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// The OpenAPI schema (`ToSchema`) adds the ranges and enumerations of Groq's reference that
+/// the validation layer checks (`messages` non-empty, `temperature` 0..=2, `n` 1, ...).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(
+    description = "The chat-completions request body, every field of Groq's API. Unknown \
+                        fields are refused; `null` means unset for every optional field."
+)]
 pub struct ChatCompletionRequest {
     /// The conversation (required; Groq needs at least one, checked by validation).
+    #[schema(min_items = 1)]
     pub messages: Vec<ChatMessage>,
     /// Model id (required).
+    #[schema(example = "llama-3.1-8b-instant")]
     pub model: String,
     /// 0..=2, default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
     /// 0..=1, default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1)]
     pub top_p: Option<f64>,
     /// Completion token limit (preferred over `max_tokens`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub max_completion_tokens: Option<i64>,
     /// Deprecated alias of `max_completion_tokens`, still widely sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, deprecated)]
     pub max_tokens: Option<i64>,
     /// One stop string or up to 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,12 +109,14 @@ pub struct ChatCompletionRequest {
     pub stream_options: Option<StreamOptions>,
     /// Number of choices; Groq only allows 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1)]
     pub n: Option<i64>,
     /// `text`, `json_object` or `json_schema`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
     /// Tools the model may call (at most 128).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 128)]
     pub tools: Option<Vec<Tool>>,
     /// `"none"`, `"auto"`, `"required"` or a named function.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,39 +129,48 @@ pub struct ChatCompletionRequest {
     pub disable_tool_validation: Option<bool>,
     /// Deprecated list of functions (`{name, description?, parameters?}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 128, deprecated)]
     pub functions: Option<Vec<FunctionDefinition>>,
     /// Deprecated: `"none"`, `"auto"`, `"required"` or `{"name": ...}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(deprecated)]
     pub function_call: Option<FunctionCallChoice>,
     /// `"hidden"`, `"raw"` or `"parsed"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = reasoning_format_schema)]
     pub reasoning_format: Option<String>,
     /// Whether `message.reasoning` is returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_reasoning: Option<bool>,
     /// `"none"`, `"default"`, `"low"`, `"medium"` or `"high"`, per model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = reasoning_effort_schema)]
     pub reasoning_effort: Option<String>,
     /// `"auto"`, `"on_demand"`, `"flex"` or `"performance"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = service_tier_schema)]
     pub service_tier: Option<String>,
     /// End-user id for abuse monitoring; no effect on output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// -2..=2 (accepted; Groq's models do not support it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -2, maximum = 2)]
     pub frequency_penalty: Option<f64>,
     /// -2..=2 (accepted; Groq's models do not support it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -2, maximum = 2)]
     pub presence_penalty: Option<f64>,
-    /// Token id (as a string) to bias.
+    /// Token id (as a string) to bias, by -100..=100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = logit_bias_schema)]
     pub logit_bias: Option<BTreeMap<String, f64>>,
     /// Return log-probabilities of the output tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<bool>,
     /// 0..=20 alternatives per token; needs `logprobs: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 20)]
     pub top_logprobs: Option<i64>,
     /// Accepted and ignored (Groq: "not currently supported").
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,7 +195,42 @@ pub struct ChatCompletionRequest {
     pub documents: Option<Vec<Value>>,
     /// `"enabled"` or `"disabled"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = citation_options_schema)]
     pub citation_options: Option<String>,
+}
+
+fn reasoning_format_schema() -> ObjectBuilder {
+    s::nullable_string_enum(&["hidden", "raw", "parsed"])
+        .description(Some("How reasoning is returned (reasoning models)."))
+}
+
+fn reasoning_effort_schema() -> ObjectBuilder {
+    s::nullable_string_enum(&["none", "default", "low", "medium", "high"]).description(Some(
+        "Reasoning effort; the values allowed depend on the model.",
+    ))
+}
+
+fn service_tier_schema() -> ObjectBuilder {
+    s::nullable_string_enum(&["auto", "on_demand", "flex", "performance"])
+        .description(Some("Default `auto` (`on_demand`)."))
+}
+
+fn citation_options_schema() -> ObjectBuilder {
+    s::nullable_string_enum(&["enabled", "disabled"])
+        .description(Some("Citations from `documents`."))
+}
+
+/// `{"<token id>": bias}` with biases in -100..=100.
+fn logit_bias_schema() -> ObjectBuilder {
+    let bias = ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .minimum(Some(-100))
+        .maximum(Some(100));
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .description(Some("Bias (-100..=100) by token id (a decimal string)."))
+        .property_names(Some(s::string().pattern(Some("^[0-9]+$"))))
+        .additional_properties(Some(RefOr::from(Schema::from(bias))))
 }
 
 /// `stop`: one string or an array of strings.
@@ -179,6 +242,21 @@ pub enum StopSequences {
     /// `"stop": ["\n", "END"]`.
     Many(Vec<String>),
 }
+
+/// Longest stop string in the schema, in characters: Peregrine's limit is 1024 bytes, and 256
+/// characters fit in that whatever they are.
+const STOP_SCHEMA_CHARS: usize = 256;
+
+impl PartialSchema for StopSequences {
+    fn schema() -> RefOr<Schema> {
+        let one = || s::string().max_length(Some(STOP_SCHEMA_CHARS));
+        s::one_of([one().into(), s::array(one()).max_items(Some(4)).into()])
+            .description(Some("One stop string or an array of at most 4."))
+            .into()
+    }
+}
+
+impl ToSchema for StopSequences {}
 
 impl StopSequences {
     /// The stop strings as a list, whichever form was sent.
@@ -203,7 +281,7 @@ impl<'de> Deserialize<'de> for StopSequences {
 }
 
 /// `stream_options` (live API; not in Groq's published spec).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     /// Send a usage-only chunk (`"choices":[]`) before `[DONE]`.
@@ -212,7 +290,7 @@ pub struct StreamOptions {
 }
 
 /// `response_format`, tagged by `type` (docs/wire-contract.md).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ResponseFormat {
     /// `{"type":"text"}`: no constraint.
@@ -227,15 +305,17 @@ pub enum ResponseFormat {
 }
 
 /// The `json_schema` object of `response_format`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JsonSchemaFormat {
     /// Required name, `[a-zA-Z0-9_-]{1,64}` (checked by validation).
+    #[schema(pattern = "^[a-zA-Z0-9_-]{1,64}$")]
     pub name: String,
     /// What the format is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// The JSON Schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub schema: Option<Value>,
     /// Constrained decoding (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,7 +325,7 @@ pub struct JsonSchemaFormat {
 /// An entry of `tools` (docs/wire-contract.md). `type` is an open string: `"function"` carries
 /// `function`; built-in tools (`"browser_search"`, `"code_interpreter"`, `"mcp"`, ...) keep
 /// their other keys in `extra`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Tool {
     /// `"function"`, `"browser_search"`, `"code_interpreter"`, `"mcp"`, ...
     #[serde(rename = "type")]
@@ -255,6 +335,7 @@ pub struct Tool {
     pub function: Option<FunctionDefinition>,
     /// Any other keys, as sent (`server_label`, `server_url`, ...).
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extra: Map<String, Value>,
 }
 
@@ -314,15 +395,17 @@ impl<'de> Deserialize<'de> for Tool {
 }
 
 /// A function the model may call (in `tools[].function` and the legacy `functions`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FunctionDefinition {
     /// `[a-zA-Z0-9_-]{1,64}` (checked by validation).
+    #[schema(pattern = "^[a-zA-Z0-9_-]{1,64}$")]
     pub name: String,
     /// What the function does; shown to the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// JSON Schema of the arguments object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// Strict schema adherence (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -345,8 +428,25 @@ pub enum ToolChoice {
     },
 }
 
+const CHOICE_MODES: &[&str] = &["none", "auto", "required"];
+
+impl PartialSchema for ToolChoice {
+    fn schema() -> RefOr<Schema> {
+        let named = ObjectBuilder::new()
+            .property("type", s::string_enum(&["function"]))
+            .required("type")
+            .property("function", FunctionName::schema())
+            .required("function");
+        s::one_of([s::string_enum(CHOICE_MODES).into(), named.into()])
+            .description(Some("`none`, `auto`, `required` or a named function."))
+            .into()
+    }
+}
+
+impl ToSchema for ToolChoice {}
+
 /// `{"name": "..."}`: names a function in `tool_choice` and the legacy `function_call`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FunctionName {
     /// The function's name.
     pub name: String,
@@ -383,6 +483,18 @@ pub enum FunctionCallChoice {
     /// `{"name":"..."}`.
     Named(FunctionName),
 }
+
+impl PartialSchema for FunctionCallChoice {
+    fn schema() -> RefOr<Schema> {
+        s::one_of([s::string_enum(CHOICE_MODES).into(), FunctionName::schema()])
+            .description(Some(
+                "Deprecated: `none`, `auto`, `required` or `{\"name\": ...}`.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for FunctionCallChoice {}
 
 impl<'de> Deserialize<'de> for FunctionCallChoice {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

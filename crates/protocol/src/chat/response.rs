@@ -4,8 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::openapi::schema::ObjectBuilder;
+use utoipa::ToSchema;
 
 use super::message::ToolCall;
+use crate::wire::schema as s;
 use crate::wire::{const_str, go_f64};
 
 const_str! {
@@ -22,7 +25,7 @@ const_str! {
 ///
 /// Serialises in the live key order: `id, object, created, model, choices, usage,
 /// usage_breakdown, system_fingerprint, x_groq, service_tier`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChatCompletion {
     /// `chatcmpl-<uuid>`.
     pub id: String,
@@ -38,6 +41,7 @@ pub struct ChatCompletion {
     pub usage: Usage,
     /// Per-model usage for compound systems; `null` otherwise (always written).
     #[serde(default)]
+    #[schema(required = true)]
     pub usage_breakdown: Option<Value>,
     /// `fp_` + 10 hex digits.
     pub system_fingerprint: String,
@@ -45,11 +49,12 @@ pub struct ChatCompletion {
     pub x_groq: XGroq,
     /// The tier that served the request (`"on_demand"`); written as `null` when `None`.
     #[serde(default)]
+    #[schema(required = true)]
     pub service_tier: Option<String>,
 }
 
 /// One entry of `choices`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Choice {
     /// Position in `choices` (always 0 on Groq).
     pub index: u32,
@@ -57,18 +62,34 @@ pub struct Choice {
     pub message: AssistantMessage,
     /// Log-probabilities when requested; the key is always written (`null` when `None`).
     #[serde(default)]
+    #[schema(required = true)]
     pub logprobs: Option<ChoiceLogprobs>,
     /// `"stop"`, `"length"`, `"tool_calls"`, `"function_call"` or `"content_filter"`.
+    #[schema(schema_with = finish_reason_schema)]
     pub finish_reason: String,
 }
 
+/// Every `finish_reason` of Groq's reference (Peregrine sends the first three).
+pub(crate) const FINISH_REASONS: &[&str] = &[
+    "stop",
+    "length",
+    "tool_calls",
+    "function_call",
+    "content_filter",
+];
+
+fn finish_reason_schema() -> ObjectBuilder {
+    s::string_enum(FINISH_REASONS).description(Some("Why generation stopped."))
+}
+
 /// `choices[].message` of a response.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AssistantMessage {
     /// Always `"assistant"`.
     pub role: AssistantRole,
     /// The answer; `null` (always written) when the model only called tools.
     #[serde(default)]
+    #[schema(required = true)]
     pub content: Option<String>,
     /// Parsed reasoning (`reasoning_format: "parsed"`, gpt-oss by default); omitted when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,25 +103,29 @@ pub struct AssistantMessage {
 /// `prompt_time + completion_time` and excludes `queue_time`.
 ///
 /// Integral times serialise without a fraction (`0`, like Groq's Go encoder).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
     /// Seconds spent waiting for admission.
     #[serde(default, serialize_with = "go_f64")]
+    #[schema(required = true)]
     pub queue_time: f64,
     /// Tokens in the rendered prompt.
     pub prompt_tokens: u64,
     /// Seconds spent on prompt processing.
     #[serde(default, serialize_with = "go_f64")]
+    #[schema(required = true)]
     pub prompt_time: f64,
     /// Tokens generated (reasoning included).
     pub completion_tokens: u64,
     /// Seconds spent generating.
     #[serde(default, serialize_with = "go_f64")]
+    #[schema(required = true)]
     pub completion_time: f64,
     /// `prompt_tokens + completion_tokens`.
     pub total_tokens: u64,
     /// `prompt_time + completion_time`.
     #[serde(default, serialize_with = "go_f64")]
+    #[schema(required = true)]
     pub total_time: f64,
     /// Prompt-cache details; omitted when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,14 +136,14 @@ pub struct Usage {
 }
 
 /// `usage.prompt_tokens_details`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PromptTokensDetails {
     /// Prompt tokens served from the prefix cache.
     pub cached_tokens: u64,
 }
 
 /// `usage.completion_tokens_details`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CompletionTokensDetails {
     /// Completion tokens spent on reasoning.
     pub reasoning_tokens: u64,
@@ -128,7 +153,7 @@ pub struct CompletionTokensDetails {
 ///
 /// On a non-streaming response: `{"id","seed"}`. In a stream: `{"id","seed"}` on the first
 /// chunk, `{"id","usage"}` on the finish chunk, `{"id","error"}` when generation fails midway.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct XGroq {
     /// `req_` + ULID; also the `x-request-id` header.
     pub id: String,
@@ -154,35 +179,40 @@ impl XGroq {
 }
 
 /// `choices[].logprobs` (docs/wire-contract.md).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChoiceLogprobs {
     /// One entry per generated token.
     pub content: Vec<TokenLogprob>,
 }
 
 /// The log-probability of one generated token and its top alternatives.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TokenLogprob {
     /// The token's text.
     pub token: String,
-    /// Natural-log probability; `-9999.0` means outside the top 20.
+    /// Natural-log probability; `-9999.0` means outside the top 20. `null` for minus
+    /// infinity (a token the grammar or `logit_bias` ruled out), which JSON cannot write.
     #[serde(serialize_with = "go_f64")]
+    #[schema(nullable)]
     pub logprob: f64,
     /// The token's UTF-8 bytes; `null` (always written) when it has none.
+    #[schema(required = true)]
     pub bytes: Option<Vec<u8>>,
     /// The most likely tokens at this position, best first.
     pub top_logprobs: Vec<TopLogprob>,
 }
 
 /// One alternative in [`TokenLogprob::top_logprobs`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TopLogprob {
     /// The token's text.
     pub token: String,
-    /// Natural-log probability.
+    /// Natural-log probability; `null` for minus infinity.
     #[serde(serialize_with = "go_f64")]
+    #[schema(nullable)]
     pub logprob: f64,
     /// The token's UTF-8 bytes; `null` (always written) when it has none.
+    #[schema(required = true)]
     pub bytes: Option<Vec<u8>>,
 }
 

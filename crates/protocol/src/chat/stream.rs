@@ -3,9 +3,12 @@
 //! Field order in these structs is the key order of Groq's live JSON; do not reorder.
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::ObjectBuilder;
+use utoipa::ToSchema;
 
-use super::response::{AssistantRole, ChoiceLogprobs, Usage, XGroq};
+use super::response::{AssistantRole, ChoiceLogprobs, Usage, XGroq, FINISH_REASONS};
 use crate::wire::const_str;
+use crate::wire::schema as s;
 
 const_str! {
     /// `"object":"chat.completion.chunk"`.
@@ -17,7 +20,7 @@ const_str! {
 /// Serialises as `id, object, created, model, system_fingerprint, choices`, then `x_groq`,
 /// `usage` and `service_tier` only when set (Groq leaves the keys out rather than writing
 /// `null`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChatCompletionChunk {
     /// Same on every chunk of a stream.
     pub id: String,
@@ -43,7 +46,7 @@ pub struct ChatCompletionChunk {
 }
 
 /// One entry of a chunk's `choices`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChunkChoice {
     /// Position in `choices` (always 0 on Groq).
     pub index: u32,
@@ -51,15 +54,22 @@ pub struct ChunkChoice {
     pub delta: Delta,
     /// Log-probabilities of this chunk's tokens; the key is always written.
     #[serde(default)]
+    #[schema(required = true)]
     pub logprobs: Option<ChoiceLogprobs>,
     /// `null` (always written) until the last chunk of the choice.
     #[serde(default)]
+    #[schema(required = true, schema_with = finish_reason_schema)]
     pub finish_reason: Option<String>,
+}
+
+fn finish_reason_schema() -> ObjectBuilder {
+    s::nullable_string_enum(FINISH_REASONS)
+        .description(Some("`null` until the last chunk of the choice."))
 }
 
 /// The increment of a streamed message. Every field is left out when `None`, so the finish
 /// chunk's delta is `{}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Delta {
     /// `"assistant"` on the first chunk only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,7 +90,7 @@ pub struct Delta {
 /// Groq sends a whole call in one delta; older streams split `function.arguments` across
 /// several deltas carrying only `index`. Keys are in Groq's live order, `index` last:
 /// `{"id":...,"type":"function","function":{...},"index":0}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ToolCallDelta {
     /// The call id; on the first fragment of a call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,7 +106,7 @@ pub struct ToolCallDelta {
 }
 
 /// The `function` part of a [`ToolCallDelta`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FunctionCallDelta {
     /// The function name; on the first fragment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
