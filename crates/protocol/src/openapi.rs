@@ -14,9 +14,10 @@
 //!   rules aside: see [`peregrine_limits`]).
 //!
 //! Every 4xx/5xx answer is Groq's [`ErrorEnvelope`]; the statuses listed per operation
-//! include every one the server can send for it (chat's also lists Groq's 403, 408, 415 and
-//! 503, which Peregrine does not send today). `/health` needs no key and answers its own
-//! JSON on 503.
+//! include every one the server can send for it (403 for a foreign origin or host, 408 for
+//! a stalled body, 415 for a body that is not JSON, 431 for oversized headers). `/health`
+//! needs no key and answers its own JSON on 503. The server serves the document at
+//! `GET /openapi.json`.
 
 use std::collections::BTreeMap;
 
@@ -104,11 +105,12 @@ fn error_description(status: u16) -> &'static str {
     match status {
         400 => "The request is invalid (`invalid_request_error`; `param` names the field).",
         401 => "Missing or unknown API key (`invalid_api_key`).",
-        403 => "The key may not use this resource.",
+        403 => "A web page's origin or a `Host` name the server does not serve (`origin_not_allowed`, `host_not_allowed`).",
         404 => "No such model, file, batch or URL (`model_not_found`, `not_found`, `unknown_url`).",
-        408 => "The request took too long.",
+        408 => "The request body stalled (`request_timeout`).",
         413 => "The body is too large (`request_too_large`).",
-        415 => "The body's content type is not accepted.",
+        415 => "The body's content type is not accepted (`unsupported_media_type`).",
+        431 => "The request's headers are too large (`request_header_fields_too_large`).",
         429 => "The server is at capacity (`rate_limit_exceeded`); see `retry-after`.",
         498 => "The `flex` tier is at capacity (`capacity_exceeded`).",
         500 => "A failure of the server (`internal_server_error`).",
@@ -151,23 +153,23 @@ macro_rules! errors {
 errors! {
     /// `POST /chat/completions`: validation, auth, model lookup, body size, admission, and
     /// Groq's other documented statuses.
-    ChatErrors = [400, 401, 403, 404, 408, 413, 415, 429, 498, 500, 503]
+    ChatErrors = [400, 401, 403, 404, 408, 413, 415, 429, 431, 498, 500, 503]
 }
 errors! {
     /// A listing that takes no parameters.
-    ListErrors = [400, 401, 500]
+    ListErrors = [400, 401, 403, 408, 431, 500]
 }
 errors! {
     /// An operation on one resource named in the path.
-    ItemErrors = [400, 401, 404, 500]
+    ItemErrors = [400, 401, 403, 404, 408, 431, 500]
 }
 errors! {
     /// `POST /files`: multipart upload.
-    UploadErrors = [400, 401, 403, 413, 415, 500]
+    UploadErrors = [400, 401, 403, 408, 413, 415, 431, 500]
 }
 errors! {
     /// `POST /batches`: JSON body.
-    CreateBatchErrors = [400, 401, 413, 415, 500]
+    CreateBatchErrors = [400, 401, 403, 404, 408, 413, 415, 431, 500]
 }
 
 // --- Operations (stand-ins for the handlers of peregrine-server) ---------------------------
@@ -459,7 +461,8 @@ enum Unset {
 /// - the fields of `REFUSED_FIELDS` may only be `null` (or their empty value);
 /// - content parts are text only (`image_url` and `document` parts are refused);
 /// - `tools[]` are functions only, and `response_format.json_schema.schema` is required;
-/// - `logit_bias` keys are ids below 10,000, which every model's vocabulary has.
+/// - `logit_bias` keys are ids below 10,000, which every model's vocabulary has, and at
+///   most [`MAX_LOGIT_BIAS_ENTRIES`] of them;
 ///
 /// Still not expressed (a request can fit the schema and get a 400): rules across fields
 /// (`top_logprobs` needs `logprobs: true`; `tool_choice` `required` needs `tools` and a named
@@ -468,10 +471,14 @@ enum Unset {
 /// context, what its chat template accepts), and the contents of embedded JSON: tool-call
 /// `arguments` in the history must be JSON, and `parameters` / `json_schema.schema` must be
 /// schemas the grammar compiler takes (with `strict`, strict mode's rules).
+/// The server's cap on `logit_bias` entries (the runtime's `MAX_LOGIT_BIAS`).
+pub const MAX_LOGIT_BIAS_ENTRIES: usize = 300;
+
 pub fn peregrine_limits(schemas: &mut BTreeMap<String, RefOr<Schema>>) {
     if let Some(request) = object_mut(schemas, &ChatCompletionRequest::name()) {
         if let Some(RefOr::T(Schema::Object(bias))) = request.properties.get_mut("logit_bias") {
             bias.property_names = Some(Box::new(s::string().pattern(Some("^[0-9]{1,4}$")).into()));
+            bias.max_properties = Some(MAX_LOGIT_BIAS_ENTRIES);
         }
         for &(field, unset) in REFUSED_FIELDS {
             let allowed = match unset {
@@ -682,7 +689,10 @@ mod tests {
         let statuses: Vec<&String> = chat.as_object().unwrap().keys().collect();
         assert_eq!(
             statuses,
-            ["200", "400", "401", "403", "404", "408", "413", "415", "429", "498", "500", "503"]
+            [
+                "200", "400", "401", "403", "404", "408", "413", "415", "429", "431", "498", "500",
+                "503"
+            ]
         );
         let ok = &chat["200"]["content"];
         assert_eq!(

@@ -65,6 +65,7 @@ pub fn router(state: SharedState) -> Router {
         .nest("/openai/v1", api_routes(state.clone()))
         .nest("/v1", api_routes(state.clone()))
         .route("/health", get(health::health))
+        .route("/openapi.json", get(openapi))
         .fallback(unknown_url)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -83,6 +84,16 @@ pub fn router(state: SharedState) -> Router {
         Some(layer) => app.layer(layer),
         None => app,
     }
+}
+
+/// `GET /openapi.json`: the API's OpenAPI 3.1 document, generated from the wire types.
+async fn openapi() -> impl IntoResponse {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(peregrine_protocol::openapi::json);
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.as_str(),
+    )
 }
 
 async fn method_not_allowed(method: Method) -> impl IntoResponse {

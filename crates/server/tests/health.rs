@@ -53,3 +53,19 @@ async fn a_dead_engine_thread_makes_health_fail_and_requests_get_500() {
     let (status, body) = chat(&app, BODY).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_without_a_key() {
+    let app = app(Setup {
+        api_keys: vec!["k".into()],
+        ..Setup::default()
+    });
+    let req = Request::get("/openapi.json")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, _, text) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(doc["paths"]["/openai/v1/chat/completions"]["post"].is_object());
+}
