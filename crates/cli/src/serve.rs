@@ -139,6 +139,7 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
     let mut worker = WorkerConfig::new(completions.registry().batch_slots());
     worker.lease = std::time::Duration::from_secs(s.batch_lease_secs.max(1));
     batch_worker::spawn(completions.clone(), storage.clone(), worker);
+    peregrine_service::collector::spawn(storage.clone(), s.collector);
     let app = peregrine_server::router(Arc::new(AppState {
         completions,
         api_keys: s.api_keys.clone(),

@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use peregrine_engine::ContextSettings;
 use peregrine_grammar::GrammarLimits;
 use peregrine_runtime::{ModelSettings, RuntimeConfig};
+use peregrine_service::collector::CollectorConfig;
 use peregrine_text::tools::ToolFormat;
 use serde::Deserialize;
 
@@ -154,6 +155,15 @@ pub struct ServeOptions {
     #[arg(long, env = "PEREGRINE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Days a file is kept before the collector deletes it (Groq keeps batch files up to 30
+    /// days); 0 keeps files until they are deleted [default: 30].
+    #[arg(long, env = "PEREGRINE_FILE_RETENTION_DAYS")]
+    pub file_retention_days: Option<u64>,
+    /// Seconds between passes of the storage collector (expired files, blobs no file points
+    /// to) [default: 3600].
+    #[arg(long, env = "PEREGRINE_COLLECT_INTERVAL_SECS")]
+    pub collect_interval_secs: Option<u64>,
+
     /// Context tokens per sequence (prompt + completion) [default: 8192]. Over a model's
     /// own `ctx_size` in the config file.
     #[arg(long, env = "PEREGRINE_CTX_SIZE")]
@@ -265,6 +275,7 @@ pub struct ServeSettings {
     pub database_url: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub http: HttpSettings,
+    pub collector: CollectorConfig,
 }
 
 /// The HTTP policy and timeouts, resolved.
@@ -493,8 +504,15 @@ impl ServeArgs {
             .collect();
         let host = layered!(l, host, DEFAULT_HOST.to_string());
         let http = l.http_settings(&host);
+        let days = layered!(l, file_retention_days, 30);
+        let collector = CollectorConfig {
+            retention: (days > 0).then(|| Duration::from_secs(days * 24 * 3600)),
+            every: Duration::from_secs(layered!(l, collect_interval_secs, 3600).max(1)),
+            ..CollectorConfig::default()
+        };
         Ok(ServeSettings {
             http,
+            collector,
             host,
             port: layered!(l, port, DEFAULT_PORT),
             api_keys,
@@ -604,6 +622,46 @@ mod tests {
         std::fs::write(&file, toml).unwrap();
         let args = Cli::parse_from(["peregrine", "--config", file.to_str().unwrap()]);
         format!("{:#}", args.serve.resolve().unwrap_err())
+    }
+
+    #[test]
+    fn the_http_policy_guards_loopback_and_follows_the_file_and_flags() {
+        let s = resolve(&[], "");
+        let hosts = s.http.allowed_hosts.expect("loopback: a host list");
+        assert!(hosts.iter().any(|h| h == "localhost") && hosts.iter().any(|h| h == "127.0.0.1"));
+        assert!(s.http.cors_origins.is_empty());
+        assert_eq!(s.http.header_timeout, Duration::from_secs(10));
+        assert_eq!(
+            s.collector.retention,
+            Some(Duration::from_secs(30 * 24 * 3600))
+        );
+
+        let s = resolve(&["--host", "0.0.0.0"], "");
+        assert_eq!(s.http.allowed_hosts, None);
+        let s = resolve(&["--host", "0.0.0.0", "--allowed-host", "api.example"], "");
+        assert_eq!(s.http.allowed_hosts, Some(vec!["api.example".to_string()]));
+        let s = resolve(&["--allow-any-host"], "");
+        assert_eq!(s.http.allowed_hosts, None);
+
+        let toml = "cors_origins = [\"https://app.example\"]\nallowed_hosts = [\"box.lan\"]\n\
+                    header_timeout_secs = 3\nbody_timeout_secs = 4\ndrain_secs = 5\n\
+                    max_preparing = 6\nfile_retention_days = 0\ncollect_interval_secs = 7\n\
+                    grammar_cache_bytes = 1000\n";
+        let s = resolve(&["--drain-secs", "9"], toml);
+        assert_eq!(s.http.cors_origins, vec!["https://app.example".to_string()]);
+        assert!(s.http.allowed_hosts.unwrap().iter().any(|h| h == "box.lan"));
+        assert_eq!(
+            (s.http.header_timeout, s.http.body_timeout, s.http.drain),
+            (
+                Duration::from_secs(3),
+                Duration::from_secs(4),
+                Duration::from_secs(9)
+            )
+        );
+        assert_eq!(s.http.max_preparing, 6);
+        assert_eq!(s.collector.retention, None);
+        assert_eq!(s.collector.every, Duration::from_secs(7));
+        assert_eq!(s.models[0].settings.grammar.cache_bytes, 1000);
     }
 
     #[test]

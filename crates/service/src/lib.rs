@@ -16,6 +16,7 @@ mod batch_lines;
 pub mod batch_worker;
 pub mod batches;
 pub mod chat_wire;
+pub mod collector;
 pub mod completions;
 pub mod error;
 pub mod files;

@@ -17,6 +17,20 @@ pub trait Blobs: Send + Sync {
     /// Reads the contents of `id`; `None` when there are none.
     async fn open(&self, id: &str) -> Result<Option<BlobReader>, StoreError>;
     async fn remove(&self, id: &str) -> Result<(), StoreError>;
+    /// Every blob kept, finished or being written, with when it was last written; for the
+    /// collector of blobs no file points to.
+    async fn list(&self) -> Result<Vec<BlobEntry>, StoreError>;
+    /// Removes a blob that [`Blobs::list`] reported as being written (a crashed upload's).
+    async fn remove_partial(&self, id: &str) -> Result<(), StoreError>;
+}
+
+/// One blob in storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobEntry {
+    pub id: String,
+    /// Still being written (or left by an upload that never finished).
+    pub partial: bool,
+    pub modified: std::time::SystemTime,
 }
 
 /// A blob's contents, streamed.
@@ -61,10 +75,43 @@ impl Blobs for LocalBlobs {
     }
 
     async fn remove(&self, id: &str) -> Result<(), StoreError> {
-        match tokio::fs::remove_file(self.path(id)).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
+        remove_if_present(self.path(id)).await
+    }
+
+    async fn list(&self) -> Result<Vec<BlobEntry>, StoreError> {
+        let mut out = Vec::new();
+        let mut dir = tokio::fs::read_dir(&self.dir).await?;
+        while let Some(entry) = dir.next_entry().await? {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata().await else {
+                continue; // removed meanwhile
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let partial = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".partial"));
+            out.push(BlobEntry {
+                id: partial.unwrap_or(&name).to_owned(),
+                partial: partial.is_some(),
+                modified: meta.modified()?,
+            });
         }
+        Ok(out)
+    }
+
+    async fn remove_partial(&self, id: &str) -> Result<(), StoreError> {
+        remove_if_present(self.dir.join(format!(".{id}.partial"))).await
+    }
+}
+
+async fn remove_if_present(path: PathBuf) -> Result<(), StoreError> {
+    match tokio::fs::remove_file(path).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
     }
 }
 

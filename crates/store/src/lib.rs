@@ -15,7 +15,7 @@ mod sql;
 
 pub use batches::{BatchRecord, BatchStatus, LineCounts, LineResult, LineState, LineTask, NewLine};
 
-pub use blobs::{BlobReader, BlobWriter, Blobs, LocalBlobs};
+pub use blobs::{BlobEntry, BlobReader, BlobWriter, Blobs, LocalBlobs};
 pub use sql::SqlStore;
 
 /// A stored file's metadata (Groq's File object, plus the line count).
