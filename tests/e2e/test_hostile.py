@@ -19,7 +19,9 @@ import concurrent.futures
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -843,6 +845,40 @@ def test_refused_upload_leaves_no_blob(hostile: Hostile, case: str):
 
 
 # --- Memory (runs last) -------------------------------------------------------------------------
+
+
+def test_a_stalled_request_does_not_hold_shutdown_past_the_drain_deadline(api_key: str):
+    """SIGTERM with a request whose body stalls: the server stops within `--drain-secs`
+    (plus start-up slack), not after the body timeout (60 s here) or never."""
+    data_dir = tempfile.mkdtemp(prefix="peregrine-drain-")
+    drain_s = 1
+    server = ServerProcess(
+        api_key, MODEL, data_dir,
+        extra_args=("--ctx-size", "512", "--drain-secs", str(drain_s), "--body-timeout-secs", "60"),
+    )
+    try:
+        url = server.start()
+        port = int(url.rsplit(":", 1)[1])
+        sock = socket.create_connection(("127.0.0.1", port))
+        head = (
+            f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {api_key}\r\nContent-Length: 1000\r\n\r\n"
+        ).encode()
+        sock.sendall(head + b'{"model":')
+        time.sleep(0.5)
+        assert server.proc is not None
+        t0 = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=drain_s + 9)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {drain_s + 9} s after SIGTERM with --drain-secs {drain_s}")
+        took = time.monotonic() - t0
+        assert took < drain_s + 9, took
+        sock.close()
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_memory_stayed_bounded(hostile: Hostile, request):
