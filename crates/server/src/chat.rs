@@ -34,7 +34,9 @@ pub async fn create(
         _ => ServiceError::BadRequest(e.body_text()),
     })?;
     let completions = &state.completions;
-    let job = completions.prepare_body(&body, request_id).await?;
+    let job = completions
+        .prepare_body(&body, request_id, Priority::Interactive)
+        .await?;
     let model_id = job.model.id.clone();
     let mut resp = if job.stream() {
         let (meta, rx) = completions.start(job, Priority::Interactive)?;

@@ -277,7 +277,11 @@ impl Worker {
     ) -> Result<peregrine_protocol::ChatCompletion, CompletionError> {
         let job = self
             .completions
-            .prepare_body(body.as_bytes(), request_id.to_string())
+            .prepare_body(
+                body.as_bytes(),
+                request_id.to_string(),
+                Priority::Background,
+            )
             .await?;
         if job.stream() {
             return Err(CompletionError::Refused(ServiceError::BadRequest(

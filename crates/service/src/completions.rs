@@ -146,13 +146,15 @@ impl PrepareGate {
         }
     }
 
-    /// A permit, after waiting for one; 429 when too many wait already.
-    async fn enter(&self) -> Result<SemaphorePermit<'_>, ServiceError> {
+    /// A permit, after waiting for one. An interactive request gets 429 when too many wait
+    /// already; background work (batch lines, bounded by the worker's own slots) always
+    /// waits, so a flood of clients cannot fail a batch line.
+    async fn enter(&self, priority: Priority) -> Result<SemaphorePermit<'_>, ServiceError> {
         if let Ok(p) = self.permits.try_acquire() {
             return Ok(p);
         }
         let before = self.waiting.fetch_add(1, Ordering::AcqRel);
-        let permit = if before >= self.max_waiting {
+        let permit = if before >= self.max_waiting && priority == Priority::Interactive {
             Err(ServiceError::Admission(
                 AdmissionError::QueueFull(before),
                 false,
@@ -198,8 +200,9 @@ impl Completions {
         &self,
         body: &[u8],
         request_id: String,
+        priority: Priority,
     ) -> Result<ChatJob, ServiceError> {
-        let _permit = self.gate.enter().await?;
+        let _permit = self.gate.enter(priority).await?;
         let req = parse_chat_request(body).map_err(|e| ServiceError::BadRequest(e.message()))?;
         self.prepare(req, request_id).await
     }
@@ -324,17 +327,33 @@ mod tests {
     #[tokio::test]
     async fn the_gate_admits_its_permits_then_queues_then_refuses() {
         let gate = Arc::new(PrepareGate::new(1, 1));
-        let held = gate.enter().await.expect("first permit");
+        let held = gate
+            .enter(Priority::Interactive)
+            .await
+            .expect("first permit");
         // One may wait for it...
         let g = gate.clone();
-        let waiter = tokio::spawn(async move { g.enter().await.map(drop).is_ok() });
+        let waiter =
+            tokio::spawn(async move { g.enter(Priority::Interactive).await.map(drop).is_ok() });
         while gate.waiting.load(Ordering::Acquire) == 0 {
             tokio::task::yield_now().await;
         }
         // ...and the next is told to come back.
-        let refused = gate.enter().await.map(drop).unwrap_err();
+        let refused = gate
+            .enter(Priority::Interactive)
+            .await
+            .map(drop)
+            .unwrap_err();
         assert_eq!(refused.status(), 429);
+        // Background work waits however many wait.
+        let g = gate.clone();
+        let background =
+            tokio::spawn(async move { g.enter(Priority::Background).await.map(drop).is_ok() });
+        while gate.waiting.load(Ordering::Acquire) < 2 {
+            tokio::task::yield_now().await;
+        }
         drop(held);
         assert!(waiter.await.unwrap());
+        assert!(background.await.unwrap());
     }
 }
