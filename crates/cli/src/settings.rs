@@ -506,7 +506,8 @@ impl ServeArgs {
         let http = l.http_settings(&host);
         let days = layered!(l, file_retention_days, 30);
         let collector = CollectorConfig {
-            retention: (days > 0).then(|| Duration::from_secs(days * 24 * 3600)),
+            // Saturating: a huge number of days means "keep", never a wrapped negative age.
+            retention: (days > 0).then(|| Duration::from_secs(days.saturating_mul(24 * 3600))),
             every: Duration::from_secs(layered!(l, collect_interval_secs, 3600).max(1)),
             ..CollectorConfig::default()
         };

@@ -41,9 +41,13 @@ pub struct PromptText {
 
 impl PromptText {
     pub fn of(vocab: &dyn Vocab) -> Self {
+        let controls = vocab.control_texts();
+        // A control token stands for its whole text in a rendered prompt, though its piece
+        // is empty: the bound must count it at that length.
+        let longest_control = controls.iter().map(String::len).max().unwrap_or(0);
         PromptText {
-            controls: ControlTexts::new(vocab.control_texts()),
-            max_token_bytes: vocab.max_token_bytes(),
+            controls: ControlTexts::new(controls),
+            max_token_bytes: vocab.max_token_bytes().max(longest_control).max(1),
         }
     }
 }

@@ -58,26 +58,33 @@ impl Default for HttpPolicy {
 }
 
 /// The names a loopback-bound server answers to.
-pub const LOOPBACK_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]", "::1"];
+pub const LOOPBACK_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
 
 impl HttpPolicy {
     fn any_origin(&self) -> bool {
         self.cors_origins.iter().any(|o| o == "*")
     }
 
+    /// Whether `origin` is on the allow-list. Exact (after a trailing `/`), as tower-http
+    /// compares it for the CORS headers, so the guard and the CORS answer agree.
     fn origin_listed(&self, origin: &str) -> bool {
-        self.any_origin()
-            || (self.cors_origins.iter())
-                .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        self.any_origin() || (self.cors_origins.iter()).any(|o| o.trim_end_matches('/') == origin)
     }
 
-    fn host_allowed(&self, host: &str) -> bool {
+    /// Whether `host` (a `Host` header, or none) is served. With a list, a request without
+    /// a readable `Host` is refused: fail closed.
+    fn host_allowed(&self, host: Option<&str>) -> bool {
         let Some(allowed) = &self.allowed_hosts else {
             return true;
         };
-        let name = host_name(host);
-        allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
-            || (allowed.iter().any(|a| a == "localhost") && name.ends_with(".localhost"))
+        let Some(name) = host.and_then(host_name) else {
+            return false;
+        };
+        // A listed entry may carry a port (`box.lan:8000`); names are compared without.
+        let listed = |a: &String| host_name(a).unwrap_or(a).eq_ignore_ascii_case(name);
+        allowed.iter().any(listed)
+            || (allowed.iter().any(|a| a == "localhost")
+                && name.to_ascii_lowercase().ends_with(".localhost"))
     }
 
     /// CORS answers (preflights and headers) for the listed origins; none when the list is
@@ -107,12 +114,18 @@ impl HttpPolicy {
     }
 }
 
-/// `host[:port]` without the port (IPv6 literals keep their brackets).
-fn host_name(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    host.rsplit_once(':').map_or(host, |(name, _)| name)
+/// `host[:port]` without the port (IPv6 literals keep their brackets); `None` when what
+/// follows the name is not `:digits`.
+fn host_name(host: &str) -> Option<&str> {
+    let (name, rest) = match host.strip_prefix('[') {
+        Some(_) => host.split_at(host.find(']')? + 1),
+        None => host.split_at(host.find(':').unwrap_or(host.len())),
+    };
+    let port_ok = match rest.strip_prefix(':') {
+        Some(port) => !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()),
+        None => rest.is_empty(),
+    };
+    (port_ok && !name.is_empty()).then_some(name)
 }
 
 /// Whether `origin` (`scheme://host[:port]`) names the server the request was sent to.
@@ -146,10 +159,8 @@ fn check(policy: &HttpPolicy, req: &Request) -> Result<(), ServiceError> {
     let host = (headers.get(header::HOST))
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    if let Some(h) = host {
-        if !policy.host_allowed(h) {
-            return Err(ServiceError::HostNotAllowed(h.to_string()));
-        }
+    if !policy.host_allowed(host) {
+        return Err(ServiceError::HostNotAllowed(host.unwrap_or("").to_string()));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("null");
@@ -211,9 +222,12 @@ mod tests {
 
     #[test]
     fn host_names_lose_their_port() {
-        assert_eq!(host_name("localhost:8000"), "localhost");
-        assert_eq!(host_name("[::1]:8000"), "[::1]");
-        assert_eq!(host_name("example.com"), "example.com");
+        assert_eq!(host_name("localhost:8000"), Some("localhost"));
+        assert_eq!(host_name("[::1]:8000"), Some("[::1]"));
+        assert_eq!(host_name("example.com"), Some("example.com"));
+        for bad in ["[::1]junk", "localhost:80x", "localhost:", ":8000", "[::1"] {
+            assert_eq!(host_name(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -227,17 +241,28 @@ mod tests {
             "127.0.0.1:1",
             "[::1]:80",
             "app.localhost:3",
+            "LOCALHOST",
         ] {
-            assert!(p.host_allowed(ok), "{ok}");
+            assert!(p.host_allowed(Some(ok)), "{ok}");
         }
-        for bad in [
+        let refused = [
             "evil.example",
             "evil.example:8000",
             "127.0.0.1.evil.example",
             "localhost.evil",
-        ] {
-            assert!(!p.host_allowed(bad), "{bad}");
+            "localhost.",
+            "[::1]junk",
+        ];
+        for bad in refused {
+            assert!(!p.host_allowed(Some(bad)), "{bad}");
         }
+        assert!(!p.host_allowed(None), "no Host with a list is refused");
+        assert!(HttpPolicy::default().host_allowed(None));
+        let listed = HttpPolicy {
+            allowed_hosts: Some(vec!["box.lan:8000".into()]),
+            ..HttpPolicy::default()
+        };
+        assert!(listed.host_allowed(Some("box.lan:9000")));
     }
 
     #[test]

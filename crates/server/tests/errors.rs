@@ -148,7 +148,7 @@ fn message_cases() -> Vec<Case> {
         {"role": "tool", "tool_call_id": "c1", "content": "1"},
     ]});
     let long = "w".repeat(240);
-    let longer = "w".repeat(300);
+    let longer = "w".repeat(4000);
     vec![
         case("empty parts", json!({"messages": [{"role": "user", "content": []}]}), "`messages[0].content` must contain at least one part", "messages[0].content"),
         case("history arguments", history, &format!("`messages[1].tool_calls`: arguments of `f` are not valid JSON: {bad_json}"), "messages[1].tool_calls"),
@@ -160,8 +160,9 @@ fn message_cases() -> Vec<Case> {
         },
         Case {
             code: Some("context_length_exceeded"),
-            // Refused on its bytes, before rendering: the mock's longest token is one byte.
-            ..case("context by bytes", json!({"messages": [{"role": "user", "content": longer}]}), "Please reduce the length of the messages or completion. The messages' 300 bytes are at least 300 tokens but the context window of this model is 256 tokens.", "messages")
+            // Refused on its bytes, before rendering: the mock's longest token text is
+            // `<|endoftext|>`, 13 bytes.
+            ..case("context by bytes", json!({"messages": [{"role": "user", "content": longer}]}), "Please reduce the length of the messages or completion. The prompt's 4000 bytes are at least 307 tokens but the context window of this model is 256 tokens.", "messages")
         },
     ]
 }

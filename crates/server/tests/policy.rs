@@ -102,6 +102,7 @@ async fn foreign_origins_are_refused_and_the_own_origin_is_served() {
     assert_eq!(send(&app, own).await.0, 200);
     // An upload is refused before its body is read.
     let upload = Request::post("/openai/v1/files")
+        .header("host", "127.0.0.1:8000")
         .header("origin", "https://evil.example")
         .header("content-type", "multipart/form-data; boundary=x")
         .body(Body::from("--x--"))
@@ -171,6 +172,12 @@ async fn foreign_host_names_are_refused_on_loopback() {
             "{host}"
         );
     }
+    // With a list, a request without a `Host` is refused: fail closed.
+    let no_host = chat_with(&[json]);
+    assert_eq!(
+        refusal(&guarded, no_host).await,
+        (403, "host_not_allowed".into())
+    );
     // Without a loopback bind (no list), any name is served.
     let open = app(Setup::default());
     assert_eq!(

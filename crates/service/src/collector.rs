@@ -10,6 +10,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use peregrine_store::BatchStatus;
+
 use crate::error::ServiceError;
 use crate::files::{store_err, Storage};
 
@@ -60,13 +62,15 @@ impl Storage {
         let now_secs = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
+        let in_use = self.inputs_in_use(now_secs).await?;
         // Every file row's id: its blob is the file's (an expired file's goes with it).
         let mut rows = HashSet::with_capacity(files.len());
         for f in files {
-            let expired = cfg
-                .retention
-                .is_some_and(|r| f.created_at + r.as_secs() as i64 <= now_secs);
-            if expired && self.delete_file(&f.id).await.is_ok() {
+            let expired = cfg.retention.is_some_and(|r| {
+                let keep = i64::try_from(r.as_secs()).unwrap_or(i64::MAX);
+                f.created_at.saturating_add(keep) <= now_secs
+            });
+            if expired && !in_use.contains(&f.id) && self.delete_file(&f.id).await.is_ok() {
                 done.expired_files += 1;
             }
             rows.insert(f.id);
@@ -88,6 +92,44 @@ impl Storage {
             }
         }
         Ok(done)
+    }
+}
+
+/// How far back batches can still be running: the longest completion window (7 days) and
+/// a day of slack.
+const LONGEST_BATCH: i64 = 8 * 24 * 3600;
+
+/// Batches a page when looking for running ones.
+const PAGE: i64 = 100;
+
+impl Storage {
+    /// The input files of batches not yet finished: kept past their retention until their
+    /// batch ends. Only batches young enough to be running are read (newest first).
+    async fn inputs_in_use(&self, now_secs: i64) -> Result<HashSet<String>, ServiceError> {
+        let mut in_use = HashSet::new();
+        let mut before: Option<String> = None;
+        loop {
+            let page =
+                (self.store.batches(&[], before.as_deref(), PAGE).await).map_err(store_err)?;
+            let young: Vec<_> = (page.iter())
+                .take_while(|b| b.created_at >= now_secs - LONGEST_BATCH)
+                .collect();
+            let running = young.iter().filter(|b| {
+                !matches!(
+                    b.status,
+                    BatchStatus::Failed
+                        | BatchStatus::Completed
+                        | BatchStatus::Expired
+                        | BatchStatus::Cancelled
+                )
+            });
+            in_use.extend(running.map(|b| b.input_file_id.clone()));
+            if young.len() < PAGE as usize {
+                break;
+            }
+            before = page.last().map(|b| b.id.clone());
+        }
+        Ok(in_use)
     }
 }
 
@@ -114,7 +156,7 @@ pub fn spawn(storage: Arc<Storage>, cfg: CollectorConfig) {
 mod tests {
     use std::path::Path;
 
-    use peregrine_store::{FileRecord, LocalBlobs, SqlStore};
+    use peregrine_store::{BatchRecord, FileRecord, LocalBlobs, SqlStore};
 
     use super::*;
 
@@ -180,6 +222,20 @@ mod tests {
             Duration::from_secs(29 * DAY),
         )
         .await;
+        // Past retention, but the input of a batch still running: kept until it ends.
+        let month = Duration::from_secs(31 * DAY);
+        file(&s, dir.path(), "file_used", now, month).await;
+        let now_secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let batch = BatchRecord::new(
+            "batch_running".into(),
+            "file_used".into(),
+            "/v1/chat/completions".into(),
+            "24h".into(),
+            DAY as i64,
+            None,
+            now_secs - 60,
+        );
+        s.store.insert_batch(&batch).await.unwrap();
         blob(dir.path(), "file_orphan", now, 2 * hour);
         blob(
             dir.path(),
@@ -208,7 +264,8 @@ mod tests {
             [
                 ".file_uploading.partial",
                 "file_fresh_orphan",
-                "file_recent"
+                "file_recent",
+                "file_used"
             ]
         );
         assert!(s.store.file("file_old").await.unwrap().is_none());

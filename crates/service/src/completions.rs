@@ -14,7 +14,7 @@ use peregrine_runtime::AdmissionError;
 use peregrine_runtime::{
     prepare, Event, Finished, PreparedRequest, Rejection, ServiceTier, TokenLogprob,
 };
-use tokio::sync::{mpsc, Semaphore, SemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ServiceError;
 use crate::registry::{ModelRegistry, ServedModel};
@@ -132,15 +132,26 @@ pub const DEFAULT_MAX_WAITING: usize = 64;
 /// memory (a 4 MB prompt's tokens and template copies) come before the engine's queue limit
 /// applies, so without a bound any number of large prompts are worked on together.
 struct PrepareGate {
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
+    /// Interactive requests waiting for a permit.
     waiting: AtomicUsize,
     max_waiting: usize,
+}
+
+/// Counts one interactive waiter while it lives: a request whose client hangs up while it
+/// waits is dropped mid-`await`, and the count must come down then too.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl PrepareGate {
     fn new(at_once: usize, max_waiting: usize) -> Self {
         PrepareGate {
-            permits: Semaphore::new(at_once.max(1)),
+            permits: Arc::new(Semaphore::new(at_once.max(1))),
             waiting: AtomicUsize::new(0),
             max_waiting,
         }
@@ -148,23 +159,26 @@ impl PrepareGate {
 
     /// A permit, after waiting for one. An interactive request gets 429 when too many wait
     /// already; background work (batch lines, bounded by the worker's own slots) always
-    /// waits, so a flood of clients cannot fail a batch line.
-    async fn enter(&self, priority: Priority) -> Result<SemaphorePermit<'_>, ServiceError> {
-        if let Ok(p) = self.permits.try_acquire() {
+    /// waits and is not counted, so a flood of clients cannot fail a batch line. The permit
+    /// is owned: it goes with the preparation onto its blocking thread, so a request whose
+    /// client hung up still holds it until that work ends.
+    async fn enter(&self, priority: Priority) -> Result<OwnedSemaphorePermit, ServiceError> {
+        let closed = |_| ServiceError::Internal("preparation gate closed".into());
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
             return Ok(p);
         }
+        if priority == Priority::Background {
+            return self.permits.clone().acquire_owned().await.map_err(closed);
+        }
         let before = self.waiting.fetch_add(1, Ordering::AcqRel);
-        let permit = if before >= self.max_waiting && priority == Priority::Interactive {
-            Err(ServiceError::Admission(
+        let _waiting = Waiting(&self.waiting);
+        if before >= self.max_waiting {
+            return Err(ServiceError::Admission(
                 AdmissionError::QueueFull(before),
                 false,
-            ))
-        } else {
-            (self.permits.acquire().await)
-                .map_err(|_| ServiceError::Internal("preparation gate closed".into()))
-        };
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        permit
+            ));
+        }
+        self.permits.clone().acquire_owned().await.map_err(closed)
     }
 }
 
@@ -202,9 +216,9 @@ impl Completions {
         request_id: String,
         priority: Priority,
     ) -> Result<ChatJob, ServiceError> {
-        let _permit = self.gate.enter(priority).await?;
+        let permit = self.gate.enter(priority).await?;
         let req = parse_chat_request(body).map_err(|e| ServiceError::BadRequest(e.message()))?;
-        self.prepare(req, request_id).await
+        self.prepare_with(req, request_id, Some(permit)).await
     }
 
     /// Resolves the model and prepares the request for it.
@@ -212,6 +226,16 @@ impl Completions {
         &self,
         req: ChatCompletionRequest,
         request_id: String,
+    ) -> Result<ChatJob, ServiceError> {
+        self.prepare_with(req, request_id, None).await
+    }
+
+    /// [`Completions::prepare`], holding the gate's `permit` until the work is done.
+    async fn prepare_with(
+        &self,
+        req: ChatCompletionRequest,
+        request_id: String,
+        permit: Option<OwnedSemaphorePermit>,
     ) -> Result<ChatJob, ServiceError> {
         let model = self
             .registry
@@ -224,6 +248,7 @@ impl Completions {
         let ctx = model.ctx.clone();
         let (req, prepared) = tokio::task::spawn_blocking(move || {
             let prepared = prepare(&req, &ctx, seed);
+            drop(permit);
             (req, prepared)
         })
         .await
@@ -333,27 +358,45 @@ mod tests {
             .expect("first permit");
         // One may wait for it...
         let g = gate.clone();
-        let waiter =
-            tokio::spawn(async move { g.enter(Priority::Interactive).await.map(drop).is_ok() });
+        let waiter = tokio::spawn(async move { g.enter(Priority::Interactive).await.is_ok() });
         while gate.waiting.load(Ordering::Acquire) == 0 {
             tokio::task::yield_now().await;
         }
         // ...and the next is told to come back.
-        let refused = gate
-            .enter(Priority::Interactive)
-            .await
-            .map(drop)
-            .unwrap_err();
+        let refused = gate.enter(Priority::Interactive).await.unwrap_err();
         assert_eq!(refused.status(), 429);
-        // Background work waits however many wait.
+        // Background work waits however many wait, uncounted.
         let g = gate.clone();
-        let background =
-            tokio::spawn(async move { g.enter(Priority::Background).await.map(drop).is_ok() });
-        while gate.waiting.load(Ordering::Acquire) < 2 {
-            tokio::task::yield_now().await;
-        }
+        let background = tokio::spawn(async move { g.enter(Priority::Background).await.is_ok() });
+        tokio::task::yield_now().await;
+        assert_eq!(gate.waiting.load(Ordering::Acquire), 1);
         drop(held);
         assert!(waiter.await.unwrap());
         assert!(background.await.unwrap());
+        assert_eq!(gate.waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_goes_away_is_no_longer_counted() {
+        let gate = Arc::new(PrepareGate::new(1, 1));
+        let _held = gate
+            .enter(Priority::Interactive)
+            .await
+            .expect("first permit");
+        let g = gate.clone();
+        let waiter = tokio::spawn(async move { g.enter(Priority::Interactive).await.is_ok() });
+        while gate.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The client hangs up: its request future is dropped while it waits.
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(gate.waiting.load(Ordering::Acquire), 0);
+        // So the next request may wait again instead of a 429.
+        let g = gate.clone();
+        let next = tokio::spawn(async move { g.enter(Priority::Interactive).await.map(drop) });
+        tokio::task::yield_now().await;
+        assert_eq!(gate.waiting.load(Ordering::Acquire), 1);
+        next.abort();
     }
 }

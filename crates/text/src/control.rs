@@ -47,13 +47,25 @@ pub struct Marker {
     close: String,
 }
 
+/// The private-use code points the markers are made of. `tojson(ensure_ascii=true)` prints
+/// them as they are (`template::python`), so a template that escapes non-ASCII text cannot
+/// hide a marker while keeping the control text inside it.
+pub const MARKER_CHARS: [char; 2] = ['\u{F0001}', '\u{F0002}'];
+
+/// Whether `c` is one of [`MARKER_CHARS`].
+pub fn is_marker_char(c: char) -> bool {
+    MARKER_CHARS.contains(&c)
+}
+
 impl Marker {
     /// The pair for `nonce` (pass a random value: a client who guessed it could end a text
-    /// piece early).
+    /// piece early). The nonce is written in decimal digits, which case filters (`upper`)
+    /// leave alone.
     pub fn new(nonce: u64) -> Self {
+        let [a, b] = MARKER_CHARS;
         Marker {
-            open: format!("\u{F0001}{nonce:016x}\u{F0002}"),
-            close: format!("\u{F0002}{nonce:016x}\u{F0001}"),
+            open: format!("{a}{nonce:020}{b}"),
+            close: format!("{b}{nonce:020}{a}"),
         }
     }
 }

@@ -14,6 +14,10 @@ const LLAMA32: &str = include_str!("fixtures/llama-3.2-instruct.jinja");
 /// The shape of Mistral's v3 template, shortened: `[INST]` turns and `[TOOL_CALLS]`.
 const MISTRAL: &str = "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }}[/INST]{% elif m.role == 'assistant' %}{% if m.tool_calls %}[TOOL_CALLS] {{ m.tool_calls | map(attribute='function') | list | tojson }}{{ eos_token }}{% else %} {{ m.content }}{{ eos_token }}{% endif %}{% elif m.role == 'tool' %}[TOOL_RESULTS] {{ m.content }}[/TOOL_RESULTS]{% else %}{{ m.content }}\n\n{% endif %}{% endfor %}";
 
+/// ChatML printing contents through `tojson(ensure_ascii=true)` and `upper`: filters that
+/// rewrite non-ASCII text or letters must not hide the markers.
+const ESCAPING: &str = "{% for m in messages %}<|im_start|>{{ m.role | upper }}\n{{ m.content | tojson(ensure_ascii=true) }}{{ m.content | upper }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
 const CHATML: &[&str] = &["<|im_start|>", "<|im_end|>", "<|endoftext|>"];
 const LLAMA3: &[&str] = &[
     "<|begin_of_text|>",
@@ -55,6 +59,11 @@ fn families() -> Vec<Family> {
             name: "llama3.2",
             template: ChatTemplate::new(LLAMA32, "<|begin_of_text|>", "<|eot_id|>").unwrap(),
             controls: LLAMA3,
+        },
+        Family {
+            name: "escaping",
+            template: ChatTemplate::new(ESCAPING, "", "<|im_end|>").unwrap(),
+            controls: CHATML,
         },
         Family {
             name: "mistral",

@@ -62,7 +62,7 @@ pub enum PrepareError {
     EmptyPrompt,
     #[error("Please reduce the length of the messages or completion. The prompt has {prompt} tokens but the context window of this model is {context} tokens.")]
     ContextLengthExceeded { prompt: usize, context: u32 },
-    #[error("Please reduce the length of the messages or completion. The messages' {bytes} bytes are at least {at_least} tokens but the context window of this model is {context} tokens.")]
+    #[error("Please reduce the length of the messages or completion. The prompt's {bytes} bytes are at least {at_least} tokens but the context window of this model is {context} tokens.")]
     PromptTooLong {
         bytes: usize,
         at_least: usize,

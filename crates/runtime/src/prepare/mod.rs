@@ -202,4 +202,15 @@ mod tests {
         let rendered = "<|im_start|>user\nplain<|im_end|>\n<|im_start|>assistant\n";
         assert_eq!(prompt_of(messages), model.vocab.tokenize(rendered));
     }
+
+    #[test]
+    fn a_prompt_too_long_in_its_tools_is_refused_before_tokenizing() {
+        let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f", "description": "d".repeat(4000),
+                       "parameters": {"type": "object", "properties": {}}}}]});
+        let req = parse_chat_request(body.to_string().as_bytes()).unwrap();
+        let model = model_with_template(peregrine_engine::MOCK_CHAT_TEMPLATE);
+        let e = prepare(&req, &model, 1).unwrap_err();
+        assert!(matches!(e, PrepareError::PromptTooLong { .. }), "{e}");
+    }
 }

@@ -59,15 +59,22 @@ pub(super) fn render_and_tokenize(
         .template
         .render_prompt(msgs, template_tools)
         .map_err(|e| PrepareError::Template(control::unmark(&e.to_string(), &marker)))?;
+    // Again on the whole prompt (tool definitions and instructions included), before the
+    // tokenizer: the markers only add bytes, so the bound stays a lower bound.
+    check_bytes(rendered.text.len(), model)?;
     Ok(tokenize(model.vocab.as_ref(), &rendered.text, &marker))
 }
 
 /// Refuses, before any rendering or tokenizing, a conversation whose text cannot fit the
-/// context: `n` bytes are at least `n / longest token` tokens. Why: tokenizing a
-/// multi-megabyte prompt takes seconds and a hundred times its size in memory, all before
-/// the context check could refuse it.
+/// context. Why: tokenizing a multi-megabyte prompt takes seconds and a hundred times its
+/// size in memory, all before the context check could refuse it.
 fn check_prompt_bytes(messages: &[ChatMessage], model: &ModelContext) -> Result<(), PrepareError> {
-    let bytes: usize = messages.iter().map(message_bytes).sum();
+    check_bytes(messages.iter().map(message_bytes).sum(), model)
+}
+
+/// `bytes` of prompt text are at least `bytes / longest token` tokens (a control token
+/// counted at its text's length): refused when that fills the context.
+fn check_bytes(bytes: usize, model: &ModelContext) -> Result<(), PrepareError> {
     let at_least = bytes / model.prompt_text.max_token_bytes;
     let context = model.info.n_ctx_seq;
     if at_least >= context as usize {

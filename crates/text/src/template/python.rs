@@ -178,7 +178,8 @@ fn write_number(out: &mut String, value: &Value) {
 }
 
 /// `json.dumps` string escaping: `\"`, `\\`, the short escapes, `\u00XX` for other control
-/// characters; non-ASCII as is unless `ensure_ascii` (then `\uXXXX`, surrogate pairs, lowercase).
+/// characters; non-ASCII as is unless `ensure_ascii` (then `\uXXXX`, surrogate pairs, lowercase;
+/// the private-use code points of Peregrine's prompt markers excepted).
 fn write_json_str(out: &mut String, s: &str, style: &JsonStyle) {
     out.push('"');
     for c in s.chars() {
@@ -193,7 +194,8 @@ fn write_json_str(out: &mut String, s: &str, style: &JsonStyle) {
             c if c < ' ' => {
                 let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
-            c if style.ensure_ascii && !c.is_ascii() => {
+            // Peregrine's own prompt markers stay whole (crate::control).
+            c if style.ensure_ascii && !c.is_ascii() && !crate::control::is_marker_char(c) => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
                     let _ = write!(out, "\\u{unit:04x}");
