@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Peregrine needs on a fresh Debian machine:
-# cmake + clang + libclang (llama.cpp through llama-cpp-2), and with --python the Python
+# cmake + clang + libclang (llama.cpp through llama-cpp-2), bubblewrap and the system Python
+# (the code sandbox), and with --python the Python
 # packages of the end-to-end suite. Idempotent and quiet when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,10 +9,12 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
 
-if ! dpkg -s cmake clang libclang-dev >/dev/null 2>&1; then
-  echo "==> installing cmake, clang, libclang-dev (apt)"
+# bubblewrap, python3 and util-linux (setpriv): the code sandbox (crates/tools).
+PACKAGES="cmake clang libclang-dev bubblewrap python3 util-linux"
+if ! dpkg -s $PACKAGES >/dev/null 2>&1; then
+  echo "==> installing $PACKAGES (apt)"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake clang libclang-dev >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $PACKAGES >/dev/null
 fi
 
 if ! command -v cargo >/dev/null; then
