@@ -29,6 +29,13 @@ pub struct BenchArgs {
     /// (docs/benchmarks.md); both sides are measured after it.
     #[arg(long, default_value_t = 25)]
     pub settle_secs: u64,
+    /// Measure built-in tools instead: the code sandbox's start and per-call times, and
+    /// code-execution requests' added latency beside the model's own time.
+    #[arg(long)]
+    pub tools: bool,
+    /// Requests of the `--tools` measurement.
+    #[arg(long, default_value_t = 10)]
+    pub tool_requests: usize,
     /// Measure constrained decoding instead (`response_format: json_schema` streams against
     /// plain ones on the same server, and the grammar mask time per token).
     #[arg(long)]
@@ -298,7 +305,7 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
     );
     // The raw engine's context exists only when it is measured: a second llama context in
     // the process slows decoding on this machine kind (docs/benchmarks.md).
-    let mut engine = if args.structured {
+    let mut engine = if args.structured || args.tools {
         None
     } else {
         Some(loaded.engine(&cs)?)
@@ -310,6 +317,9 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
 
     // Warm-up: page the weights in and let the machine settle.
     std::thread::sleep(Duration::from_secs(args.settle_secs));
+    if args.tools {
+        return crate::tools_bench::run(&rt, &url, args.tool_requests);
+    }
     let Some(engine) = engine.as_mut() else {
         return crate::structured_bench::run(&rt, &url, &runtime, args.gen_tokens, &bias_json);
     };

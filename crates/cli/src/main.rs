@@ -7,6 +7,7 @@ mod pull;
 mod serve;
 mod settings;
 mod structured_bench;
+mod tools_bench;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

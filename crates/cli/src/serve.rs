@@ -13,11 +13,13 @@ use peregrine_server::listen::Timeouts;
 use peregrine_server::{AppState, HttpPolicy};
 use peregrine_service::batch_worker::{self, WorkerConfig};
 use peregrine_service::{Completions, ModelMeta, ModelRegistry, ServedModel, Storage};
+use peregrine_tools::search::LocalIndex;
+use peregrine_tools::{SearchBackend, ToolKit};
 use sha2::{Digest, Sha256};
 
 use crate::catalog;
 use crate::pull;
-use crate::settings::{CommonArgs, ModelSpec, ServeSettings};
+use crate::settings::{CommonArgs, ModelSpec, SearchSource, ServeSettings};
 
 /// A model file and how to present it.
 pub struct Located {
@@ -122,6 +124,31 @@ async fn open_storage(common: &CommonArgs, s: &ServeSettings) -> Result<Storage>
     Ok(Storage::new(Arc::new(store), Arc::new(blobs)))
 }
 
+/// The built-in tools, with the web search backend built (a local index is read now).
+async fn tool_kit(s: &ServeSettings) -> Result<ToolKit> {
+    use peregrine_tools::search::api::{Brave, SearxNg, Tavily};
+    let mut kit = s.tools.clone();
+    let backend: Arc<dyn SearchBackend> = match s.search.clone() {
+        SearchSource::Off => return Ok(kit),
+        SearchSource::Local(dir) => {
+            let index = tokio::task::spawn_blocking(move || LocalIndex::build(&dir)).await??;
+            tracing::info!(documents = index.documents, root = %index.root.display(), "search index built");
+            Arc::new(index)
+        }
+        SearchSource::SearxNg(base) => Arc::new(SearxNg { base }),
+        SearchSource::Tavily { endpoint, key } => Arc::new(Tavily {
+            endpoint,
+            api_key: key,
+        }),
+        SearchSource::Brave { endpoint, key } => Arc::new(Brave {
+            endpoint,
+            api_key: key,
+        }),
+    };
+    kit.search = Ok(backend);
+    Ok(kit)
+}
+
 pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
     let mut registry = ModelRegistry::default();
     for spec in &s.models {
@@ -135,7 +162,11 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
         registry,
         s.http.max_preparing,
         peregrine_service::completions::DEFAULT_MAX_WAITING,
-    );
+    )
+    .with_tools(tool_kit(&s).await?);
+    if let Err(why) = &completions.tool_kit().python {
+        tracing::warn!(%why, "code execution is off");
+    }
     let mut worker = WorkerConfig::new(completions.registry().batch_slots());
     worker.lease = std::time::Duration::from_secs(s.batch_lease_secs.max(1));
     batch_worker::spawn(completions.clone(), storage.clone(), worker);

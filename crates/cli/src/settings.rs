@@ -19,6 +19,7 @@ use peregrine_grammar::GrammarLimits;
 use peregrine_runtime::{ModelSettings, RuntimeConfig};
 use peregrine_service::collector::CollectorConfig;
 use peregrine_text::tools::ToolFormat;
+use peregrine_tools::{FetchConfig, SandboxConfig, SandboxLimits, ToolKit};
 use serde::Deserialize;
 
 use crate::catalog::DEFAULT_MODEL;
@@ -220,6 +221,66 @@ pub struct ServeOptions {
     /// `max_queue` waiting they get 429 [default: the CPU cores].
     #[arg(long, env = "PEREGRINE_MAX_PREPARING")]
     pub max_preparing: Option<usize>,
+    /// Turn code execution (`code_interpreter`, compound's Python) off; it is also off when
+    /// bubblewrap is not installed.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_code_execution: bool,
+    /// Wall-clock seconds one code execution may take before its sandbox is killed
+    /// [default: 10].
+    #[arg(long, env = "PEREGRINE_SANDBOX_WALL_SECS")]
+    pub sandbox_wall_secs: Option<u64>,
+    /// CPU seconds one request's sandbox may use [default: 10].
+    #[arg(long, env = "PEREGRINE_SANDBOX_CPU_SECS")]
+    pub sandbox_cpu_secs: Option<u64>,
+    /// Address space of one request's Python, in MiB [default: 512].
+    #[arg(long, env = "PEREGRINE_SANDBOX_MEMORY_MIB")]
+    pub sandbox_memory_mib: Option<u64>,
+    /// Processes a sandbox may have [default: 16].
+    #[arg(long, env = "PEREGRINE_SANDBOX_PROCESSES")]
+    pub sandbox_processes: Option<u64>,
+    /// Size of a sandbox's private /tmp, in MiB [default: 64].
+    #[arg(long, env = "PEREGRINE_SANDBOX_SCRATCH_MIB")]
+    pub sandbox_scratch_mib: Option<u64>,
+    /// Turn website visits (compound's `visit_website`) off.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_visit_website: bool,
+    /// A host (`name`, `ip`, either with `:port`) that website visits may fetch although
+    /// it is internal (loopback, private); repeatable, TOML `visit_allow_hosts`.
+    #[arg(long = "visit-allow-host", value_delimiter = ',')]
+    #[serde(default)]
+    pub visit_allow_hosts: Vec<String>,
+    /// Seconds one website visit may take, redirects included [default: 10].
+    #[arg(long, env = "PEREGRINE_VISIT_TIMEOUT_SECS")]
+    pub visit_timeout_secs: Option<u64>,
+    /// Bytes of a visited page that are read [default: 2097152].
+    #[arg(long, env = "PEREGRINE_VISIT_MAX_BYTES")]
+    pub visit_max_bytes: Option<usize>,
+    /// A folder of Markdown, text and HTML files for web search's local index (built at
+    /// start); makes `local` the default search backend.
+    #[arg(long, env = "PEREGRINE_SEARCH_DIR")]
+    pub search_dir: Option<PathBuf>,
+    /// Web search backend: `local` (the `--search-dir` index), `searxng`, `tavily` or
+    /// `brave` [default: `local` when `--search-dir` is set, else search is off].
+    #[arg(long, env = "PEREGRINE_SEARCH_BACKEND")]
+    pub search_backend: Option<String>,
+    /// The search API's URL (SearXNG: the instance's base URL; Tavily and Brave: their
+    /// endpoint, defaulting to the public one).
+    #[arg(long, env = "PEREGRINE_SEARCH_URL")]
+    pub search_url: Option<String>,
+    /// The search API's key (Tavily, Brave).
+    #[arg(long, env = "PEREGRINE_SEARCH_API_KEY")]
+    pub search_api_key: Option<String>,
+    /// Hits one search returns [default: 5].
+    #[arg(long, env = "PEREGRINE_SEARCH_RESULTS")]
+    pub search_results: Option<usize>,
+    /// Bytes of one tool's output that reach the model's prompt [default: 8192].
+    #[arg(long, env = "PEREGRINE_TOOL_OUTPUT_BYTES")]
+    pub tool_output_bytes: Option<usize>,
+    /// Built-in tool calls one request may make [default: 8; compound-mini: 1].
+    #[arg(long, env = "PEREGRINE_MAX_TOOL_CALLS")]
+    pub max_tool_calls: Option<usize>,
     /// `[[models]]` (TOML only): several models, each with its own engine settings.
     #[arg(skip)]
     #[serde(default)]
@@ -276,6 +337,19 @@ pub struct ServeSettings {
     pub data_dir: Option<PathBuf>,
     pub http: HttpSettings,
     pub collector: CollectorConfig,
+    pub tools: ToolKit,
+    /// The web search backend to build at start.
+    pub search: SearchSource,
+}
+
+/// Where web search looks, resolved from the flags.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SearchSource {
+    Off,
+    Local(PathBuf),
+    SearxNg(String),
+    Tavily { endpoint: String, key: String },
+    Brave { endpoint: String, key: String },
 }
 
 /// The HTTP policy and timeouts, resolved.
@@ -437,6 +511,106 @@ impl Layers<'_> {
         }
     }
 
+    /// The built-in tools: code execution's sandbox limits, output cap and call limit.
+    fn tool_kit(&self) -> ToolKit {
+        let d = SandboxLimits::default();
+        let mib = |v: u64| v.saturating_mul(1 << 20);
+        let limits = SandboxLimits {
+            wall: Duration::from_secs(layered!(self, sandbox_wall_secs, d.wall.as_secs()).max(1)),
+            cpu_secs: layered!(self, sandbox_cpu_secs, d.cpu_secs).max(1),
+            memory_bytes: self
+                .cli
+                .sandbox_memory_mib
+                .or(self.file.sandbox_memory_mib)
+                .map_or(d.memory_bytes, mib),
+            processes: layered!(self, sandbox_processes, d.processes).max(1),
+            scratch_bytes: self
+                .cli
+                .sandbox_scratch_mib
+                .or(self.file.sandbox_scratch_mib)
+                .map_or(d.scratch_bytes, mib),
+            ..d
+        };
+        let mut kit = if self.cli.no_code_execution || self.file.no_code_execution {
+            ToolKit::disabled("code execution is turned off (`--no-code-execution`)")
+        } else {
+            ToolKit::new(SandboxConfig {
+                limits,
+                ..SandboxConfig::default()
+            })
+        };
+        kit.visit = if self.cli.no_visit_website || self.file.no_visit_website {
+            Err("website visits are turned off (`--no-visit-website`)".into())
+        } else {
+            let d = FetchConfig::default();
+            Ok(FetchConfig {
+                allow_hosts: (self.file.visit_allow_hosts.iter())
+                    .chain(&self.cli.visit_allow_hosts)
+                    .cloned()
+                    .collect(),
+                timeout: Duration::from_secs(
+                    layered!(self, visit_timeout_secs, d.timeout.as_secs()).max(1),
+                ),
+                max_bytes: layered!(self, visit_max_bytes, d.max_bytes).max(1024),
+                ..d
+            })
+        };
+        kit.search_results = layered!(self, search_results, kit.search_results).clamp(1, 20);
+        kit.output_cap = layered!(self, tool_output_bytes, kit.output_cap).max(256);
+        kit.max_calls = layered!(self, max_tool_calls, kit.max_calls);
+        kit
+    }
+
+    /// The web search backend the flags name.
+    fn search_source(&self) -> Result<SearchSource> {
+        let dir = self
+            .cli
+            .search_dir
+            .clone()
+            .or_else(|| self.file.search_dir.clone());
+        let url = self
+            .cli
+            .search_url
+            .clone()
+            .or_else(|| self.file.search_url.clone());
+        let key = self
+            .cli
+            .search_api_key
+            .clone()
+            .or_else(|| self.file.search_api_key.clone());
+        let backend = self
+            .cli
+            .search_backend
+            .clone()
+            .or_else(|| self.file.search_backend.clone())
+            .unwrap_or_else(|| if dir.is_some() { "local" } else { "off" }.into());
+        let need = |v: Option<String>, what: &str| {
+            v.ok_or_else(|| anyhow::anyhow!("`--search-backend {backend}` needs {what}"))
+        };
+        Ok(match backend.as_str() {
+            "off" => SearchSource::Off,
+            "local" => {
+                SearchSource::Local(dir.ok_or_else(|| {
+                    anyhow::anyhow!("`--search-backend local` needs `--search-dir`")
+                })?)
+            }
+            "searxng" => SearchSource::SearxNg(need(url, "`--search-url`")?),
+            "tavily" => SearchSource::Tavily {
+                endpoint: url
+                    .unwrap_or_else(|| peregrine_tools::search::api::TAVILY_ENDPOINT.into()),
+                key: need(key, "`--search-api-key`")?,
+            },
+            "brave" => SearchSource::Brave {
+                endpoint: url
+                    .unwrap_or_else(|| peregrine_tools::search::api::BRAVE_ENDPOINT.into()),
+                key: need(key, "`--search-api-key`")?,
+            },
+            other => anyhow::bail!(
+                "unknown search backend `{other}` (local, searxng, tavily, brave, off)"
+            ),
+        })
+    }
+
     /// The one model served when the file lists none.
     fn single_model(&self) -> Result<ModelSpec> {
         let mut aliases = self.default_aliases(true);
@@ -512,6 +686,8 @@ impl ServeArgs {
             ..CollectorConfig::default()
         };
         Ok(ServeSettings {
+            tools: l.tool_kit(),
+            search: l.search_source()?,
             http,
             collector,
             host,

@@ -16,7 +16,7 @@
 
 mod mock;
 
-pub use mock::{MockEngine, MockModel, MockVocab, MOCK_CHAT_TEMPLATE};
+pub use mock::{MockEngine, MockModel, MockVocab, MOCK_CHAT_TEMPLATE, REPLY_SEPARATOR};
 
 /// A token id in the model's vocabulary.
 pub type TokenId = u32;

@@ -1,6 +1,9 @@
 //! A deterministic engine for tests: byte-level vocabulary, ChatML specials, and a fixed reply.
 //!
 //! The mock "model" answers every prompt with the same script, one byte per token, then EOS.
+//! A script of several replies separated by [`REPLY_SEPARATOR`] answers a conversation's
+//! first assistant turn with the first, its second with the second, and so on (the last
+//! repeats): tool loops are tested with it.
 //! It finds its place in the script from the sequence's own KV history (the bytes after the
 //! last `<|im_start|>assistant\n`), so it behaves like a real model under continuous batching:
 //! sequences at different positions get different rows in one batch, and a cleared sequence
@@ -22,6 +25,9 @@ const SPECIALS: [(&str, TokenId); 3] = [
     ("<|im_end|>", IM_END),
     ("<|endoftext|>", ENDOFTEXT),
 ];
+
+/// Separates the replies of a multi-turn script (ASCII record separator).
+pub const REPLY_SEPARATOR: char = '\u{1e}';
 
 /// A ChatML template for the mock model.
 pub const MOCK_CHAT_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -174,6 +180,21 @@ impl MockEngine {
         self
     }
 
+    /// Assistant turns opened in `history` before the current one.
+    fn assistant_turns(history: &[TokenId], marker: &[TokenId]) -> usize {
+        let opened = (0..history.len())
+            .filter(|&i| history[i] == IM_START && history[i + 1..].starts_with(marker))
+            .count();
+        opened.saturating_sub(1)
+    }
+
+    /// Reply `turn` of the script (the last one for later turns).
+    fn reply(&self, turn: usize) -> &[u8] {
+        let sep = REPLY_SEPARATOR as u8;
+        let replies: Vec<&[u8]> = self.script.split(|&b| b == sep).collect();
+        replies[turn.min(replies.len() - 1)]
+    }
+
     fn next_logits(&self, history: &[TokenId]) -> Vec<f32> {
         let marker: Vec<TokenId> = b"assistant\n".iter().map(|&b| TokenId::from(b)).collect();
         let start = history
@@ -185,7 +206,10 @@ impl MockEngine {
         let target = match start {
             Some(s) => {
                 let done = history.len() - s;
-                self.script.get(done).map_or(IM_END, |&b| TokenId::from(b))
+                let turn = Self::assistant_turns(&history[..s], &marker);
+                self.reply(turn)
+                    .get(done)
+                    .map_or(IM_END, |&b| TokenId::from(b))
             }
             None => IM_END,
         };

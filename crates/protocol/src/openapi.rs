@@ -901,6 +901,7 @@ mod tests {
                     content: Some("Paris.".into()),
                     reasoning: None,
                     tool_calls: None,
+                    executed_tools: None,
                 },
                 logprobs: None,
                 finish_reason: "stop".into(),

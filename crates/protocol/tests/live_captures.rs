@@ -37,6 +37,7 @@ fn non_streaming_completion() {
                 content: Some("…".into()),
                 reasoning: None,
                 tool_calls: None,
+                executed_tools: None,
             },
             logprobs: None,
             finish_reason: "stop".into(),
@@ -59,6 +60,7 @@ fn non_streaming_completion() {
             seed: Some(1321871292),
             usage: None,
             error: None,
+            usage_breakdown: None,
         },
         service_tier: Some("on_demand".into()),
     };

@@ -5,16 +5,18 @@
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use peregrine_protocol::chat::{
     ChoiceLogprobs, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta, XGroq,
 };
-use peregrine_runtime::{Event, Finished, Rejection, TokenLogprob};
+use peregrine_protocol::chat::{ExecutedTool, UsageBreakdown};
+use peregrine_runtime::{Event, Finished, Rejection, TokenLogprob, UsageStats};
+use peregrine_service::agent::{self, AgentEvent, AgentJob, Style};
 use peregrine_service::chat_wire::{self, call_id, chunk};
 use peregrine_service::completions::rejected;
-use peregrine_service::{Priority, ResponseMeta, ServiceError};
+use peregrine_service::{ChatRun, Priority, ResponseMeta, ServiceError};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
@@ -24,19 +26,35 @@ use crate::state::SharedState;
 /// Largest request body accepted, in bytes [20 MiB] (Groq allows 20 MB image URLs).
 pub const BODY_LIMIT: usize = 20 * 1024 * 1024;
 
+/// The request header that selects a compound system version.
+const MODEL_VERSION: &str = "groq-model-version";
+
 pub async fn create(
     State(state): State<SharedState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ServiceError::PayloadTooLarge(BODY_LIMIT),
         _ => ServiceError::BadRequest(e.body_text()),
     })?;
+    let version = match headers.get(MODEL_VERSION) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| ServiceError::InvalidParam {
+            message: "`Groq-Model-Version` must be ASCII text".into(),
+            param: "Groq-Model-Version",
+        })?),
+    };
     let completions = &state.completions;
-    let job = completions
-        .prepare_body(&body, request_id, Priority::Interactive)
-        .await?;
+    let job = match completions.prepare_chat(&body, request_id, version).await? {
+        ChatRun::Plain(job) => *job,
+        ChatRun::Agent(job) if job.stream => return Ok(agent_sse_response(job)),
+        ChatRun::Agent(job) => {
+            let done = agent::collect(job).await?;
+            return Ok(Json(chat_wire::agent_completion(done)).into_response());
+        }
+    };
     let model_id = job.model.id.clone();
     let mut resp = if job.stream() {
         let (meta, rx) = completions.start(job, Priority::Interactive)?;
@@ -84,7 +102,9 @@ fn encode(meta: &ResponseMeta, ev: Option<Event>, sent: &mut Sent, out: &mut Vec
         Some(Event::ToolCall { name, arguments }) => {
             tool_call_chunk(meta, name, arguments, sent, out)
         }
-        Some(Event::Finished(f)) => finish_chunks(meta, f, out),
+        Some(Event::Finished(Finished { reason, usage })) => {
+            finish_chunks(meta, reason.as_str(), &usage, None, out)
+        }
         Some(Event::Rejected(r)) => rejected_chunks(meta, r, sent, out),
         Some(Event::Failed(_) | Event::Preempted) | None => failed_chunks(meta, out),
     }
@@ -137,21 +157,29 @@ fn tool_call_chunk(
     false
 }
 
-/// The finish chunk (with `x_groq.usage`), the usage chunk when asked for, and `[DONE]`.
-fn finish_chunks(meta: &ResponseMeta, f: Finished, out: &mut Vec<u8>) -> bool {
-    let u = chat_wire::usage(&f.usage);
+/// The finish chunk (with `x_groq.usage`, and compound's `x_groq.usage_breakdown`), the
+/// usage chunk when asked for, and `[DONE]`.
+fn finish_chunks(
+    meta: &ResponseMeta,
+    reason: &str,
+    usage: &UsageStats,
+    usage_breakdown: Option<UsageBreakdown>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let u = chat_wire::usage(usage);
     let mut c = chunk(
         meta,
         vec![ChunkChoice {
             index: 0,
             delta: Delta::default(),
             logprobs: None,
-            finish_reason: Some(f.reason.as_str().to_string()),
+            finish_reason: Some(reason.to_string()),
         }],
     );
     c.x_groq = Some(XGroq {
         id: meta.request_id.clone(),
         usage: Some(u.clone()),
+        usage_breakdown,
         ..Default::default()
     });
     if meta.include_usage {
@@ -213,42 +241,43 @@ fn role_chunk(meta: &ResponseMeta) -> Vec<u8> {
     first
 }
 
-/// Encodes the next event and whatever else is already waiting into one write.
-async fn next_write(
-    rx: &mut mpsc::Receiver<Event>,
-    meta: &ResponseMeta,
-    sent: &mut Sent,
+/// Encodes the next event and whatever else is already waiting into one write; `encode`
+/// returns `true` once the stream is over.
+async fn next_write<E>(
+    rx: &mut mpsc::Receiver<E>,
+    encode: &mut impl FnMut(Option<E>, &mut Vec<u8>) -> bool,
 ) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
-    let mut over = encode(meta, rx.recv().await, sent, &mut out);
+    let mut over = encode(rx.recv().await, &mut out);
     while !over {
         match rx.try_recv() {
-            Ok(ev) => over = encode(meta, Some(ev), sent, &mut out),
+            Ok(ev) => over = encode(Some(ev), &mut out),
             Err(mpsc::error::TryRecvError::Empty) => break,
-            Err(mpsc::error::TryRecvError::Disconnected) => {
-                over = encode(meta, None, sent, &mut out)
-            }
+            Err(mpsc::error::TryRecvError::Disconnected) => over = encode(None, &mut out),
         }
     }
     (out, over)
 }
 
 /// What the SSE body stream carries from one write to the next.
-struct StreamState {
-    rx: mpsc::Receiver<Event>,
-    meta: ResponseMeta,
-    sent: Sent,
+struct StreamState<E, F> {
+    rx: mpsc::Receiver<E>,
+    encode: F,
     /// Bytes to send before the next event (the role chunk).
     head: Option<Vec<u8>>,
     done: bool,
 }
 
-fn sse_response(meta: ResponseMeta, rx: mpsc::Receiver<Event>) -> Response {
+/// An SSE response: the role chunk, then each event as `encode` writes it.
+fn sse_stream<E, F>(meta: &ResponseMeta, rx: mpsc::Receiver<E>, encode: F) -> Response
+where
+    E: Send + 'static,
+    F: FnMut(Option<E>, &mut Vec<u8>) -> bool + Send + 'static,
+{
     let init = StreamState {
-        head: Some(role_chunk(&meta)),
+        head: Some(role_chunk(meta)),
         rx,
-        meta,
-        sent: Sent::default(),
+        encode,
         done: false,
     };
     let stream = futures::stream::unfold(init, |mut st| async move {
@@ -256,7 +285,7 @@ fn sse_response(meta: ResponseMeta, rx: mpsc::Receiver<Event>) -> Response {
             Some(head) => head,
             None if st.done => return None,
             None => {
-                let (out, over) = next_write(&mut st.rx, &st.meta, &mut st.sent).await;
+                let (out, over) = next_write(&mut st.rx, &mut st.encode).await;
                 st.done = over;
                 out
             }
@@ -271,4 +300,70 @@ fn sse_response(meta: ResponseMeta, rx: mpsc::Receiver<Event>) -> Response {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
+}
+
+fn sse_response(meta: ResponseMeta, rx: mpsc::Receiver<Event>) -> Response {
+    let mut sent = Sent::default();
+    let head = meta.clone();
+    sse_stream(&head, rx, move |ev, out| encode(&meta, ev, &mut sent, out))
+}
+
+/// The tool loop as a stream: the transcript as `delta.reasoning`, each finished tool as
+/// `delta.executed_tools`, the answer as `delta.content`, and on compound
+/// `x_groq.usage_breakdown` in the finish chunk.
+fn agent_sse_response(job: AgentJob) -> Response {
+    let AgentJob {
+        meta,
+        style,
+        events,
+        ..
+    } = job;
+    let mut sent = Sent::default();
+    let head = meta.clone();
+    sse_stream(&head, events, move |ev, out| {
+        encode_agent(&meta, style, ev, &mut sent, out)
+    })
+}
+
+fn encode_agent(
+    meta: &ResponseMeta,
+    style: Style,
+    ev: Option<AgentEvent>,
+    sent: &mut Sent,
+    out: &mut Vec<u8>,
+) -> bool {
+    match ev {
+        Some(AgentEvent::Reasoning(text)) => {
+            let delta = Delta {
+                reasoning: Some(text),
+                ..Default::default()
+            };
+            sse(out, &chunk(meta, delta_choice(delta, None)));
+            false
+        }
+        Some(AgentEvent::Executed(tool)) => executed_chunk(meta, tool, out),
+        Some(AgentEvent::Content { text, logprobs }) => {
+            delta_chunk(meta, text, logprobs, sent, out)
+        }
+        Some(AgentEvent::ToolCall(c)) => tool_call_chunk(meta, c.name, c.arguments, sent, out),
+        Some(AgentEvent::Finished(f)) => {
+            let breakdown =
+                matches!(style, Style::Compound { .. }).then(|| chat_wire::usage_breakdown(&f));
+            finish_chunks(meta, f.reason.as_str(), &f.usage, breakdown, out)
+        }
+        Some(AgentEvent::Failed(e)) if e.status() < 500 => {
+            error_chunks(meta, e.to_string(), &e, out);
+            true
+        }
+        Some(AgentEvent::Failed(_)) | None => failed_chunks(meta, out),
+    }
+}
+
+fn executed_chunk(meta: &ResponseMeta, tool: ExecutedTool, out: &mut Vec<u8>) -> bool {
+    let delta = Delta {
+        executed_tools: Some(vec![tool]),
+        ..Default::default()
+    };
+    sse(out, &chunk(meta, delta_choice(delta, None)));
+    false
 }

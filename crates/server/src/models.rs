@@ -5,7 +5,8 @@ use axum::Json;
 use peregrine_protocol::models::{Model, ModelList};
 
 use crate::error::ApiError;
-use peregrine_service::{ServedModel, ServiceError};
+use peregrine_service::agent::compound::COMPOUND_MODELS;
+use peregrine_service::{ModelRegistry, ServedModel, ServiceError};
 
 use crate::state::SharedState;
 
@@ -31,6 +32,23 @@ fn entry(id: &str, m: &ServedModel, alias: bool) -> Model {
     }
 }
 
+/// A compound system: the first served model as the agent over the built-in tools.
+fn compound_entry(id: &str, m: &ServedModel) -> Model {
+    Model {
+        owned_by: "Groq".into(),
+        name: Some(format!("Compound ({} with built-in tools)", m.name)),
+        supported_features: Vec::new(),
+        ..entry(id, m, false)
+    }
+}
+
+fn compound_entries(reg: &ModelRegistry) -> impl Iterator<Item = Model> + '_ {
+    let first = reg.models().first();
+    COMPOUND_MODELS
+        .iter()
+        .filter_map(move |(id, _)| first.map(|m| compound_entry(id, m)))
+}
+
 pub async fn list(State(state): State<SharedState>) -> Json<ModelList> {
     let reg = state.registry();
     let mut data: Vec<Model> = reg
@@ -39,6 +57,7 @@ pub async fn list(State(state): State<SharedState>) -> Json<ModelList> {
         .map(|m| entry(&m.id, m, false))
         .collect();
     data.extend(reg.aliases().map(|(a, m)| entry(a, m, true)));
+    data.extend(compound_entries(reg));
     Json(ModelList {
         object: Default::default(),
         data,
@@ -49,6 +68,9 @@ pub async fn get(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Json<Model>, ApiError> {
+    if let Some(m) = compound_entries(state.registry()).find(|m| m.id.eq_ignore_ascii_case(&id)) {
+        return Ok(Json(m));
+    }
     let r = state
         .registry()
         .resolve(&id)

@@ -350,8 +350,20 @@ async fn models_list_shows_aliases() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["mock-model", "llama-3.3-70b-versatile"]);
+    // The served model, its alias, then the compound systems (the served model as agent).
+    assert_eq!(
+        ids,
+        [
+            "mock-model",
+            "llama-3.3-70b-versatile",
+            "groq/compound",
+            "groq/compound-mini",
+            "compound-beta",
+            "compound-beta-mini"
+        ]
+    );
     assert_eq!(v["data"][1]["alias_of"], "mock-model");
+    assert_eq!(v["data"][2]["owned_by"], "Groq");
     assert_eq!(v["data"][0]["context_window"], 256);
 
     let req = axum::http::Request::get("/openai/v1/models/LLAMA-3.3-70b-versatile")

@@ -369,7 +369,7 @@ async fn bad_tool_requests_are_400s_naming_the_field() {
             "tools[0].function.name",
         ),
         (
-            json!({"tools": [{"type": "code_interpreter"}]}),
+            json!({"tools": [{"type": "mcp", "server_label": "x"}]}),
             "tools[0].type",
         ),
         (

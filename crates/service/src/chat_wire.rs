@@ -3,11 +3,13 @@
 
 use peregrine_protocol::chat::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice,
-    FunctionCall, PromptTokensDetails, TokenLogprob, ToolCall, TopLogprob, Usage, XGroq,
+    FunctionCall, ModelUsage, PromptTokensDetails, TokenLogprob, ToolCall, TopLogprob, Usage,
+    UsageBreakdown, XGroq,
 };
 use peregrine_runtime::UsageStats;
 
-use crate::completions::{Completion, ResponseMeta};
+use crate::agent::{AgentFinish, AgentOutcome, Style};
+use crate::completions::{Completion, GeneratedCall, ResponseMeta};
 
 /// A fresh tool-call id: `call_` and 24 random alphanumerics (ids are opaque to clients).
 pub fn call_id() -> String {
@@ -59,11 +61,8 @@ pub fn logprobs(lps: Vec<peregrine_runtime::TokenLogprob>) -> Vec<TokenLogprob> 
         .collect()
 }
 
-/// The non-streaming response.
-pub fn chat_completion(c: Completion) -> ChatCompletion {
-    let meta = c.meta;
-    let calls: Vec<ToolCall> = c
-        .tool_calls
+fn tool_calls(calls: Vec<GeneratedCall>) -> Vec<ToolCall> {
+    calls
         .into_iter()
         .map(|call| ToolCall {
             id: call_id(),
@@ -73,7 +72,13 @@ pub fn chat_completion(c: Completion) -> ChatCompletion {
                 arguments: call.arguments,
             },
         })
-        .collect();
+        .collect()
+}
+
+/// The non-streaming response.
+pub fn chat_completion(c: Completion) -> ChatCompletion {
+    let meta = c.meta;
+    let calls = tool_calls(c.tool_calls);
     // A turn that only calls tools has `content: null`.
     let content = (calls.is_empty() || !c.content.trim().is_empty()).then_some(c.content);
     ChatCompletion {
@@ -95,6 +100,59 @@ pub fn chat_completion(c: Completion) -> ChatCompletion {
         }],
         usage: usage(&c.finished.usage),
         usage_breakdown: None,
+        system_fingerprint: meta.fingerprint,
+        x_groq: XGroq {
+            id: meta.request_id,
+            seed: Some(meta.seed),
+            ..Default::default()
+        },
+        service_tier: Some(meta.service_tier.to_string()),
+    }
+}
+
+/// Compound's `usage_breakdown`: one entry per served model the loop ran.
+pub fn usage_breakdown(finish: &AgentFinish) -> UsageBreakdown {
+    UsageBreakdown {
+        models: finish
+            .per_model
+            .iter()
+            .map(|(model, u)| ModelUsage {
+                model: model.clone(),
+                usage: usage(u),
+            })
+            .collect(),
+    }
+}
+
+/// The non-streaming response of the built-in tool loop: the answer, the transcript as
+/// `reasoning`, `executed_tools`, usage summed over the turns (and per model on compound).
+pub fn agent_completion(o: AgentOutcome) -> ChatCompletion {
+    let meta = o.meta;
+    let calls = tool_calls(o.tool_calls);
+    let content = (calls.is_empty() || !o.content.trim().is_empty()).then_some(o.content);
+    let breakdown = matches!(o.style, Style::Compound { .. })
+        .then(|| serde_json::to_value(usage_breakdown(&o.finish)).unwrap_or_default());
+    ChatCompletion {
+        id: meta.id,
+        object: Default::default(),
+        created: meta.created,
+        model: meta.model,
+        choices: vec![Choice {
+            index: 0,
+            message: AssistantMessage {
+                content,
+                reasoning: (!o.reasoning.is_empty()).then_some(o.reasoning),
+                tool_calls: (!calls.is_empty()).then_some(calls),
+                executed_tools: Some(o.executed),
+                ..Default::default()
+            },
+            logprobs: meta.logprobs.then(|| ChoiceLogprobs {
+                content: logprobs(o.logprobs),
+            }),
+            finish_reason: o.finish.reason.as_str().to_string(),
+        }],
+        usage: usage(&o.finish.usage),
+        usage_breakdown: breakdown,
         system_fingerprint: meta.fingerprint,
         x_groq: XGroq {
             id: meta.request_id,

@@ -1,8 +1,8 @@
 //! Chat completions as a service: a request body in, a [`ChatJob`] prepared for the model it
 //! names, then either its events ([`Completions::start`]) or the finished [`Completion`]
 //! ([`Completions::complete`]), with domain outcomes ([`CompletionError`]) rather than HTTP
-//! errors. The chat handler, the batch worker, and next the Responses API and the agent loop
-//! all run completions through here.
+//! errors. The chat handler, the batch worker, the built-in tool loop (`crate::agent`) and
+//! next the Responses API all run completions through here.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,9 @@ use peregrine_runtime::{
 };
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use peregrine_tools::{SandboxConfig, ToolKit};
+
+use crate::agent::{self, AgentJob};
 use crate::error::ServiceError;
 use crate::registry::{ModelRegistry, ServedModel};
 
@@ -187,6 +190,16 @@ impl PrepareGate {
 pub struct Completions {
     registry: Arc<ModelRegistry>,
     gate: Arc<PrepareGate>,
+    /// The built-in tools requests may use.
+    tools: Arc<ToolKit>,
+}
+
+/// A chat request, ready to run.
+pub enum ChatRun {
+    /// An ordinary completion (boxed: a prepared request is large).
+    Plain(Box<ChatJob>),
+    /// The built-in tool loop, started.
+    Agent(AgentJob),
 }
 
 impl Completions {
@@ -202,11 +215,60 @@ impl Completions {
         Self {
             registry: Arc::new(registry),
             gate: Arc::new(PrepareGate::new(at_once, max_waiting)),
+            tools: Arc::new(ToolKit::new(SandboxConfig::default())),
         }
+    }
+
+    /// The same service with `tools` as its built-in tools.
+    pub fn with_tools(mut self, tools: ToolKit) -> Self {
+        self.tools = Arc::new(tools);
+        self
     }
 
     pub fn registry(&self) -> &ModelRegistry {
         &self.registry
+    }
+
+    pub fn tool_kit(&self) -> &ToolKit {
+        &self.tools
+    }
+
+    /// Parses a client's body and readies it: an ordinary completion, or the built-in tool
+    /// loop (a compound model, built-in `tools`) started with its first turn prepared.
+    /// `model_version` is the `Groq-Model-Version` header.
+    pub async fn prepare_chat(
+        &self,
+        body: &[u8],
+        request_id: String,
+        model_version: Option<&str>,
+    ) -> Result<ChatRun, ServiceError> {
+        let permit = self.gate.enter(Priority::Interactive).await?;
+        let req = parse_chat_request(body).map_err(|e| ServiceError::BadRequest(e.message()))?;
+        let Some(plan) = agent::plan(&req, model_version, self)? else {
+            return Ok(ChatRun::Plain(Box::new(
+                self.prepare_with(req, request_id, Some(permit)).await?,
+            )));
+        };
+        drop(permit);
+        let stream = req.stream.unwrap_or(false);
+        let include_usage = stream
+            && req
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false);
+        let job = agent::start(self, plan, request_id, stream, include_usage).await?;
+        Ok(ChatRun::Agent(job))
+    }
+
+    /// Prepares one turn of the tool loop, waiting at the gate like a client's request.
+    pub(crate) async fn prepare_turn(
+        &self,
+        req: ChatCompletionRequest,
+        request_id: String,
+    ) -> Result<ChatJob, ServiceError> {
+        let permit = self.gate.enter(Priority::Interactive).await?;
+        self.prepare_with(req, request_id, Some(permit)).await
     }
 
     /// Parses the body and prepares it: everything known before generation.

@@ -4,14 +4,16 @@
 //! - [`completions`]: chat completions as a service. A request body becomes a [`ChatJob`]
 //!   (parsed, model resolved, prepared by `peregrine_runtime::prepare`); the job runs at a
 //!   [`Priority`] and yields events, or a folded [`Completion`], or a [`CompletionError`].
-//!   The chat handler and the batch worker use it; the Responses API and the agent loop
-//!   will.
+//!   The chat handler and the batch worker use it; the Responses API will.
+//! - [`agent`]: the built-in tool loop (code execution, compound models) over completions
+//!   and `peregrine_tools`.
 //! - [`chat_wire`]: domain results in Groq's chat-completion shapes.
 //! - [`files`] and [`batches`]: the Files and Batch APIs over `Store` and `Blobs`
 //!   ([`Storage`]); [`batch_worker`] runs batches (validation in `batch_lines`).
 //! - [`error`]: [`ServiceError`], the one map from every failure to Groq's status and
 //!   envelope, shared by HTTP answers and batch error files.
 
+pub mod agent;
 mod batch_lines;
 pub mod batch_worker;
 pub mod batches;
@@ -23,7 +25,8 @@ pub mod files;
 pub mod registry;
 
 pub use completions::{
-    ChatJob, Completion, CompletionError, Completions, GeneratedCall, Priority, ResponseMeta,
+    ChatJob, ChatRun, Completion, CompletionError, Completions, GeneratedCall, Priority,
+    ResponseMeta,
 };
 pub use error::ServiceError;
 pub use files::Storage;

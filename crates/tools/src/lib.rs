@@ -1,8 +1,19 @@
-//! Server-side built-in tools (issue 12). So far: [`sandbox::PythonSandbox`], the isolated
-//! Python process that `code_interpreter` will run a request's code in, keeping its state
-//! between the calls of that request. Not wired to the API yet: `code_interpreter` is still
-//! refused with Groq's 400.
+//! Server-side built-in tools (issue 12): the [`BuiltinTool`] seam, the catalogue of a
+//! server's tools ([`ToolKit`]), code execution ([`PythonTool`] over
+//! [`sandbox::PythonSandbox`], an isolated Python process that keeps a request's state
+//! between its calls), website visits ([`VisitTool`] over [`fetch::Fetcher`], behind an
+//! SSRF guard) and web search ([`search`]: a local tantivy index or a search API). The agent loop that lets a model call them lives in the service crate
+//! (`peregrine_service::agent`).
 
+pub mod fetch;
 pub mod sandbox;
+pub mod search;
+pub mod tool;
 
+pub use fetch::{FetchConfig, FetchError, Fetcher, Page};
 pub use sandbox::{PythonSandbox, RunOutput, SandboxConfig, SandboxError, SandboxLimits};
+pub use search::{SearchBackend, SearchError, SearchQuery, SearchSettings};
+pub use tool::{
+    cap_output, BuiltinTool, PythonTool, SearchHit, ToolFunction, ToolId, ToolKit, ToolRun,
+    Unavailable, VisitTool,
+};

@@ -5,11 +5,15 @@
 //! - [`ChatCompletion`]: the non-streaming answer (docs/wire-contract.md, "Chat completion response"), with [`Usage`] and [`XGroq`].
 //! - [`ChatCompletionChunk`]: one SSE `data:` payload of a stream (docs/wire-contract.md, "Streaming").
 
+mod executed;
 mod message;
 mod request;
 mod response;
 mod stream;
 
+pub use executed::{
+    CodeResult, ExecutedTool, ModelUsage, SearchResult, SearchResults, UsageBreakdown,
+};
 pub use message::{ChatMessage, ContentPart, FunctionCall, ImageUrl, MessageContent, ToolCall};
 pub use request::{
     ChatCompletionRequest, FunctionCallChoice, FunctionDefinition, FunctionName, JsonSchemaFormat,

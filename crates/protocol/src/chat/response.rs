@@ -7,6 +7,7 @@ use serde_json::Value;
 use utoipa::openapi::schema::ObjectBuilder;
 use utoipa::ToSchema;
 
+use super::executed::{ExecutedTool, UsageBreakdown};
 use super::message::ToolCall;
 use crate::wire::schema as s;
 use crate::wire::{const_str, go_f64};
@@ -97,6 +98,9 @@ pub struct AssistantMessage {
     /// Tool calls; omitted when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
+    /// Tools the server ran (built-in tools, compound); omitted when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executed_tools: Option<Vec<ExecutedTool>>,
 }
 
 /// Token counts and timings (docs/wire-contract.md). Times are seconds; `total_time` is
@@ -166,6 +170,9 @@ pub struct XGroq {
     /// Why a stream ended early (e.g. `"over_capacity"`); omitted when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Compound's per-model usage on a stream's finish chunk; omitted when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_breakdown: Option<UsageBreakdown>,
 }
 
 impl XGroq {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::ObjectBuilder;
 use utoipa::ToSchema;
 
+use super::executed::ExecutedTool;
 use super::response::{AssistantRole, ChoiceLogprobs, Usage, XGroq, FINISH_REASONS};
 use crate::wire::const_str;
 use crate::wire::schema as s;
@@ -83,6 +84,9 @@ pub struct Delta {
     /// Tool-call fragments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// Server-side tools that just finished (built-in tools, compound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executed_tools: Option<Vec<ExecutedTool>>,
 }
 
 /// A streamed tool call or a fragment of one.
