@@ -177,7 +177,7 @@ def test_compound_unknown_version_is_refused(server, api_key):
     )
     with pytest.raises(groq.BadRequestError) as e:
         client.chat.completions.create(messages=[{"role": "user", "content": "hi"}], model="groq/compound")
-    assert e.value.body["param"] == "Groq-Model-Version"
+    assert e.value.body["error"]["param"] == "Groq-Model-Version"
 
 
 def test_compound_old_version_has_no_visit_website(server, api_key):
@@ -190,7 +190,7 @@ def test_compound_old_version_has_no_visit_website(server, api_key):
             model="groq/compound",
             compound_custom={"tools": {"enabled_tools": ["visit_website"]}},
         )
-    assert "newer system version" in e.value.body["message"]
+    assert "newer system version" in e.value.body["error"]["message"]
 
 
 # --- Compound: executed tools and specific tools (seeds "Compound: Executed Tools",
@@ -316,7 +316,7 @@ def test_user_tools_on_compound_are_refused(groq_client):
             messages=[{"role": "user", "content": "hi"}],
             tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
         )
-    assert e.value.body["param"] == "tools"
+    assert e.value.body["error"]["param"] == "tools"
 
 
 def test_models_list_compound(groq_client):

@@ -605,3 +605,27 @@ async fn browser_search_on_a_chat_model_uses_the_search_backend() {
         2
     );
 }
+
+#[tokio::test]
+async fn a_call_cut_off_by_the_token_limit_goes_on_to_the_answer() {
+    let app = mock(CALC);
+    let (status, v) = chat(
+        &app,
+        &body("groq/compound", json!({"max_completion_tokens": 12})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let msg = &v["choices"][0]["message"];
+    assert_eq!(msg["executed_tools"], json!([]));
+    assert!(
+        msg["reasoning"]
+            .as_str()
+            .unwrap()
+            .starts_with("[a tool call could not be run: "),
+        "{msg}"
+    );
+    // The answer turn (the mock, asked afresh, replays its first reply), under the same
+    // per-turn limit.
+    assert_eq!(msg["content"], "<tool_call>\n");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+}

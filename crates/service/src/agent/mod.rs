@@ -19,7 +19,7 @@ use peregrine_protocol::chat::{
     ChatCompletionRequest, ChatMessage, CodeResult, ExecutedTool, FunctionCall, FunctionDefinition,
     MessageContent, SearchResult, SearchResults, Tool, ToolCall, ToolChoice,
 };
-use peregrine_runtime::{Event, FinishReason, TokenLogprob, UsageStats};
+use peregrine_runtime::{Event, FinishReason, Rejection, TokenLogprob, UsageStats};
 use peregrine_tools::{cap_output, BuiltinTool, SearchSettings, ToolId, ToolKit, ToolRun};
 use serde::Deserialize;
 use serde_json::Value;
@@ -355,6 +355,7 @@ pub async fn start(
         plan,
         tools,
         executed: 0,
+        ran: Vec::new(),
         finish: AgentFinish {
             reason: FinishReason::Stop,
             usage: UsageStats::default(),
@@ -388,8 +389,10 @@ impl Turn {
         }
     }
 
-    /// The turn's request: the conversation so far, the client's functions and the built-in
-    /// tools as functions, and its `tool_choice`.
+    /// The turn's request: the conversation so far and its `tool_choice`. A turn that may
+    /// call tools sees the client's functions and the built-in tools as functions; the
+    /// answer turn sees only the client's functions (with `tool_choice: none`), so a model
+    /// that would rather call again reads the results it has and answers.
     fn request(
         self,
         plan: &AgentPlan,
@@ -399,15 +402,18 @@ impl Turn {
         let mut req = plan.base.clone();
         req.messages = messages.to_vec();
         let mut all: Vec<Tool> = req.tools.take().unwrap_or_default();
-        all.extend(tools.iter().map(|t| {
-            let f = t.function();
-            Tool::function(FunctionDefinition {
-                name: f.name.to_string(),
-                description: Some(f.description.to_string()),
-                parameters: Some(f.parameters),
-                strict: None,
-            })
-        }));
+        let client_tools = !all.is_empty();
+        if self.calls_on {
+            all.extend(tools.iter().map(|t| {
+                let f = t.function();
+                Tool::function(FunctionDefinition {
+                    name: f.name.to_string(),
+                    description: Some(f.description.to_string()),
+                    parameters: Some(f.parameters),
+                    strict: None,
+                })
+            }));
+        }
         req.tools = (!all.is_empty()).then_some(all);
         req.model = if self.calls_on {
             plan.reasoning_model.clone()
@@ -415,7 +421,7 @@ impl Turn {
             plan.answering_model.clone()
         };
         req.tool_choice = match (self.first, self.calls_on) {
-            (_, false) => Some(ToolChoice::Mode("none".into())),
+            (_, false) => client_tools.then(|| ToolChoice::Mode("none".into())),
             (true, true) => plan.first_choice.clone(),
             (false, true) => Some(ToolChoice::Mode("auto".into())),
         };
@@ -432,6 +438,8 @@ struct Runner {
     calls_left: usize,
     output_cap: usize,
     executed: u32,
+    /// Calls run so far (name, arguments).
+    ran: Vec<(String, String)>,
     finish: AgentFinish,
     tx: mpsc::Sender<AgentEvent>,
     stream: bool,
@@ -443,6 +451,8 @@ struct TurnOutput {
     logprobs: Vec<TokenLogprob>,
     calls: Vec<GeneratedCall>,
     reason: FinishReason,
+    /// Why the turn's tool call could not be used.
+    failed_call: Option<String>,
 }
 
 /// The client is gone: stop.
@@ -490,6 +500,7 @@ impl Runner {
             logprobs: Vec::new(),
             calls: Vec::new(),
             reason: FinishReason::Stop,
+            failed_call: None,
         };
         while let Some(ev) = rx.recv().await {
             match ev {
@@ -516,6 +527,12 @@ impl Runner {
                     return Ok(Some(out));
                 }
                 Event::Failed(why) => return Err(ServiceError::Internal(why)),
+                // A call that cannot be used (cut off, not fitting its tool) in a turn that
+                // may call tools: the loop goes on to the answer instead of failing.
+                Event::Rejected(Rejection::Tool { message, .. }) if turn.calls_on => {
+                    out.failed_call = Some(message);
+                    return Ok(Some(out));
+                }
                 Event::Rejected(r) => return Err(rejected(r, out.text)),
                 Event::Preempted => return Err(ServiceError::Internal("preempted".into())),
             }
@@ -535,12 +552,28 @@ impl Runner {
 
     /// Runs the turn's built-in calls, or ends the loop. `Ok(true)`: another turn follows.
     async fn after_turn(&mut self, out: TurnOutput, turn: Turn) -> Result<bool, Gone> {
+        if let Some(why) = out.failed_call {
+            self.reason(format!("[a tool call could not be run: {why}]\n"))
+                .await?;
+            self.calls_left = 0;
+            return Ok(true);
+        }
         let (builtin, user): (Vec<GeneratedCall>, Vec<GeneratedCall>) = out
             .calls
             .into_iter()
             .partition(|c| self.tool_index(&c.name).is_some());
         if builtin.is_empty() || !turn.calls_on {
             return self.answer(out.text, out.logprobs, user, out.reason).await;
+        }
+        // A call the model already made, with the same arguments, is not run again: the
+        // model has that result. Only repeats: the tools are done, the answer turn follows.
+        let builtin: Vec<GeneratedCall> = builtin
+            .into_iter()
+            .filter(|c| !self.ran.contains(&(c.name.clone(), c.arguments.clone())))
+            .collect();
+        if builtin.is_empty() && user.is_empty() {
+            self.calls_left = 0;
+            return Ok(true);
         }
         if !out.text.trim().is_empty() {
             self.reason(format!("{}\n", out.text.trim())).await?;
@@ -551,6 +584,7 @@ impl Runner {
             self.calls_left -= 1;
             let id = call_id();
             let output = self.execute(&call).await?;
+            self.ran.push((call.name.clone(), call.arguments.clone()));
             calls.push(ToolCall {
                 id: id.clone(),
                 kind: "function".into(),
