@@ -629,3 +629,44 @@ async fn a_call_cut_off_by_the_token_limit_goes_on_to_the_answer() {
     assert_eq!(msg["content"], "<tool_call>\n");
     assert_eq!(v["choices"][0]["finish_reason"], "length");
 }
+
+/// A script whose first turn runs `code` in Python.
+fn python_script(code: &str) -> String {
+    // Spaced like the call grammar writes JSON, so the byte-level mock stays on its script.
+    let args = format!("{{\"code\": {}}}", serde_json::to_string(code).unwrap());
+    format!("<tool_call>\n{{\"name\": \"python\", \"arguments\": {args}}}\n</tool_call>\u{1e}Done.")
+}
+
+#[tokio::test]
+async fn hostile_code_through_the_api_leaves_the_server_healthy() {
+    // A port this test process listens on, as the server's would be.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let attacks = [
+        ("print(open('/etc/shadow').read())", "FileNotFoundError"),
+        ("import os; print(sorted(os.environ))", "['HOME', 'LC_CTYPE', 'MPLBACKEND', 'PATH', 'PWD']"),
+        (&*format!("import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)"), "Connection refused"),
+        ("import os\nwhile True:\n    os.fork()", "Resource temporarily unavailable"),
+        ("x = bytearray(8 << 30)", "MemoryError"),
+        ("while True: pass", "Execution stopped"),
+        ("import os, signal; os.kill(os.getppid(), signal.SIGKILL); print('sent')", "sent"),
+    ];
+    for (code, expected) in attacks {
+        let mut kit = peregrine_tools::ToolKit::new(Default::default());
+        if let Ok(cfg) = kit.python.as_mut() {
+            cfg.limits.wall = std::time::Duration::from_secs(3);
+        }
+        let app = mock_with_tools(python_script(code), kit);
+        let (status, v) = chat(&app, &body("groq/compound", json!({}))).await;
+        assert_eq!(status, StatusCode::OK, "{code}: {v}");
+        let output = v["choices"][0]["message"]["executed_tools"][0]["output"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(output.contains(expected), "{code}: {output}");
+        let health = axum::http::Request::get("/health")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let (status, _, text) = send(&app, health).await;
+        assert_eq!(status, StatusCode::OK, "{code}: {text}");
+    }
+}

@@ -165,3 +165,23 @@ async fn host_processes_cannot_be_named_or_traced() {
     // ESRCH (3): outside the sandbox's pid namespace, the server does not exist.
     assert_eq!(out, "-1 3\nProcessLookupError\n");
 }
+
+#[tokio::test]
+async fn the_cpu_time_limit_stops_a_busy_process_before_the_wall_time() {
+    let mut s = PythonSandbox::new(SandboxConfig {
+        limits: SandboxLimits {
+            wall: Duration::from_secs(20),
+            cpu_secs: 1,
+            ..SandboxLimits::default()
+        },
+        ..SandboxConfig::default()
+    });
+    let t0 = Instant::now();
+    let (_, err) = run(&mut s, "while True: pass").await;
+    // Stopped by the CPU limit (about 1 s of CPU), far before the 20 s wall time.
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    let err = err.unwrap();
+    assert!(err.contains("CPU time"), "{err}");
+    let (out, _) = run(&mut s, "print('again')").await;
+    assert!(out.ends_with("again\n"), "{out}");
+}
