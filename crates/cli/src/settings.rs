@@ -725,6 +725,64 @@ mod tests {
         Cli::parse_from(argv).serve.resolve().unwrap()
     }
 
+    #[test]
+    fn built_in_tools_are_configured_by_flags_and_the_file() {
+        let s = resolve(&[], "");
+        assert_eq!(s.search, SearchSource::Off);
+        assert_eq!(s.tools.max_calls, peregrine_tools::tool::DEFAULT_MAX_CALLS);
+        let toml = "search_dir = \"/docs\"\nsandbox_wall_secs = 3\nvisit_allow_hosts = [\"127.0.0.1:9\"]\n";
+        let s = resolve(
+            &[
+                "--max-tool-calls",
+                "2",
+                "--sandbox-memory-mib",
+                "64",
+                "--no-code-execution",
+            ],
+            toml,
+        );
+        assert_eq!(s.search, SearchSource::Local("/docs".into()));
+        assert_eq!(s.tools.max_calls, 2);
+        assert!(s
+            .tools
+            .python
+            .as_ref()
+            .unwrap_err()
+            .contains("--no-code-execution"));
+        let visit = s.tools.visit.as_ref().unwrap();
+        assert_eq!(visit.allow_hosts, ["127.0.0.1:9"]);
+        let s = resolve(&["--sandbox-memory-mib", "64"], toml);
+        if let Ok(cfg) = &s.tools.python {
+            assert_eq!(cfg.limits.memory_bytes, 64 << 20);
+            assert_eq!(cfg.limits.wall, Duration::from_secs(3));
+        }
+        let s = resolve(&["--search-backend", "tavily", "--search-api-key", "k"], "");
+        assert_eq!(
+            s.search,
+            SearchSource::Tavily {
+                endpoint: peregrine_tools::search::api::TAVILY_ENDPOINT.into(),
+                key: "k".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_search_backend_without_what_it_needs_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "").unwrap();
+        for args in [
+            vec!["--search-backend", "brave"],
+            vec!["--search-backend", "searxng"],
+            vec!["--search-backend", "local"],
+            vec!["--search-backend", "bing"],
+        ] {
+            let mut argv = vec!["peregrine", "--config", file.to_str().unwrap()];
+            argv.extend(args.iter());
+            assert!(Cli::parse_from(argv).serve.resolve().is_err(), "{args:?}");
+        }
+    }
+
     fn ctx_and_parallel(m: &ModelSpec) -> (u32, u32) {
         (m.settings.context.n_ctx_seq, m.settings.context.n_seq_max)
     }

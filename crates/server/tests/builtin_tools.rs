@@ -644,12 +644,24 @@ async fn hostile_code_through_the_api_leaves_the_server_healthy() {
     let port = listener.local_addr().unwrap().port();
     let attacks = [
         ("print(open('/etc/shadow').read())", "FileNotFoundError"),
-        ("import os; print(sorted(os.environ))", "['HOME', 'LC_CTYPE', 'MPLBACKEND', 'PATH', 'PWD']"),
-        (&*format!("import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)"), "Connection refused"),
-        ("import os\nwhile True:\n    os.fork()", "Resource temporarily unavailable"),
+        (
+            "import os; print(sorted(os.environ))",
+            "['HOME', 'LC_CTYPE', 'MPLBACKEND', 'PATH', 'PWD']",
+        ),
+        (
+            &*format!("import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)"),
+            "Connection refused",
+        ),
+        (
+            "import os\nwhile True:\n    os.fork()",
+            "Resource temporarily unavailable",
+        ),
         ("x = bytearray(8 << 30)", "MemoryError"),
         ("while True: pass", "Execution stopped"),
-        ("import os, signal; os.kill(os.getppid(), signal.SIGKILL); print('sent')", "sent"),
+        (
+            "import os, signal; os.kill(os.getppid(), signal.SIGKILL); print('sent')",
+            "sent",
+        ),
     ];
     for (code, expected) in attacks {
         let mut kit = peregrine_tools::ToolKit::new(Default::default());
@@ -669,4 +681,54 @@ async fn hostile_code_through_the_api_leaves_the_server_healthy() {
         let (status, _, text) = send(&app, health).await;
         assert_eq!(status, StatusCode::OK, "{code}: {text}");
     }
+}
+
+#[tokio::test]
+async fn wolfram_alpha_is_asked_with_the_clients_app_id() {
+    use axum::extract::Query;
+    use axum::routing::get;
+    use std::collections::HashMap;
+    // Wolfram|Alpha's LLM API: plain text for an understood input, 403 for a bad AppID.
+    let api = axum::Router::new().route(
+        "/api/v1/llm-api",
+        get(|Query(q): Query<HashMap<String, String>>| async move {
+            match q.get("appid").map(String::as_str) {
+                Some("APP-123") => (
+                    StatusCode::OK,
+                    format!("Query: {}\nResult: 111.108", q["input"]),
+                ),
+                _ => (StatusCode::FORBIDDEN, "Invalid appid".to_string()),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, api).await.unwrap() });
+    let mut kit = peregrine_tools::ToolKit::new(Default::default());
+    kit.wolfram_endpoint = format!("http://{addr}/api/v1/llm-api");
+    let script = "<tool_call>\n{\"name\": \"wolfram\", \"arguments\": {\"query\": \"sqrt(12345)\"}}\n</tool_call>\u{1e}About 111.108.";
+    let app = mock_with_tools(script.to_string(), kit);
+    let custom = |key: Value| {
+        json!({"compound_custom": {"tools": {"enabled_tools": ["wolfram_alpha"],
+            "wolfram_settings": {"authorization": key}}}})
+    };
+    let (status, v) = chat(&app, &body("groq/compound", custom(json!("APP-123")))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let tool = &v["choices"][0]["message"]["executed_tools"][0];
+    assert_eq!(tool["type"], "wolfram");
+    assert_eq!(tool["output"], "Query: sqrt(12345)\nResult: 111.108");
+    // A wrong AppID is the tool's error, not the request's.
+    let (status, v) = chat(&app, &body("groq/compound", custom(json!("nope")))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let output = v["choices"][0]["message"]["executed_tools"][0]["output"]
+        .as_str()
+        .unwrap();
+    assert!(
+        output.starts_with("Error: Wolfram|Alpha refused the AppID"),
+        "{output}"
+    );
+    // No AppID at all: refused before anything runs.
+    let (status, e) = error(&app, body("groq/compound", custom(Value::Null))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(e["param"], "compound_custom.tools.wolfram_settings");
 }

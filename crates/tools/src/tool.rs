@@ -221,6 +221,15 @@ impl BuiltinTool for VisitTool {
     }
 }
 
+/// What one request brings for its tools.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RequestSettings {
+    /// `search_settings`.
+    pub search: SearchSettings,
+    /// `compound_custom.tools.wolfram_settings.authorization`.
+    pub wolfram_app_id: Option<String>,
+}
+
 /// Why a tool cannot be offered on this server.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Unavailable {
@@ -241,6 +250,8 @@ pub struct ToolKit {
     pub search: Result<Arc<dyn SearchBackend>, String>,
     /// Hits one search returns [5].
     pub search_results: usize,
+    /// Wolfram|Alpha's LLM API endpoint (the client brings the AppID).
+    pub wolfram_endpoint: String,
     /// Most bytes of one tool output that enter the model's prompt.
     pub output_cap: usize,
     /// Most tool calls in one request (compound-mini: one).
@@ -270,6 +281,7 @@ impl ToolKit {
             visit: Ok(FetchConfig::default()),
             search: Err(NO_SEARCH.into()),
             search_results: DEFAULT_SEARCH_RESULTS,
+            wolfram_endpoint: crate::wolfram::WOLFRAM_ENDPOINT.into(),
             output_cap: DEFAULT_OUTPUT_CAP,
             max_calls: DEFAULT_MAX_CALLS,
         }
@@ -282,6 +294,7 @@ impl ToolKit {
             visit: Err(why.to_string()),
             search: Err(why.to_string()),
             search_results: DEFAULT_SEARCH_RESULTS,
+            wolfram_endpoint: crate::wolfram::WOLFRAM_ENDPOINT.into(),
             output_cap: DEFAULT_OUTPUT_CAP,
             max_calls: DEFAULT_MAX_CALLS,
         }
@@ -294,16 +307,18 @@ impl ToolKit {
             ToolId::CodeInterpreter => self.python.as_ref().map(|_| ()).map_err(off),
             ToolId::VisitWebsite => self.visit.as_ref().map(|_| ()).map_err(off),
             ToolId::WebSearch => self.search.as_ref().map(|_| ()).map_err(off),
+            ToolId::WolframAlpha => Ok(()),
             other => Err(Unavailable::NotBuilt(other.as_str())),
         }
     }
 
-    /// A fresh tool for one request; `search` is the request's `search_settings`.
+    /// A fresh tool for one request, with the request's own settings.
     pub fn make(
         &self,
         id: ToolId,
-        search: &SearchSettings,
+        request: &RequestSettings,
     ) -> Result<Box<dyn BuiltinTool>, Unavailable> {
+        let search = &request.search;
         self.check(id)?;
         Ok(match id {
             ToolId::CodeInterpreter => match &self.python {
@@ -322,7 +337,21 @@ impl ToolKit {
                 )),
                 Err(_) => return Err(Unavailable::NotBuilt(id.as_str())),
             },
-            _ => return Err(Unavailable::NotBuilt(id.as_str())),
+            ToolId::WolframAlpha => match &request.wolfram_app_id {
+                Some(key) => Box::new(crate::wolfram::WolframTool::new(
+                    self.wolfram_endpoint.clone(),
+                    key.clone(),
+                )),
+                None => {
+                    return Err(Unavailable::NotConfigured(
+                        id.as_str(),
+                        "it needs `compound_custom.tools.wolfram_settings.authorization` \
+                         (your Wolfram|Alpha AppID)"
+                            .into(),
+                    ))
+                }
+            },
+            ToolId::BrowserAutomation => return Err(Unavailable::NotBuilt(id.as_str())),
         })
     }
 }

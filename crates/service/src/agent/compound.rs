@@ -137,6 +137,8 @@ pub struct CompoundSetup {
     /// Served model ids (canonical) for the tool-calling turns and the answer.
     pub reasoning_model: String,
     pub answering_model: String,
+    /// `wolfram_settings.authorization`.
+    pub wolfram_app_id: Option<String>,
 }
 
 /// Checks a compound request: no user tools, a known version, `compound_custom` well formed
@@ -167,6 +169,20 @@ pub fn setup(
             .map_err(|e| invalid(format!("`compound_custom`: {e}"), "compound_custom"))?,
     };
     let tools = enabled_tools(&custom, version, kit)?;
+    let wolfram_app_id = custom
+        .tools
+        .as_ref()
+        .and_then(|t| t.wolfram_settings.as_ref())
+        .and_then(|w| w.authorization.clone())
+        .filter(|k| !k.trim().is_empty());
+    if tools.contains(&ToolId::WolframAlpha) && wolfram_app_id.is_none() {
+        return Err(invalid(
+            "`wolfram_alpha` needs `compound_custom.tools.wolfram_settings.authorization` \
+             (your Wolfram|Alpha AppID)"
+                .into(),
+            "compound_custom.tools.wolfram_settings",
+        ));
+    }
     let default = registry
         .models()
         .first()
@@ -186,6 +202,7 @@ pub fn setup(
         tools,
         reasoning_model: pick(models.reasoning_model)?,
         answering_model: pick(models.answering_model)?,
+        wolfram_app_id,
     })
 }
 
@@ -248,6 +265,9 @@ pub fn system_prompt(tools: &[ToolId], mini: bool) -> String {
     }
     if tools.contains(&ToolId::VisitWebsite) {
         s.push_str(" To read a web page, call the `visit` tool with its URL.");
+    }
+    if tools.contains(&ToolId::WolframAlpha) {
+        s.push_str(" For math, units and scientific data, call the `wolfram` tool.");
     }
     if mini {
         s.push_str(" You may call at most one tool.");

@@ -20,7 +20,9 @@ use peregrine_protocol::chat::{
     MessageContent, SearchResult, SearchResults, Tool, ToolCall, ToolChoice,
 };
 use peregrine_runtime::{Event, FinishReason, Rejection, TokenLogprob, UsageStats};
-use peregrine_tools::{cap_output, BuiltinTool, SearchSettings, ToolId, ToolKit, ToolRun};
+use peregrine_tools::{
+    cap_output, BuiltinTool, RequestSettings, SearchSettings, ToolId, ToolKit, ToolRun,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -55,8 +57,8 @@ pub struct AgentPlan {
     pub max_calls: usize,
     /// Whether `reasoning` is returned (`include_reasoning`, default true).
     pub include_reasoning: bool,
-    /// `search_settings` for the web search tool.
-    pub search: SearchSettings,
+    /// The request's own tool settings (`search_settings`, the Wolfram|Alpha AppID).
+    pub settings: RequestSettings,
 }
 
 fn invalid(message: String, param: &'static str) -> ServiceError {
@@ -97,7 +99,10 @@ pub fn plan(
             first_choice: None,
             max_calls: if mini { 1 } else { kit.max_calls },
             include_reasoning: req.include_reasoning != Some(false),
-            search,
+            settings: RequestSettings {
+                search,
+                wolfram_app_id: setup.wolfram_app_id,
+            },
         }));
     }
     let tools = builtin_tools(req, kit)?;
@@ -135,7 +140,10 @@ pub fn plan(
         first_choice: req.tool_choice.clone(),
         max_calls: kit.max_calls,
         include_reasoning: req.include_reasoning != Some(false),
-        search,
+        settings: RequestSettings {
+            search,
+            wolfram_app_id: None,
+        },
     }))
 }
 
@@ -335,7 +343,7 @@ pub async fn start(
     let kit = svc.tool_kit();
     let mut tools = Vec::with_capacity(plan.tools.len());
     for &id in &plan.tools {
-        let tool = kit.make(id, &plan.search);
+        let tool = kit.make(id, &plan.settings);
         tools.push(tool.map_err(|e| invalid(e.to_string(), "tools"))?);
     }
     let turn = Turn::first(&plan);
@@ -699,6 +707,7 @@ fn transcript_arguments(id: ToolId, args: &Value) -> String {
     let key = match id {
         ToolId::CodeInterpreter => "code",
         ToolId::VisitWebsite => "url",
+        ToolId::WolframAlpha => "query",
         _ => "query",
     };
     match args.get(key).and_then(Value::as_str) {
