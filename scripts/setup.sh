@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
 
-# bubblewrap, python3 and util-linux (setpriv): the code sandbox (crates/tools).
-PACKAGES="cmake clang libclang-dev bubblewrap python3 util-linux"
+# bubblewrap, python3 and util-linux (setpriv): the code sandbox (crates/tools);
+# python3-matplotlib (with numpy): figures come back from code execution as PNGs.
+PACKAGES="cmake clang libclang-dev bubblewrap python3 util-linux python3-matplotlib"
 if ! dpkg -s $PACKAGES >/dev/null 2>&1; then
   echo "==> installing $PACKAGES (apt)"
   $SUDO apt-get update -qq

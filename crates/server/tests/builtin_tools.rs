@@ -732,3 +732,31 @@ async fn wolfram_alpha_is_asked_with_the_clients_app_id() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(e["param"], "compound_custom.tools.wolfram_settings");
 }
+
+#[tokio::test]
+async fn figures_come_back_as_code_results_png() {
+    let code = "import matplotlib.pyplot as plt\nplt.bar(['a', 'b'], [3, 5])\nprint('chart')";
+    let app = mock_with_tools(
+        python_script(code),
+        peregrine_tools::ToolKit::new(Default::default()),
+    );
+    let (status, v) = chat(
+        &app,
+        &body(
+            "mock-model",
+            json!({"tools": [{"type": "code_interpreter"}], "tool_choice": "required"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let results = v["choices"][0]["message"]["executed_tools"][0]["code_results"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(results[0], json!({"text": "chart\n"}));
+    assert!(results[1]["png"]
+        .as_str()
+        .unwrap()
+        .starts_with("iVBORw0KGgo"));
+}

@@ -4,7 +4,8 @@
 # Output of the code (print, os.system, subprocesses) goes to an in-memory capture file
 # (a memfd, so a full scratch disk cannot break it; its size is bounded by the file-size
 # limit), cut at the output limit. A bare last expression prints its repr, as in a notebook.
-import ast, json, os, resource, sys, traceback
+# Figures the code left open in matplotlib come back as base64 PNGs ({"images": [...]}).
+import ast, base64, io, json, os, resource, sys, traceback
 
 limits = json.loads(sys.argv[1])
 for name, value in (("RLIMIT_AS", limits["memory"]), ("RLIMIT_CPU", limits["cpu"]),
@@ -12,6 +13,8 @@ for name, value in (("RLIMIT_AS", limits["memory"]), ("RLIMIT_CPU", limits["cpu"
                     ("RLIMIT_CORE", 0)):
     resource.setrlimit(getattr(resource, name), (value, value))
 MAX_OUT = limits["output"]
+MAX_IMAGES = 4
+MAX_IMAGE_BYTES = 512 * 1024
 
 proto = os.fdopen(os.dup(1), "w", buffering=1)
 namespace = {"__name__": "__main__"}
@@ -61,7 +64,25 @@ def run(code):
     return text, error
 
 
+def figures():
+    """PNGs of the figures left open (then closed), when the code used matplotlib."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return []
+    images = []
+    try:
+        for num in plt.get_fignums()[:MAX_IMAGES]:
+            buf = io.BytesIO()
+            plt.figure(num).savefig(buf, format="png")
+            if buf.tell() <= MAX_IMAGE_BYTES:
+                images.append(base64.b64encode(buf.getvalue()).decode("ascii"))
+        plt.close("all")
+    except Exception:
+        pass
+    return images
+
+
 for line in sys.stdin:
     request = json.loads(line)
     output, error = run(request["code"])
-    proto.write(json.dumps({"output": output, "error": error}) + "\n")
+    proto.write(json.dumps({"output": output, "error": error, "images": figures()}) + "\n")

@@ -104,6 +104,10 @@ pub struct RunOutput {
     pub output: String,
     /// `None` when the code ran to its end; else what stopped it (its exception, a limit).
     pub error: Option<String>,
+    /// Base64 PNGs of the matplotlib figures the code left open (at most 4, each at most
+    /// 512 KiB).
+    #[serde(default)]
+    pub images: Vec<String>,
 }
 
 /// One request's Python, started on first use.
@@ -138,8 +142,8 @@ impl PythonSandbox {
         let wall = self.cfg.limits.wall;
         let reply = {
             let p = self.proc.as_mut().expect("started above");
-            // JSON escaping can make output six times longer.
-            let max_line = self.cfg.limits.output_bytes as u64 * 6 + 4096;
+            // JSON escaping can make output six times longer; then up to four figures.
+            let max_line = self.cfg.limits.output_bytes as u64 * 6 + 4096 + 4 * (700 << 10);
             tokio::time::timeout(wall, call(p, code, max_line)).await
         };
         let mut out = match reply {
@@ -170,6 +174,7 @@ impl PythonSandbox {
         RunOutput {
             output: String::new(),
             error: Some(format!("Execution stopped: {why}.")),
+            images: Vec::new(),
         }
     }
 
@@ -262,6 +267,19 @@ fn bwrap_args(scratch_bytes: u64) -> Vec<String> {
         "--ro-bind",
         "/usr",
         "/usr",
+        // Three public, read-only pieces of /etc: matplotlib's system config (Debian keeps
+        // it there), the alternatives links that shared libraries such as numpy's BLAS are
+        // found through, and fontconfig's configuration. Nothing else of /etc (no passwd,
+        // shadow, hosts, resolv.conf).
+        "--ro-bind-try",
+        "/etc/matplotlibrc",
+        "/etc/matplotlibrc",
+        "--ro-bind-try",
+        "/etc/alternatives",
+        "/etc/alternatives",
+        "--ro-bind-try",
+        "/etc/fonts",
+        "/etc/fonts",
         "--symlink",
         "usr/lib",
         "/lib",

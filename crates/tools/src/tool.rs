@@ -85,6 +85,8 @@ pub struct ToolRun {
     pub output: String,
     /// Code execution only: the printed text as `code_results[].text`.
     pub code_text: Option<String>,
+    /// Code execution only: figures as base64 PNGs (`code_results[].png`).
+    pub code_pngs: Vec<String>,
     /// Search only: the hits.
     pub search_hits: Option<Vec<SearchHit>>,
 }
@@ -153,6 +155,7 @@ impl BuiltinTool for PythonTool {
                 ToolRun {
                     output: text.clone(),
                     code_text: Some(text),
+                    code_pngs: out.images,
                     search_hits: None,
                 }
             }

@@ -43,7 +43,8 @@ async fn state_persists_and_a_bare_expression_prints() {
 const CONTAINED: &[(&str, &str, &str)] = &[
     ("read /etc/shadow", "print(open('/etc/shadow').read())", "FileNotFoundError"),
     ("read /etc/passwd", "print(open('/etc/passwd').read())", "FileNotFoundError"),
-    ("list /", "import os; print(sorted(os.listdir('/')))", "['bin', 'dev', 'lib', 'lib64', 'proc', 'tmp', 'usr']"),
+    ("list /", "import os; print(sorted(os.listdir('/')))", "['bin', 'dev', 'etc', 'lib', 'lib64', 'proc', 'tmp', 'usr']"),
+    ("/etc holds only matplotlib's and fontconfig's config and the alternatives links", "import os; print(sorted(os.listdir('/etc')))", "['alternatives', 'fonts', 'matplotlibrc']"),
     ("the server's home", "import os; print(os.path.exists('/root'), os.path.exists('/home'))", "False False"),
     ("environment", "import os; print(set(os.environ) <= {'HOME', 'MPLBACKEND', 'PATH', 'PWD', 'LC_CTYPE'})", "True"),
     ("pid 1's environment", "print(repr(open('/proc/1/environ').read()))", "''"),
@@ -61,7 +62,7 @@ const CONTAINED: &[(&str, &str, &str)] = &[
     ("symlink to the host", "import os; os.symlink('/etc/shadow', '/tmp/s'); print(open('/tmp/s').read())", "FileNotFoundError"),
     ("proc root of pid 1 is the sandbox's",
         "import os; print(sorted(os.listdir('/proc/1/root/')))",
-        "['bin', 'dev', 'lib', 'lib64', 'proc', 'tmp', 'usr']"
+        "['bin', 'dev', 'etc', 'lib', 'lib64', 'proc', 'tmp', 'usr']"
     ),
 ];
 
@@ -184,4 +185,28 @@ async fn the_cpu_time_limit_stops_a_busy_process_before_the_wall_time() {
     assert!(err.contains("CPU time"), "{err}");
     let (out, _) = run(&mut s, "print('again')").await;
     assert!(out.ends_with("again\n"), "{out}");
+}
+
+#[tokio::test]
+async fn matplotlib_figures_come_back_as_pngs() {
+    // scripts/setup.sh installs Debian's python3-matplotlib.
+    let mut s = PythonSandbox::new(SandboxConfig::default());
+    let out = s
+        .run("import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nplt.title('squares')\nprint('drawn')")
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.output.as_str(), out.error.as_deref()),
+        ("drawn\n", None)
+    );
+    assert_eq!(out.images.len(), 1);
+    // A PNG's signature, base64-encoded.
+    assert!(
+        out.images[0].starts_with("iVBORw0KGgo"),
+        "{}",
+        &out.images[0][..16]
+    );
+    // Figures are closed once returned.
+    let again = s.run("print(len(plt.get_fignums()))").await.unwrap();
+    assert_eq!((again.output.as_str(), again.images.len()), ("0\n", 0));
 }

@@ -748,12 +748,10 @@ fn executed_record(
             },
             output: run.code_text.is_none().then(|| run.output.clone()),
             search_results: Some(SearchResults { results: hits }),
-            code_results: run.code_text.as_ref().map(|t| {
-                vec![CodeResult {
-                    text: Some(t.clone()),
-                    png: None,
-                }]
-            }),
+            code_results: run
+                .code_text
+                .as_ref()
+                .map(|t| code_results(t, &run.code_pngs)),
         },
         Style::Compound { .. } => ExecutedTool {
             name: None,
@@ -764,9 +762,24 @@ fn executed_record(
             search_results: Some(SearchResults {
                 results: Some(hits.unwrap_or_default()),
             }),
-            code_results: None,
+            // Groq's compound examples carry no `code_results`; figures still need a place.
+            code_results: (!run.code_pngs.is_empty())
+                .then(|| code_results(&run.output, &run.code_pngs)),
         },
     }
+}
+
+/// `code_results`: the printed text, then each figure.
+fn code_results(text: &str, pngs: &[String]) -> Vec<CodeResult> {
+    let mut out = vec![CodeResult {
+        text: Some(text.to_string()),
+        png: None,
+    }];
+    out.extend(pngs.iter().map(|p| CodeResult {
+        text: None,
+        png: Some(p.clone()),
+    }));
+    out
 }
 
 /// A finished loop, folded.

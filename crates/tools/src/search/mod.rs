@@ -141,13 +141,13 @@ impl BuiltinTool for SearchTool {
         match self.backend.search(&q).await {
             Ok(hits) => ToolRun {
                 output: hits_text(&hits),
-                code_text: None,
                 search_hits: Some(hits),
+                ..Default::default()
             },
             Err(e) => ToolRun {
                 output: format!("Error: {e}"),
-                code_text: None,
                 search_hits: Some(Vec::new()),
+                ..Default::default()
             },
         }
     }
