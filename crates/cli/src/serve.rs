@@ -125,16 +125,17 @@ async fn open_storage(common: &CommonArgs, s: &ServeSettings) -> Result<Storage>
 }
 
 /// The built-in tools, with the web search backend built (a local index is read now).
-async fn tool_kit(s: &ServeSettings) -> Result<ToolKit> {
+async fn tool_kit(common: &CommonArgs, s: &ServeSettings) -> Result<ToolKit> {
     use peregrine_tools::search::api::{Brave, SearxNg, Tavily};
     let mut kit = s.tools.clone();
     let backend: Arc<dyn SearchBackend> = match s.search.clone() {
         SearchSource::Off => return Ok(kit),
-        SearchSource::Local(dir) => {
-            let index = tokio::task::spawn_blocking(move || LocalIndex::build(&dir)).await??;
-            tracing::info!(documents = index.documents, root = %index.root.display(), "search index built");
-            Arc::new(index)
+        SearchSource::HomeIndex => {
+            let dir = common.home().join("search");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            local_index(dir).await?
         }
+        SearchSource::Local(dir) => local_index(dir).await?,
         SearchSource::SearxNg(base) => Arc::new(SearxNg { base }),
         SearchSource::Tavily { endpoint, key } => Arc::new(Tavily {
             endpoint,
@@ -147,6 +148,13 @@ async fn tool_kit(s: &ServeSettings) -> Result<ToolKit> {
     };
     kit.search = Ok(backend);
     Ok(kit)
+}
+
+/// The local search index over `dir`, built off the async workers.
+async fn local_index(dir: PathBuf) -> Result<Arc<dyn SearchBackend>> {
+    let index = tokio::task::spawn_blocking(move || LocalIndex::build(&dir)).await??;
+    tracing::info!(documents = index.documents, root = %index.root.display(), "search index built");
+    Ok(Arc::new(index))
 }
 
 pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
@@ -163,7 +171,7 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
         s.http.max_preparing,
         peregrine_service::completions::DEFAULT_MAX_WAITING,
     )
-    .with_tools(tool_kit(&s).await?);
+    .with_tools(tool_kit(&common, &s).await?);
     if let Err(why) = &completions.tool_kit().python {
         tracing::warn!(%why, "code execution is off");
     }

@@ -261,8 +261,8 @@ pub struct ServeOptions {
     /// start); makes `local` the default search backend.
     #[arg(long, env = "PEREGRINE_SEARCH_DIR")]
     pub search_dir: Option<PathBuf>,
-    /// Web search backend: `local` (the `--search-dir` index), `searxng`, `tavily` or
-    /// `brave` [default: `local` when `--search-dir` is set, else search is off].
+    /// Web search backend: `local` (the index of `--search-dir`, by default
+    /// `~/.cache/peregrine/search`), `searxng`, `tavily`, `brave` or `off` [default: local].
     #[arg(long, env = "PEREGRINE_SEARCH_BACKEND")]
     pub search_backend: Option<String>,
     /// The search API's URL (SearXNG: the instance's base URL; Tavily and Brave: their
@@ -346,10 +346,19 @@ pub struct ServeSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SearchSource {
     Off,
+    /// The local index over `<home>/search` (created empty when missing): web search is
+    /// there out of the box, and finds what the operator puts in that folder.
+    HomeIndex,
     Local(PathBuf),
     SearxNg(String),
-    Tavily { endpoint: String, key: String },
-    Brave { endpoint: String, key: String },
+    Tavily {
+        endpoint: String,
+        key: String,
+    },
+    Brave {
+        endpoint: String,
+        key: String,
+    },
 }
 
 /// The HTTP policy and timeouts, resolved.
@@ -583,17 +592,13 @@ impl Layers<'_> {
             .search_backend
             .clone()
             .or_else(|| self.file.search_backend.clone())
-            .unwrap_or_else(|| if dir.is_some() { "local" } else { "off" }.into());
+            .unwrap_or_else(|| "local".into());
         let need = |v: Option<String>, what: &str| {
             v.ok_or_else(|| anyhow::anyhow!("`--search-backend {backend}` needs {what}"))
         };
         Ok(match backend.as_str() {
             "off" => SearchSource::Off,
-            "local" => {
-                SearchSource::Local(dir.ok_or_else(|| {
-                    anyhow::anyhow!("`--search-backend local` needs `--search-dir`")
-                })?)
-            }
+            "local" => dir.map_or(SearchSource::HomeIndex, SearchSource::Local),
             "searxng" => SearchSource::SearxNg(need(url, "`--search-url`")?),
             "tavily" => SearchSource::Tavily {
                 endpoint: url
@@ -728,7 +733,11 @@ mod tests {
     #[test]
     fn built_in_tools_are_configured_by_flags_and_the_file() {
         let s = resolve(&[], "");
-        assert_eq!(s.search, SearchSource::Off);
+        assert_eq!(s.search, SearchSource::HomeIndex);
+        assert_eq!(
+            resolve(&["--search-backend", "off"], "").search,
+            SearchSource::Off
+        );
         assert_eq!(s.tools.max_calls, peregrine_tools::tool::DEFAULT_MAX_CALLS);
         let toml = "search_dir = \"/docs\"\nsandbox_wall_secs = 3\nvisit_allow_hosts = [\"127.0.0.1:9\"]\n";
         let s = resolve(
@@ -774,7 +783,6 @@ mod tests {
         for args in [
             vec!["--search-backend", "brave"],
             vec!["--search-backend", "searxng"],
-            vec!["--search-backend", "local"],
             vec!["--search-backend", "bing"],
         ] {
             let mut argv = vec!["peregrine", "--config", file.to_str().unwrap()];

@@ -75,12 +75,25 @@ fn tool_calls(calls: Vec<GeneratedCall>) -> Vec<ToolCall> {
         .collect()
 }
 
-/// The non-streaming response.
-pub fn chat_completion(c: Completion) -> ChatCompletion {
-    let meta = c.meta;
-    let calls = tool_calls(c.tool_calls);
-    // A turn that only calls tools has `content: null`.
-    let content = (calls.is_empty() || !c.content.trim().is_empty()).then_some(c.content);
+/// The message's answer and calls: a turn that only calls tools has `content: null`.
+fn answer(content: String, calls: Vec<GeneratedCall>) -> AssistantMessage {
+    let calls = tool_calls(calls);
+    let content = (calls.is_empty() || !content.trim().is_empty()).then_some(content);
+    AssistantMessage {
+        content,
+        tool_calls: (!calls.is_empty()).then_some(calls),
+        ..Default::default()
+    }
+}
+
+/// The one-choice response around `message`.
+fn completion(
+    meta: ResponseMeta,
+    message: AssistantMessage,
+    lps: Vec<peregrine_runtime::TokenLogprob>,
+    reason: &str,
+    u: &UsageStats,
+) -> ChatCompletion {
     ChatCompletion {
         id: meta.id,
         object: Default::default(),
@@ -88,17 +101,13 @@ pub fn chat_completion(c: Completion) -> ChatCompletion {
         model: meta.model,
         choices: vec![Choice {
             index: 0,
-            message: AssistantMessage {
-                content,
-                tool_calls: (!calls.is_empty()).then_some(calls),
-                ..Default::default()
-            },
+            message,
             logprobs: meta.logprobs.then(|| ChoiceLogprobs {
-                content: logprobs(c.logprobs),
+                content: logprobs(lps),
             }),
-            finish_reason: c.finished.reason.as_str().to_string(),
+            finish_reason: reason.to_string(),
         }],
-        usage: usage(&c.finished.usage),
+        usage: usage(u),
         usage_breakdown: None,
         system_fingerprint: meta.fingerprint,
         x_groq: XGroq {
@@ -108,6 +117,13 @@ pub fn chat_completion(c: Completion) -> ChatCompletion {
         },
         service_tier: Some(meta.service_tier.to_string()),
     }
+}
+
+/// The non-streaming response.
+pub fn chat_completion(c: Completion) -> ChatCompletion {
+    let message = answer(c.content, c.tool_calls);
+    let reason = c.finished.reason.as_str();
+    completion(c.meta, message, c.logprobs, reason, &c.finished.usage)
 }
 
 /// Compound's `usage_breakdown`: one entry per served model the loop ran.
@@ -127,40 +143,17 @@ pub fn usage_breakdown(finish: &AgentFinish) -> UsageBreakdown {
 /// The non-streaming response of the built-in tool loop: the answer, the transcript as
 /// `reasoning`, `executed_tools`, usage summed over the turns (and per model on compound).
 pub fn agent_completion(o: AgentOutcome) -> ChatCompletion {
-    let meta = o.meta;
-    let calls = tool_calls(o.tool_calls);
-    let content = (calls.is_empty() || !o.content.trim().is_empty()).then_some(o.content);
-    let breakdown = matches!(o.style, Style::Compound { .. })
-        .then(|| serde_json::to_value(usage_breakdown(&o.finish)).unwrap_or_default());
-    ChatCompletion {
-        id: meta.id,
-        object: Default::default(),
-        created: meta.created,
-        model: meta.model,
-        choices: vec![Choice {
-            index: 0,
-            message: AssistantMessage {
-                content,
-                reasoning: (!o.reasoning.is_empty()).then_some(o.reasoning),
-                tool_calls: (!calls.is_empty()).then_some(calls),
-                executed_tools: Some(o.executed),
-                ..Default::default()
-            },
-            logprobs: meta.logprobs.then(|| ChoiceLogprobs {
-                content: logprobs(o.logprobs),
-            }),
-            finish_reason: o.finish.reason.as_str().to_string(),
-        }],
-        usage: usage(&o.finish.usage),
-        usage_breakdown: breakdown,
-        system_fingerprint: meta.fingerprint,
-        x_groq: XGroq {
-            id: meta.request_id,
-            seed: Some(meta.seed),
-            ..Default::default()
-        },
-        service_tier: Some(meta.service_tier.to_string()),
+    let message = AssistantMessage {
+        reasoning: (!o.reasoning.is_empty()).then_some(o.reasoning),
+        executed_tools: Some(o.executed),
+        ..answer(o.content, o.tool_calls)
+    };
+    let reason = o.finish.reason.as_str();
+    let mut c = completion(o.meta, message, o.logprobs, reason, &o.finish.usage);
+    if matches!(o.style, Style::Compound { .. }) {
+        c.usage_breakdown = serde_json::to_value(usage_breakdown(&o.finish)).ok();
     }
+    c
 }
 
 /// A stream chunk of this response with `choices` and nothing else set.

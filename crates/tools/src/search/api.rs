@@ -40,6 +40,22 @@ async fn decode<T: for<'de> Deserialize<'de>>(resp: reqwest::Response) -> Result
     resp.json::<T>().await.map_err(backend_err)
 }
 
+/// Refuses what a backend cannot do: a country (`country_why`, or `None` when it takes
+/// Groq's country names) and images (no backend collects them yet).
+fn refuse(
+    s: &SearchSettings,
+    country_why: Option<&'static str>,
+    images_why: &'static str,
+) -> Result<(), SearchError> {
+    if let (Some(_), Some(why)) = (&s.country, country_why) {
+        return Err(SearchError::Unsupported("country", why));
+    }
+    if s.include_images {
+        return Err(SearchError::Unsupported("include_images", images_why));
+    }
+    Ok(())
+}
+
 /// Keeps the hits the domain lists allow, at most `max`.
 fn filtered(hits: Vec<SearchHit>, q: &SearchQuery) -> Vec<SearchHit> {
     hits.into_iter()
@@ -89,19 +105,11 @@ impl SearchBackend for SearxNg {
     }
 
     fn check(&self, s: &SearchSettings) -> Result<(), SearchError> {
-        if s.country.is_some() {
-            return Err(SearchError::Unsupported(
-                "country",
-                "SearXNG takes no country",
-            ));
-        }
-        if s.include_images {
-            return Err(SearchError::Unsupported(
-                "include_images",
-                "images are not collected from SearXNG",
-            ));
-        }
-        Ok(())
+        refuse(
+            s,
+            Some("SearXNG takes no country"),
+            "images are not collected from SearXNG",
+        )
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<Vec<SearchHit>, SearchError> {
@@ -135,13 +143,7 @@ impl SearchBackend for Tavily {
     }
 
     fn check(&self, s: &SearchSettings) -> Result<(), SearchError> {
-        if s.include_images {
-            return Err(SearchError::Unsupported(
-                "include_images",
-                "images are not collected from Tavily",
-            ));
-        }
-        Ok(())
+        refuse(s, None, "images are not collected from Tavily")
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<Vec<SearchHit>, SearchError> {
@@ -217,19 +219,11 @@ impl SearchBackend for Brave {
     }
 
     fn check(&self, s: &SearchSettings) -> Result<(), SearchError> {
-        if s.country.is_some() {
-            return Err(SearchError::Unsupported(
-                "country",
-                "Brave takes country codes, not Groq's country names",
-            ));
-        }
-        if s.include_images {
-            return Err(SearchError::Unsupported(
-                "include_images",
-                "images are not collected from Brave",
-            ));
-        }
-        Ok(())
+        refuse(
+            s,
+            Some("Brave takes country codes, not Groq's country names"),
+            "images are not collected from Brave",
+        )
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<Vec<SearchHit>, SearchError> {

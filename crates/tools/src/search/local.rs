@@ -61,6 +61,12 @@ struct Doc {
 impl LocalIndex {
     /// Indexes every `.md`, `.markdown`, `.txt`, `.html` and `.htm` file under `root`.
     pub fn build(root: &Path) -> Result<LocalIndex, SearchError> {
+        if !root.is_dir() {
+            return Err(SearchError::Backend(format!(
+                "the search folder {} does not exist",
+                root.display()
+            )));
+        }
         let mut sb = Schema::builder();
         let fields = Fields {
             title: sb.add_text_field("title", TEXT | STORED),
