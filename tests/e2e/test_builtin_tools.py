@@ -169,6 +169,11 @@ def test_compound_version_latest(server, api_key):
     )
     print(chat_completion.choices[0].message.content)
     assert chat_completion.choices[0].message.content is not None
+    # Compound's accounting: every turn's usage, per served model, adds up to the total.
+    breakdown = chat_completion.usage_breakdown.models
+    assert sum(m.usage.total_tokens for m in breakdown) == chat_completion.usage.total_tokens
+    for i, t in enumerate(chat_completion.choices[0].message.executed_tools):
+        assert t.index == i and t.type in ("search", "python", "visit"), t
 
 
 def test_compound_unknown_version_is_refused(server, api_key):
@@ -203,8 +208,16 @@ def test_compound_executed_tools(groq_client):
         messages=[{"role": "user", "content": "What did Groq release last week?"}],
         max_completion_tokens=128,
     )
-    print(response.choices[0].message.executed_tools)
-    assert isinstance(response.choices[0].message.executed_tools, list)
+    executed = response.choices[0].message.executed_tools
+    print(executed)
+    assert isinstance(executed, list)
+    # Version 2025-08-16's defaults: search, code and visits; each entry's record matches.
+    for i, t in enumerate(executed):
+        assert t.index == i and t.type in ("search", "python", "visit"), t
+        json.loads(t.arguments)
+        assert t.output is not None
+        if t.type == "search":
+            assert all(r.url and r.title for r in t.search_results.results)
 
 
 def test_compound_enable_specific_tools(server, api_key):

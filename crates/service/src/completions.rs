@@ -242,8 +242,7 @@ impl Completions {
         request_id: String,
         model_version: Option<&str>,
     ) -> Result<ChatRun, ServiceError> {
-        let permit = self.gate.enter(Priority::Interactive).await?;
-        let req = parse_chat_request(body).map_err(|e| ServiceError::BadRequest(e.message()))?;
+        let (req, permit) = self.parse_gated(body, Priority::Interactive).await?;
         let Some(plan) = agent::plan(&req, model_version, self)? else {
             return Ok(ChatRun::Plain(Box::new(
                 self.prepare_with(req, request_id, Some(permit)).await?,
@@ -278,9 +277,19 @@ impl Completions {
         request_id: String,
         priority: Priority,
     ) -> Result<ChatJob, ServiceError> {
+        let (req, permit) = self.parse_gated(body, priority).await?;
+        self.prepare_with(req, request_id, Some(permit)).await
+    }
+
+    /// A permit of the preparation gate, then the body parsed.
+    async fn parse_gated(
+        &self,
+        body: &[u8],
+        priority: Priority,
+    ) -> Result<(ChatCompletionRequest, OwnedSemaphorePermit), ServiceError> {
         let permit = self.gate.enter(priority).await?;
         let req = parse_chat_request(body).map_err(|e| ServiceError::BadRequest(e.message()))?;
-        self.prepare_with(req, request_id, Some(permit)).await
+        Ok((req, permit))
     }
 
     /// Resolves the model and prepares the request for it.

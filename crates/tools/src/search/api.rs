@@ -56,6 +56,17 @@ fn refuse(
     Ok(())
 }
 
+/// The hits of a `{"results": [{title, url, content, score?}]}` answer (SearXNG's and
+/// Tavily's shape), best first, filtered.
+async fn titled_hits(
+    resp: Result<reqwest::Response, reqwest::Error>,
+    q: &SearchQuery,
+) -> Result<Vec<SearchHit>, SearchError> {
+    let body: ResultsBody = decode(resp.map_err(backend_err)?).await?;
+    let hits = body.results.into_iter().enumerate().map(|(i, h)| h.hit(i));
+    Ok(filtered(hits.collect(), q))
+}
+
 /// Keeps the hits the domain lists allow, at most `max`.
 fn filtered(hits: Vec<SearchHit>, q: &SearchQuery) -> Vec<SearchHit> {
     hits.into_iter()
@@ -118,11 +129,8 @@ impl SearchBackend for SearxNg {
             .get(url)
             .query(&[("q", q.query.as_str()), ("format", "json")])
             .send()
-            .await
-            .map_err(backend_err)?;
-        let body: ResultsBody = decode(resp).await?;
-        let hits = body.results.into_iter().enumerate().map(|(i, h)| h.hit(i));
-        Ok(filtered(hits.collect(), q))
+            .await;
+        titled_hits(resp, q).await
     }
 }
 
@@ -173,11 +181,8 @@ impl SearchBackend for Tavily {
             .bearer_auth(&self.api_key)
             .json(&body)
             .send()
-            .await
-            .map_err(backend_err)?;
-        let body: ResultsBody = decode(resp).await?;
-        let hits = body.results.into_iter().enumerate().map(|(i, h)| h.hit(i));
-        Ok(filtered(hits.collect(), q))
+            .await;
+        titled_hits(resp, q).await
     }
 }
 
