@@ -159,6 +159,11 @@ pub trait Engine {
     /// Returns `false` when the cache cannot drop only a suffix (recurrent or sliding-window
     /// memory) and dropped the whole sequence instead: nothing of it is cached then.
     fn clear_seq(&mut self, seq: SeqId, from: u32) -> bool;
+    /// Replaces everything `dst` holds with positions `0..len` of `src`, so a prompt another
+    /// sequence already computed is not computed again. In llama.cpp's unified cache the two
+    /// sequences then share those cells (no copy). Returns `false` when the cache cannot share
+    /// only a prefix; `dst` then holds nothing.
+    fn share_prefix(&mut self, src: SeqId, dst: SeqId, len: u32) -> bool;
 }
 
 /// How to size the context of an engine.

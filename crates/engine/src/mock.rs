@@ -282,6 +282,16 @@ impl Engine for MockEngine {
         }
         true
     }
+
+    fn share_prefix(&mut self, src: SeqId, dst: SeqId, len: u32) -> bool {
+        let prefix: Vec<TokenId> = self
+            .kv
+            .get(&src)
+            .map_or_else(Vec::new, |h| h[..(len as usize).min(h.len())].to_vec());
+        let ok = prefix.len() == len as usize;
+        self.kv.insert(dst, if ok { prefix } else { Vec::new() });
+        ok
+    }
 }
 
 #[cfg(test)]

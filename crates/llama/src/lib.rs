@@ -191,6 +191,19 @@ impl Engine for LlamaEngine {
             }
         })
     }
+
+    fn share_prefix(&mut self, src: SeqId, dst: SeqId, len: u32) -> bool {
+        let copied = self.cell.with_dependent_mut(|_, ctx| {
+            let _ = ctx.clear_kv_cache_seq(Some(dst.0), None, None);
+            // In the unified cache this tags the cells of `src` at positions `0..len` with
+            // `dst` too: both sequences read them, and each writes its own cells after.
+            ctx.copy_kv_cache_seq(src.0 as i32, dst.0 as i32, Some(0), Some(len))
+                .is_ok()
+        });
+        // Recurrent memories copy a whole state, whatever the range: dropping what lies past
+        // `len` is then refused and the sequence is emptied (see `clear_seq`).
+        copied && self.clear_seq(dst, len)
+    }
 }
 
 /// The model's tokenizer. Token pieces are read once at load, so detokenizing is a lookup.

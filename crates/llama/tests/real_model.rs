@@ -5,7 +5,7 @@ mod support;
 
 use std::path::PathBuf;
 
-use peregrine_engine::{Engine, Vocab};
+use peregrine_engine::{Batch, BatchToken, Engine, SeqId, Vocab};
 use peregrine_llama::LoadedModel;
 use peregrine_protocol::parse::parse_chat_request;
 use peregrine_runtime::{prepare, Event, FinishReason, ModelSettings, RuntimeConfig};
@@ -81,6 +81,63 @@ fn client_control_text_is_not_a_turn_boundary() {
     // The limits the prompt step reads from the vocabulary.
     assert!(f.ctx.prompt_text.max_token_bytes >= 8);
     assert!(vocab.control_texts().iter().any(|t| t == "<|im_end|>"));
+}
+
+/// The logits after the prompt's last token, with `tokens[from..]` fed into `seq`.
+fn logits_after<E: Engine>(engine: &mut E, seq: SeqId, tokens: &[u32], from: usize) -> Vec<f32> {
+    let mut batch = Batch::default();
+    for (pos, &token) in tokens.iter().enumerate().skip(from) {
+        let logits = pos + 1 == tokens.len();
+        batch.push(BatchToken {
+            token,
+            pos: pos as u32,
+            seq,
+            logits,
+        });
+    }
+    engine.decode(&batch).expect("decodes");
+    engine.logits(batch.len() - 1).to_vec()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn a_prefix_shared_between_sequences_is_the_real_prompt() {
+    let Some(path) = model_path() else { return };
+    let loaded = LoadedModel::load(&path, 0).unwrap();
+    let tokens = loaded
+        .vocab()
+        .tokenize("The capital of France is Paris. The capital of Italy is");
+    let mut engine = loaded.engine(&settings().context).unwrap();
+    let alone = logits_after(&mut engine, SeqId(0), &tokens, 0);
+    // Sequence 1 takes all but the last token from sequence 0's cells and feeds only that.
+    let n = tokens.len() - 1;
+    assert!(engine.share_prefix(SeqId(0), SeqId(1), n as u32));
+    let shared = logits_after(&mut engine, SeqId(1), &tokens, n);
+    // Batch shapes differ, so the last bits may too; a missing context moves logits by whole
+    // units (checked below).
+    assert!(
+        max_diff(&shared, &alone) < 0.5,
+        "{}",
+        max_diff(&shared, &alone)
+    );
+    // Sequence 0 dropping its cells leaves sequence 1's shared ones in place.
+    assert!(engine.clear_seq(SeqId(0), 0));
+    assert!(engine.clear_seq(SeqId(1), n as u32));
+    let again = logits_after(&mut engine, SeqId(1), &tokens, n);
+    assert!(
+        max_diff(&again, &alone) < 0.5,
+        "{}",
+        max_diff(&again, &alone)
+    );
+    // The same last token in a sequence with nothing before it: not the same prediction.
+    let bare = logits_after(&mut engine, SeqId(2), &tokens, n);
+    assert!(max_diff(&bare, &alone) > 2.0, "{}", max_diff(&bare, &alone));
 }
 
 #[tokio::test]

@@ -426,6 +426,47 @@ async fn disconnected_stream_frees_its_slot_for_the_next_request() {
 }
 
 #[tokio::test]
+async fn a_running_sequences_prompt_is_shared_with_a_new_slot() {
+    // Two slots, 20 ms per step: the first request still decodes when the second arrives.
+    let app = app(Setup {
+        parallel: 2,
+        delay: Duration::from_millis(20),
+        ..Setup::default()
+    });
+    let system = "You are a helpful assistant. ".repeat(6);
+    let body = |stream: bool| {
+        json!({"model":"mock-model","temperature":0,"stream":stream,"messages":[
+            {"role":"system","content":system},{"role":"user","content":"go"}]})
+        .to_string()
+    };
+    let resp = app
+        .clone()
+        .oneshot(post("/openai/v1/chat/completions", &body(true)))
+        .await
+        .unwrap();
+    let mut first = resp.into_body();
+    let mut seen = String::new();
+    while !seen.contains("\"content\":\"1\"") {
+        let frame = first.frame().await.unwrap().unwrap();
+        seen.push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap());
+    }
+    // The first request holds slot 0; the second starts in the empty slot 1 and takes the
+    // prompt from slot 0's cells instead of computing it again.
+    let (status, v) = chat(&app, &body(false)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    // The mock answers from the tokens in its cache: the shared cells are the real prompt.
+    assert_eq!(v["choices"][0]["message"]["content"], SCRIPT);
+    let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    let cached = v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64();
+    assert_eq!(
+        cached,
+        Some(prompt - 1),
+        "all but the last prompt token: {v}"
+    );
+    drop(first);
+}
+
+#[tokio::test]
 async fn full_queue_answers_429_with_retry_after() {
     let app = app(Setup {
         parallel: 1,

@@ -108,6 +108,11 @@ pub(crate) struct EngineLoop<E: Engine> {
     mask_threads: usize,
 }
 
+/// How many leading tokens `a` and `b` have in common.
+fn common_prefix(a: &[TokenId], b: &[TokenId]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 enum Outcome {
     Continue,
     Finish(FinishReason),
@@ -280,25 +285,25 @@ impl<E: Engine> EngineLoop<E> {
         }
     }
 
-    /// Starts `sub` in KV slot `slot`, reusing the longest prefix of its prompt that the
-    /// slot still holds, but always computing the last prompt token: its logits choose the
-    /// first completion token.
+    /// Starts `sub` in KV slot `slot`, reusing the longest prefix of its prompt that any
+    /// slot holds (its own, another idle one's, or a running sequence's), but always
+    /// computing the last prompt token: its logits choose the first completion token.
     fn start_in_slot(&mut self, sub: Submission, slot: usize) -> Active {
         let prompt = sub.req.prompt;
-        let s = &mut self.slots[slot];
-        let common = s
-            .tokens
-            .iter()
-            .zip(&prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len().saturating_sub(1));
-        s.busy = true;
+        let most = prompt.len().saturating_sub(1);
+        let own = common_prefix(&self.slots[slot].tokens, &prompt).min(most);
+        let donor = self
+            .cached_prefixes()
+            .filter(|(i, _)| *i != slot)
+            .map(|(i, tokens)| (i, common_prefix(tokens, &prompt).min(most)))
+            .max_by_key(|(_, n)| *n)
+            .filter(|(_, n)| *n > own);
+        self.slots[slot].busy = true;
         let seq = SeqId(slot as u32);
-        let common = if self.engine.clear_seq(seq, common as u32) {
-            common
-        } else {
-            0
+        let common = match donor {
+            Some((from, n)) => self.share(SeqId(from as u32), seq, n),
+            None if self.engine.clear_seq(seq, own as u32) => own,
+            None => 0,
         };
         Active {
             slot: seq,
@@ -353,15 +358,37 @@ impl<E: Engine> EngineLoop<E> {
             .enumerate()
             .filter(|(_, s)| !s.busy)
             .max_by_key(|(_, s)| {
-                let common = s
-                    .tokens
-                    .iter()
-                    .zip(next)
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                (common, std::cmp::Reverse(s.last_used))
+                (
+                    common_prefix(&s.tokens, next),
+                    std::cmp::Reverse(s.last_used),
+                )
             })
             .map(|(i, _)| i)
+    }
+
+    /// What each slot holds in the KV cache: a running sequence's tokens so far, or what an
+    /// idle slot's last sequence left.
+    fn cached_prefixes(&self) -> impl Iterator<Item = (usize, &[TokenId])> {
+        let running = (self.active.iter()).map(|a| (a.slot.0 as usize, a.kv.as_slice()));
+        let idle = (self.slots.iter().enumerate())
+            .filter(|(_, s)| !s.busy)
+            .map(|(i, s)| (i, s.tokens.as_slice()));
+        running.chain(idle)
+    }
+
+    /// Makes `dst` hold the first `len` cells of `src`; how many it then holds.
+    fn share(&mut self, src: SeqId, dst: SeqId, len: usize) -> usize {
+        if self.engine.share_prefix(src, dst, len as u32) {
+            debug!(
+                src = src.0,
+                dst = dst.0,
+                len,
+                "prompt prefix shared between slots"
+            );
+            len
+        } else {
+            0
+        }
     }
 
     fn step(&mut self) {
