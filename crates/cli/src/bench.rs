@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// plain ones on the same server, and the grammar mask time per token).
     #[arg(long)]
     pub structured: bool,
+    /// Measure jump-forward only (also part of `--structured`): one stream whose schema has
+    /// twelve fixed keys, with jump-forward on and off, alternated.
+    #[arg(long)]
+    pub jump_forward: bool,
     /// The model and its settings, as for `serve` (the server is built by the same
     /// builder). Context per sequence is capped at 4096 and the slots are the highest
     /// concurrency; listen address, keys and storage do not apply.
@@ -305,7 +309,7 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
     );
     // The raw engine's context exists only when it is measured: a second llama context in
     // the process slows decoding on this machine kind (docs/benchmarks.md).
-    let mut engine = if args.structured || args.tools {
+    let mut engine = if args.structured || args.tools || args.jump_forward {
         None
     } else {
         Some(loaded.engine(&cs)?)
@@ -319,6 +323,9 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
     std::thread::sleep(Duration::from_secs(args.settle_secs));
     if args.tools {
         return crate::tools_bench::run(&rt, &url, args.tool_requests);
+    }
+    if args.jump_forward {
+        return crate::structured_bench::jump_forward(&rt, &url, &runtime);
     }
     let Some(engine) = engine.as_mut() else {
         return crate::structured_bench::run(&rt, &url, &runtime, args.gen_tokens, &bias_json);

@@ -136,6 +136,11 @@ pub struct ServeOptions {
     /// llama.cpp does not use, at most 4; 0 computes them just before it].
     #[arg(long, env = "PEREGRINE_MASK_THREADS")]
     pub mask_threads: Option<usize>,
+    /// Turn jump-forward off: without it, tokens a grammar forces (an object's fixed keys)
+    /// are sampled one forward pass each instead of fed together.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_jump_forward: bool,
     /// Compiled grammars kept per model (keyed by schema) [default: 256].
     #[arg(long, env = "PEREGRINE_GRAMMAR_CACHE")]
     pub grammar_cache: Option<usize>,
@@ -459,6 +464,7 @@ impl Layers<'_> {
                 busy_prefill: layered!(self, busy_prefill, RuntimeConfig::default().busy_prefill),
                 mask_threads: layered!(self, mask_threads, default_mask_threads(threads)),
                 background_rows: layered!(self, batch_rows, 0),
+                jump_forward: !(self.cli.no_jump_forward || self.file.no_jump_forward),
             },
             grammar: GrammarLimits {
                 compile_fuel: layered!(self, grammar_compile_fuel, DEFAULT_COMPILE_FUEL),

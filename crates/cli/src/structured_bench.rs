@@ -3,7 +3,8 @@
 //!
 //! Scenarios, each measured twice with the order alternated: one stream alone, plain then
 //! constrained; then four streams at once, all plain, then two plain beside two
-//! constrained (does grammar work slow the streams that have none?).
+//! constrained (does grammar work slow the streams that have none?); then jump-forward on
+//! and off for one stream whose schema has many fixed keys.
 
 use std::time::Instant;
 
@@ -47,6 +48,109 @@ fn body(run: &str, i: usize, gen: u32, constrained: bool, bias: &Value) -> Value
         b["logit_bias"] = bias.clone();
     }
     b
+}
+
+/// A record with twelve fixed keys and short values: most of its tokens are forced.
+fn fixed_key_schema() -> Value {
+    let int = json!({"type": "integer"});
+    let boolean = json!({"type": "boolean"});
+    let props = json!({
+        "customer_identifier": int,
+        "is_priority_customer": boolean,
+        "preferred_contact_channel": {"type": "string", "enum": ["email", "phone", "post"]},
+        "account_status": {"type": "string", "enum": ["active", "suspended", "closed"]},
+        "number_of_open_orders": int,
+        "has_outstanding_balance": boolean,
+        "loyalty_program_tier": {"type": "string", "enum": ["bronze", "silver", "gold"]},
+        "marketing_emails_allowed": boolean,
+        "two_factor_authentication_enabled": boolean,
+        "country_code": {"type": "string", "enum": ["US", "GB", "DE", "FR"]},
+        "years_as_customer": int,
+        "customer_satisfaction_score": int
+    });
+    let required: Vec<&String> = props
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    json!({
+        "type": "object",
+        "properties": props,
+        "required": required,
+        "additionalProperties": false
+    })
+}
+
+fn fixed_key_body() -> Value {
+    json!({
+        "model": "bench",
+        "messages": [{"role": "user", "content": "Make up one customer record."}],
+        "stream": true,
+        "temperature": 0,
+        "max_tokens": 400,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "customer", "schema": fixed_key_schema()}},
+    })
+}
+
+/// One fixed-key request: (completion tokens per second of decoding, seconds from sending to
+/// the last token, completion tokens).
+async fn fixed_key_one(url: &str) -> Result<(f64, f64, u64)> {
+    let client = reqwest::Client::new();
+    let (sent, first, last, tokens) = http_one(&client, url, fixed_key_body()).await?;
+    let decode = (last - first).as_secs_f64().max(1e-9);
+    Ok((
+        tokens.saturating_sub(1) as f64 / decode,
+        (last - sent).as_secs_f64(),
+        tokens,
+    ))
+}
+
+/// Jump-forward on and off, alternated over `rounds` rounds, on one server.
+pub fn jump_forward(rt: &tokio::runtime::Runtime, url: &str, runtime: &Runtime) -> Result<()> {
+    let rounds = 3;
+    let (mut on, mut off) = (vec![], vec![]);
+    let mut forced = 0;
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for jf in order {
+            runtime.set_jump_forward(jf);
+            let before = runtime.mask_stats().forced_tokens;
+            let r = rt.block_on(fixed_key_one(url))?;
+            if jf {
+                forced += runtime.mask_stats().forced_tokens - before;
+                on.push(r);
+            } else {
+                off.push(r);
+            }
+        }
+    }
+    runtime.set_jump_forward(true);
+    let avg = |v: &[(f64, f64, u64)], f: fn(&(f64, f64, u64)) -> f64| mean(v.iter().map(f));
+    let (on_rate, off_rate) = (avg(&on, |r| r.0), avg(&off, |r| r.0));
+    let (on_secs, off_secs) = (avg(&on, |r| r.1), avg(&off, |r| r.1));
+    let (on_tok, off_tok) = (avg(&on, |r| r.2 as f64), avg(&off, |r| r.2 as f64));
+    println!(
+        "
+Jump-forward, one stream, a schema with twelve fixed keys ({rounds} requests each, alternated):
+"
+    );
+    println!("| jump-forward | completion tokens | forced per request | decode tok/s | request seconds |");
+    println!("|---|---|---|---|---|");
+    println!("| off | {off_tok:.0} | 0 | {off_rate:.1} | {off_secs:.2} |");
+    println!(
+        "| on | {on_tok:.0} | {:.0} | {on_rate:.1} | {on_secs:.2} |",
+        forced as f64 / f64::from(rounds)
+    );
+    println!(
+        "
+jump-forward on / off, decode rate: {:.2}x; request time off / on: {:.2}x",
+        on_rate / off_rate,
+        off_secs / on_secs
+    );
+    Ok(())
 }
 
 /// Per-stream decode rate (tokens after the first / time between first and last content).
@@ -208,5 +312,5 @@ pub fn run(
     let _ = gen
         .checked_sub(1)
         .context("--gen-tokens must be at least 2")?;
-    Ok(())
+    jump_forward(rt, url, runtime)
 }

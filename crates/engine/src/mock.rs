@@ -41,6 +41,8 @@ pub struct MockModel {
     /// The engine panics in its decode after this many decodes (tests of a dead engine
     /// thread).
     pub panic_after: Option<usize>,
+    /// Forward passes its engines ran, readable while they run on their own thread.
+    pub decodes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MockModel {
@@ -49,6 +51,7 @@ impl MockModel {
             script: script.to_string(),
             delay: Duration::ZERO,
             panic_after: None,
+            decodes: Default::default(),
         }
     }
 }
@@ -70,6 +73,7 @@ impl ModelSource for MockModel {
         let mut engine =
             MockEngine::new(&self.script, ctx.n_ctx_seq, ctx.n_seq_max).with_delay(self.delay);
         engine.panic_after = self.panic_after;
+        engine.decodes = self.decodes.clone();
         Ok(engine)
     }
 }
@@ -139,6 +143,8 @@ pub struct MockEngine {
     pub decode_calls: usize,
     /// Largest number of distinct sequences seen in one batch.
     pub max_seqs_in_batch: usize,
+    /// `decode_calls`, shared with the [`MockModel`] that made this engine.
+    decodes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MockEngine {
@@ -165,6 +171,7 @@ impl MockEngine {
             rows: Vec::new(),
             decode_calls: 0,
             max_seqs_in_batch: 0,
+            decodes: Default::default(),
         }
     }
 
@@ -240,6 +247,8 @@ impl Engine for MockEngine {
             panic!("the mock engine was told to crash");
         }
         self.decode_calls += 1;
+        self.decodes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut seqs: Vec<SeqId> = batch.tokens.iter().map(|t| t.seq).collect();
         seqs.sort_unstable();
         seqs.dedup();

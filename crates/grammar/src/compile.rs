@@ -134,7 +134,7 @@ fn top_level(
 
 impl Grammars {
     /// Builds the token trie and parser factory for `vocab` (tens of ms for a 150k vocabulary).
-    pub fn new(vocab: &dyn Vocab, limits: GrammarLimits) -> Result<Self, GrammarError> {
+    pub fn new(vocab: Arc<dyn Vocab>, limits: GrammarLimits) -> Result<Self, GrammarError> {
         let env = crate::tokenizer::tok_env(vocab);
         let mut factory = ParserFactory::new_simple(&env)
             .map_err(|e| GrammarError::Unsupported(format!("tokenizer: {e}")))?;

@@ -113,6 +113,17 @@ impl Constraint {
             .map_err(|e| OutputError::Grammar(first_line(&e.to_string())))
     }
 
+    /// The tokens the grammar allows and no other, from here on (an object's fixed keys and
+    /// punctuation): jump-forward appends them without sampling. llguidance keeps back a
+    /// last token that a longer one could still extend, so these are the canonical tokens
+    /// of the forced text. Empty once the grammar has stopped.
+    pub fn forced_tokens(&mut self) -> Vec<TokenId> {
+        if self.matcher.is_stopped() {
+            return Vec::new();
+        }
+        self.matcher.compute_ff_tokens()
+    }
+
     /// Advances the grammar past tokens generated before it was started (a lazy grammar
     /// that begins at a call's opening): `bytes` first (the opening's part of a token that
     /// began before it, tokenized by the grammar's own tokenizer), then whole `tokens`.

@@ -5,13 +5,40 @@
 use std::sync::Arc;
 
 use peregrine_engine::{TokenId, Vocab};
-use toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie};
+use toktrie::{TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
+
+/// The trie, and the model's own tokenizer for text the grammar forces.
+struct ModelTokEnv {
+    trie: TokTrie,
+    vocab: Arc<dyn Vocab>,
+}
+
+impl TokenizerEnv for ModelTokEnv {
+    fn tok_trie(&self) -> &TokTrie {
+        &self.trie
+    }
+
+    /// The model's tokenization of `s`, so forced tokens are the ones the model would have
+    /// been shown for that text (jump-forward appends them). Where that does not spell `s`
+    /// byte for byte (a SentencePiece space prefix, bytes that are not UTF-8), the trie's
+    /// greedy tokenization, which always does.
+    fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
+        if let Ok(text) = std::str::from_utf8(s) {
+            let tokens = self.vocab.tokenize_piece(text, false);
+            if self.trie.decode_raw(&tokens) == s {
+                return tokens;
+            }
+        }
+        self.trie.greedy_tokenize(s)
+    }
+
+    fn tokenize_is_canonical(&self) -> bool {
+        true
+    }
+}
 
 /// Builds the llguidance tokenizer environment of `vocab`.
-///
-/// Tokenization inside llguidance (only used for forced text) is the trie's greedy one, not the
-/// model's: Peregrine samples every token itself and never splices forced tokens.
-pub fn tok_env(vocab: &dyn Vocab) -> TokEnv {
+pub fn tok_env(vocab: Arc<dyn Vocab>) -> TokEnv {
     let n = vocab.n_vocab();
     let mut words = Vec::with_capacity(n);
     let mut eos: Vec<TokenId> = Vec::new();
@@ -40,7 +67,7 @@ pub fn tok_env(vocab: &dyn Vocab) -> TokEnv {
     if !eos.is_empty() {
         trie = trie.with_eos_tokens(&eos);
     }
-    Arc::new(ApproximateTokEnv::new(trie))
+    Arc::new(ModelTokEnv { trie, vocab })
 }
 
 #[cfg(test)]
@@ -50,7 +77,7 @@ mod tests {
 
     #[test]
     fn control_tokens_are_special_and_eog_tokens_are_eos() {
-        let env = tok_env(&MockVocab);
+        let env = tok_env(Arc::new(MockVocab));
         let trie = env.tok_trie();
         assert_eq!(trie.vocab_size(), MockVocab.n_vocab());
         assert_eq!(trie.token(u32::from(b'a')), b"a");

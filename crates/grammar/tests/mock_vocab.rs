@@ -98,7 +98,7 @@ fn a_schema_over_the_limits_costs_one_error() {
         max_grammar_size: 200,
         ..GrammarLimits::default()
     };
-    let g = Grammars::new(&MockVocab, limits).unwrap();
+    let g = Grammars::new(std::sync::Arc::new(MockVocab), limits).unwrap();
     let props: serde_json::Map<String, serde_json::Value> = (0..200)
         .map(|i| {
             (
@@ -152,7 +152,7 @@ fn the_cache_is_bounded_by_the_bytes_of_its_specs() {
         cache_bytes: 40_000,
         ..GrammarLimits::default()
     };
-    let g = Grammars::new(&MockVocab, limits).unwrap();
+    let g = Grammars::new(std::sync::Arc::new(MockVocab), limits).unwrap();
     for tag in 0..10 {
         g.compile(&schema_of(9_000, tag)).unwrap();
         assert!(

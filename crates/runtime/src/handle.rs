@@ -1,6 +1,6 @@
 //! [`Runtime`]: the async side's handle on the engine thread.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +28,10 @@ pub struct RuntimeConfig {
     /// more row nearly doubles the time of a step (docs/benchmarks.md), so by default batch
     /// work waits while any interactive sequence is in flight; it never prefills then.
     pub background_rows: usize,
+    /// Jump-forward [on]: tokens a grammar forces (an object's fixed keys, a call's syntax)
+    /// are appended without sampling and fed in one forward pass with the sampled token
+    /// before them. Off for requests that ask for `logprobs`.
+    pub jump_forward: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -37,6 +41,7 @@ impl Default for RuntimeConfig {
             busy_prefill: 128,
             mask_threads: 0,
             background_rows: 0,
+            jump_forward: true,
         }
     }
 }
@@ -58,6 +63,7 @@ pub struct Runtime {
     info: Arc<ModelInfo>,
     cfg: RuntimeConfig,
     stats: StatsCell,
+    jump_forward: Arc<AtomicBool>,
 }
 
 impl Runtime {
@@ -78,6 +84,8 @@ impl Runtime {
         let loop_pending = pending.clone();
         let stats = StatsCell::default();
         let loop_stats = stats.clone();
+        let jump_forward = Arc::new(AtomicBool::new(cfg.jump_forward));
+        let loop_jump = jump_forward.clone();
         let join = std::thread::Builder::new()
             .name("peregrine-engine".into())
             .spawn(move || {
@@ -97,7 +105,7 @@ impl Runtime {
                     mask_threads: cfg.mask_threads,
                     background_rows: cfg.background_rows,
                 };
-                EngineLoop::new(engine, vocab, rx, loop_pending, cfg, loop_stats).run();
+                EngineLoop::new(engine, vocab, rx, loop_pending, cfg, loop_stats, loop_jump).run();
             })
             .map_err(|e| EngineError::Load(format!("cannot start the engine thread: {e}")))?;
         let info = ready_rx
@@ -110,6 +118,7 @@ impl Runtime {
                 info: Arc::new(info),
                 cfg,
                 stats,
+                jump_forward,
             },
             join,
         ))
@@ -126,6 +135,12 @@ impl Runtime {
 
     pub fn reset_mask_stats(&self) {
         self.stats.reset();
+    }
+
+    /// Turns jump-forward on or off for requests that start from now on (benchmarks compare
+    /// both in one run).
+    pub fn set_jump_forward(&self, on: bool) {
+        self.jump_forward.store(on, Ordering::Relaxed);
     }
 
     /// Whether the engine thread is still taking requests (it stops only when it fails or

@@ -101,7 +101,7 @@ pub fn build<S: ModelSource>(source: &S, s: &ModelSettings) -> Result<BuiltModel
         .map_err(|e| BuildError::Template(e.to_string()))?;
     let vocab = source.vocab();
     let grammars =
-        Grammars::new(vocab.as_ref(), s.grammar).map_err(|e| BuildError::Grammar(e.to_string()))?;
+        Grammars::new(vocab.clone(), s.grammar).map_err(|e| BuildError::Grammar(e.to_string()))?;
     let tool_syntax = CallSyntax::resolve(tool_format, vocab.as_ref());
     let prompt_text = PromptText::of(vocab.as_ref());
     let (engine_source, engine_cs) = (source.clone(), s.context.clone());

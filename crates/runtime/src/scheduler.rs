@@ -2,7 +2,8 @@
 //! number of tokens each feeds into the next forward pass. No engine calls, no async.
 //!
 //! Policy:
-//! - every decoding sequence feeds exactly one token per step (streams never stall);
+//! - every decoding sequence feeds its pending tokens each step (streams never stall): one
+//!   sampled token, plus any its grammar forced after it (jump-forward);
 //! - the remaining token budget goes to prefilling sequences, oldest first, in chunks;
 //! - while any sequence is decoding, prefill uses the smaller `busy` budget so one long
 //!   prompt cannot freeze the running streams for more than one short step;
@@ -16,6 +17,9 @@
 pub struct SeqView {
     /// Prompt tokens not yet in the KV cache; 0 once the sequence is decoding.
     pub prefill_remaining: usize,
+    /// Tokens a decoding sequence feeds when it runs: its sampled token and those its grammar
+    /// forced after it (jump-forward). Read as at least 1.
+    pub feed: usize,
     /// Batch work, at the lowest priority.
     pub background: bool,
 }
@@ -32,8 +36,8 @@ pub struct Budget {
 }
 
 /// Plans one step. Returns, for each sequence in `seqs` (same order), how many tokens it
-/// feeds. The sum never exceeds `budget.max_tokens`, provided the number of decoding
-/// sequences does not exceed it either (the engine guarantees `n_seq_max <= n_batch`).
+/// feeds. The sum never exceeds `budget.max_tokens`, provided the decoding sequences' feeds
+/// do not exceed it either (the engine loop caps jump-forward at `n_batch / n_seq_max`).
 pub fn plan(seqs: &[SeqView], budget: Budget) -> Vec<usize> {
     let interactive = seqs.iter().any(|s| !s.background);
     // Whether a sequence takes part this step; called in order, it hands out the background
@@ -52,10 +56,11 @@ pub fn plan(seqs: &[SeqView], budget: Budget) -> Vec<usize> {
         }
     };
     let mut runs = runner();
-    let decoding = seqs
+    let decoding: usize = seqs
         .iter()
         .filter(|s| runs(s) && s.prefill_remaining == 0)
-        .count();
+        .map(|s| s.feed.max(1))
+        .sum();
     let mut left = budget.max_tokens.saturating_sub(decoding);
     if decoding > 0 {
         left = left.min(budget.busy_prefill.max(1));
@@ -66,7 +71,7 @@ pub fn plan(seqs: &[SeqView], budget: Budget) -> Vec<usize> {
             if !runs(s) {
                 0
             } else if s.prefill_remaining == 0 {
-                1
+                s.feed.max(1)
             } else {
                 let n = s.prefill_remaining.min(left);
                 left -= n;
@@ -90,6 +95,7 @@ mod tests {
     fn fg(prefill_remaining: usize) -> SeqView {
         SeqView {
             prefill_remaining,
+            feed: 1,
             background: false,
         }
     }
@@ -97,6 +103,7 @@ mod tests {
     fn bg(prefill_remaining: usize) -> SeqView {
         SeqView {
             prefill_remaining,
+            feed: 1,
             background: true,
         }
     }
@@ -104,6 +111,17 @@ mod tests {
     #[test]
     fn decoders_get_one_token_and_prefill_gets_the_rest() {
         assert_eq!(plan(&[fg(0), fg(100), fg(0)], B), vec![1, 16, 1]);
+    }
+
+    #[test]
+    fn forced_tokens_ride_in_one_step_and_leave_less_for_prefill() {
+        let jump = SeqView { feed: 6, ..fg(0) };
+        assert_eq!(plan(&[jump, fg(100)], B), vec![6, 16]);
+        let tight = Budget {
+            max_tokens: 10,
+            ..B
+        };
+        assert_eq!(plan(&[jump, fg(100), fg(0)], tight), vec![6, 3, 1]);
     }
 
     #[test]
@@ -128,14 +146,14 @@ mod tests {
     proptest! {
         #[test]
         fn plans_respect_budget_and_make_progress(
-            seqs in proptest::collection::vec((0usize..300, any::<bool>()), 0..32),
-            max in 32usize..600,
+            seqs in proptest::collection::vec((0usize..300, 1usize..4, any::<bool>()), 0..32),
+            max in 96usize..600,
             busy in 1usize..600,
             rows in 0usize..4,
         ) {
             let seqs: Vec<SeqView> = seqs
                 .iter()
-                .map(|&(r, b)| SeqView { prefill_remaining: r, background: b })
+                .map(|&(r, f, b)| SeqView { prefill_remaining: r, feed: f, background: b })
                 .collect();
             let budget = Budget { max_tokens: max, busy_prefill: busy, background_rows: rows };
             let p = plan(&seqs, budget);
@@ -150,7 +168,7 @@ mod tests {
                     prop_assert!(s.prefill_remaining == 0 || *n == 0);
                     bg_rows += usize::from(*n > 0);
                 } else if s.prefill_remaining == 0 {
-                    prop_assert_eq!(*n, 1);
+                    prop_assert_eq!(*n, s.feed);
                 } else {
                     prop_assert!(*n <= s.prefill_remaining);
                 }

@@ -69,12 +69,15 @@ pub struct MaskStats {
     /// Per step with constrained sequences: time spent waiting for masks after the forward
     /// pass finished (0 when the masks were ready first: fully overlapped).
     pub wait: Summary,
+    /// Tokens the grammar forced and jump-forward appended without sampling.
+    pub forced_tokens: u64,
 }
 
 #[derive(Default)]
 struct Inner {
     mask: Series,
     wait: Series,
+    forced_tokens: u64,
 }
 
 /// Shared between the engine thread (writer) and [`crate::Runtime`] (reader).
@@ -90,11 +93,19 @@ impl StatsCell {
         g.wait.push(wait);
     }
 
+    pub fn record_forced(&self, n: usize) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forced_tokens += n as u64;
+    }
+
     pub fn snapshot(&self) -> MaskStats {
         let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         MaskStats {
             mask: g.mask.summary(),
             wait: g.wait.summary(),
+            forced_tokens: g.forced_tokens,
         }
     }
 

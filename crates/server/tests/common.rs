@@ -79,6 +79,7 @@ pub fn model_settings(s: &Setup) -> ModelSettings {
             // them inline).
             mask_threads: 1,
             background_rows: 0,
+            jump_forward: true,
         },
         grammar: GrammarLimits::default(),
         // The mock's ChatML template has no tool syntax of its own.

@@ -4,7 +4,7 @@ use peregrine_engine::{MockVocab, TokenId};
 use peregrine_grammar::{Constraint, GrammarLimits, Grammars};
 
 pub fn grammars() -> Grammars {
-    Grammars::new(&MockVocab, GrammarLimits::default()).unwrap()
+    Grammars::new(std::sync::Arc::new(MockVocab), GrammarLimits::default()).unwrap()
 }
 
 /// Feeds `text` byte by byte, checking each byte is allowed by the mask first.

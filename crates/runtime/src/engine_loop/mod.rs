@@ -4,7 +4,7 @@
 //! slot freed before the next step.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use tools::ToolState;
 mod output;
 mod tools;
 
-use output::{finish, process_token, reject, reject_tool};
+use output::{finish, process_token, reject, reject_tool, take_forced};
 
 /// A request on its way to the engine thread.
 pub(crate) struct Submission {
@@ -46,6 +46,10 @@ pub(crate) struct LoopConfig {
     pub mask_threads: usize,
 }
 
+/// Most tokens jump-forward appends in one step, whatever the batch allows: forced runs are
+/// keys and punctuation, rarely longer.
+const JUMP_MAX: usize = 32;
+
 /// What a KV slot holds, so a new prompt sharing a prefix can skip re-computing it.
 #[derive(Default)]
 struct Slot {
@@ -61,8 +65,10 @@ struct Active {
     prompt: Vec<TokenId>,
     /// Tokens of this sequence already in the KV cache.
     kv: Vec<TokenId>,
-    /// Sampled but not yet fed to the model.
-    pending: Option<TokenId>,
+    /// Sampled (and then forced by the grammar) but not yet fed to the model.
+    pending: Vec<TokenId>,
+    /// Most tokens the grammar may force after a sampled one (0: jump-forward off).
+    jump: usize,
     sampler: Sampler,
     max_tokens: u32,
     generated: u32,
@@ -106,6 +112,11 @@ pub(crate) struct EngineLoop<E: Engine> {
     /// Threads computing grammar masks while the forward pass runs; 0: on this thread,
     /// before it.
     mask_threads: usize,
+    /// Whether sequences that start now append grammar-forced tokens without sampling.
+    jump_forward: Arc<AtomicBool>,
+    /// Most forced tokens per step and sequence: what the batch has room for beside every
+    /// slot's sampled token.
+    jump_max: usize,
 }
 
 /// How many leading tokens `a` and `b` have in common.
@@ -192,6 +203,7 @@ impl<E: Engine> EngineLoop<E> {
         pending_count: Arc<AtomicUsize>,
         cfg: LoopConfig,
         stats: StatsCell,
+        jump_forward: Arc<AtomicBool>,
     ) -> Self {
         let info = engine.info();
         let n_slots = info.n_seq_max as usize;
@@ -213,6 +225,10 @@ impl<E: Engine> EngineLoop<E> {
             batch: Batch::default(),
             stats,
             mask_threads: cfg.mask_threads,
+            jump_forward,
+            jump_max: (budget.max_tokens / n_slots.max(1))
+                .saturating_sub(1)
+                .min(JUMP_MAX),
         }
     }
 
@@ -305,12 +321,21 @@ impl<E: Engine> EngineLoop<E> {
             None if self.engine.clear_seq(seq, own as u32) => own,
             None => 0,
         };
+        // Forced tokens carry no log-probabilities of their own, so a request that asks for
+        // them samples every token.
+        let jump =
+            if self.jump_forward.load(Ordering::Relaxed) && sub.req.sampling.logprobs.is_none() {
+                self.jump_max
+            } else {
+                0
+            };
         Active {
             slot: seq,
             background: sub.background,
             events: sub.events,
             kv: prompt[..common].to_vec(),
-            pending: None,
+            pending: Vec::new(),
+            jump,
             sampler: Sampler::new(sub.req.sampling),
             max_tokens: sub.req.max_tokens,
             generated: 0,
@@ -397,6 +422,7 @@ impl<E: Engine> EngineLoop<E> {
             .iter()
             .map(|a| SeqView {
                 prefill_remaining: a.prefill_remaining(),
+                feed: a.pending.len(),
                 background: a.background,
             })
             .collect();
@@ -424,9 +450,9 @@ impl<E: Engine> EngineLoop<E> {
         self.end_sequences(done);
     }
 
-    /// Fills the batch with the planned tokens: each decoding sequence's pending token, each
-    /// prefilling one's next prompt chunk. Returns, per active sequence, the batch row whose
-    /// logits it samples from.
+    /// Fills the batch with the planned tokens: each decoding sequence's pending tokens
+    /// (logits for the last), each prefilling one's next prompt chunk. Returns, per active
+    /// sequence, the batch row whose logits it samples from.
     fn fill_batch(&mut self, plan: &[usize]) -> Vec<Option<usize>> {
         self.batch.clear();
         let mut rows: Vec<Option<usize>> = vec![None; self.active.len()];
@@ -434,19 +460,14 @@ impl<E: Engine> EngineLoop<E> {
             if n == 0 {
                 continue;
             }
-            if let Some(tok) = a.pending {
-                self.batch.push(BatchToken {
-                    token: tok,
-                    pos: a.kv.len() as u32,
-                    seq: a.slot,
-                    logits: true,
-                });
-                rows[i] = Some(self.batch.len() - 1);
-                continue;
-            }
             let start = a.kv.len();
-            for (p, &tok) in a.prompt[start..start + n].iter().enumerate() {
-                let last = start + p + 1 == a.prompt.len();
+            let (tokens, end) = if a.pending.is_empty() {
+                (&a.prompt[start..start + n], a.prompt.len())
+            } else {
+                (&a.pending[..], start + a.pending.len())
+            };
+            for (p, &tok) in tokens.iter().enumerate() {
+                let last = start + p + 1 == end;
                 self.batch.push(BatchToken {
                     token: tok,
                     pos: (start + p) as u32,
@@ -481,12 +502,11 @@ impl<E: Engine> EngineLoop<E> {
             if n == 0 {
                 continue;
             }
-            match a.pending.take() {
-                Some(tok) => a.kv.push(tok),
-                None => {
-                    let start = a.kv.len();
-                    a.kv.extend_from_slice(&a.prompt[start..start + n]);
-                }
+            if a.pending.is_empty() {
+                let start = a.kv.len();
+                a.kv.extend_from_slice(&a.prompt[start..start + n]);
+            } else {
+                a.kv.append(&mut a.pending);
             }
         }
     }
@@ -502,7 +522,12 @@ impl<E: Engine> EngineLoop<E> {
             }
             let a = &mut self.active[i];
             let sampled = sample(a, self.engine.logits(row));
-            let outcome = process_token(a, sampled, self.vocab.as_ref(), n_ctx_seq);
+            let mut outcome = process_token(a, sampled, self.vocab.as_ref(), n_ctx_seq);
+            if matches!(outcome, Outcome::Continue) && a.jump > 0 {
+                let forced;
+                (outcome, forced) = take_forced(a, self.vocab.as_ref(), n_ctx_seq);
+                self.stats.record_forced(forced);
+            }
             if !matches!(outcome, Outcome::Continue) {
                 done.push((i, outcome));
             }

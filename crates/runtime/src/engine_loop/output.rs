@@ -34,8 +34,7 @@ fn token_logprobs(vocab: &dyn Vocab, sampled: &crate::sampling::Sampled) -> Vec<
     }]
 }
 
-/// Takes one sampled token: the grammar commits it, its text goes through the detokenizer,
-/// the stop matcher and (with tools) the call parser, and what is released is sent.
+/// Takes one sampled token (see [`take_token`]).
 pub(super) fn process_token(
     a: &mut Active,
     sampled: crate::sampling::Sampled,
@@ -43,9 +42,41 @@ pub(super) fn process_token(
     n_ctx_seq: u32,
 ) -> Outcome {
     a.first_token.get_or_insert(Instant::now());
-    a.generated += 1;
-    let tok = sampled.token;
     let logprobs = token_logprobs(vocab, &sampled);
+    take_token(a, sampled.token, logprobs, vocab, n_ctx_seq)
+}
+
+/// Jump-forward: the tokens the grammar forces after the one just taken go through the same
+/// path now, without sampling, and are fed to the model with it in the next step: one
+/// forward pass for the whole run instead of one per token. Returns the outcome and how many
+/// forced tokens were taken.
+pub(super) fn take_forced(a: &mut Active, vocab: &dyn Vocab, n_ctx_seq: u32) -> (Outcome, usize) {
+    let Some(c) = &mut a.constraint else {
+        return (Outcome::Continue, 0);
+    };
+    let forced = c.forced_tokens();
+    let mut taken = 0;
+    for tok in forced.into_iter().take(a.jump) {
+        taken += 1;
+        let outcome = take_token(a, tok, Vec::new(), vocab, n_ctx_seq);
+        if !matches!(outcome, Outcome::Continue) {
+            return (outcome, taken);
+        }
+    }
+    (Outcome::Continue, taken)
+}
+
+/// Takes one token: the grammar commits it, its text goes through the detokenizer, the stop
+/// matcher and (with tools) the call parser, what is released is sent, and the token waits
+/// in `pending` to be fed.
+fn take_token(
+    a: &mut Active,
+    tok: TokenId,
+    logprobs: Vec<TokenLogprob>,
+    vocab: &dyn Vocab,
+    n_ctx_seq: u32,
+) -> Outcome {
+    a.generated += 1;
     if vocab.is_eog(tok) {
         // The end-of-turn token is not part of the answer: no text, no logprobs entry, and
         // not counted in completion_tokens (so logprobs and usage line up with content).
@@ -67,10 +98,10 @@ pub(super) fn process_token(
         a.hit_stop = true;
         return Outcome::Finish(FinishReason::Stop);
     }
-    if a.generated >= a.max_tokens || a.kv.len() + 1 >= n_ctx_seq as usize {
+    if a.generated >= a.max_tokens || a.kv.len() + a.pending.len() + 1 >= n_ctx_seq as usize {
         return Outcome::Finish(FinishReason::Length);
     }
-    a.pending = Some(tok);
+    a.pending.push(tok);
     Outcome::Continue
 }
 

@@ -132,7 +132,7 @@ mod tests {
         let vocab = source.vocab();
         ModelContext {
             template: ChatTemplate::new(template, &info.bos_text, &info.eos_text).unwrap(),
-            grammars: Arc::new(Grammars::new(vocab.as_ref(), GrammarLimits::default()).unwrap()),
+            grammars: Arc::new(Grammars::new(vocab.clone(), GrammarLimits::default()).unwrap()),
             tool_syntax: CallSyntax::resolve(ToolFormat::Hermes, vocab.as_ref()),
             prompt_text: crate::model::PromptText::of(vocab.as_ref()),
             vocab,
