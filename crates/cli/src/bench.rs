@@ -40,6 +40,12 @@ pub struct BenchArgs {
     /// plain ones on the same server, and the grammar mask time per token).
     #[arg(long)]
     pub structured: bool,
+    /// Measure against a peer server instead of the raw engine: the chat-completions URL of
+    /// llama.cpp's `llama-server` on the same GGUF and shape (`scripts/bench-peer` builds,
+    /// starts and names it). Concurrency levels, cold and cached time to first token, four
+    /// clients sharing a long system prompt, then jump-forward on and off.
+    #[arg(long)]
+    pub peer_url: Option<String>,
     /// Measure jump-forward only (also part of `--structured`): one stream whose schema has
     /// twelve fixed keys, with jump-forward on and off, alternated.
     #[arg(long)]
@@ -309,7 +315,8 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
     );
     // The raw engine's context exists only when it is measured: a second llama context in
     // the process slows decoding on this machine kind (docs/benchmarks.md).
-    let mut engine = if args.structured || args.tools || args.jump_forward {
+    let peer = args.peer_url.is_some();
+    let mut engine = if args.structured || args.tools || args.jump_forward || peer {
         None
     } else {
         Some(loaded.engine(&cs)?)
@@ -325,6 +332,18 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
         return crate::tools_bench::run(&rt, &url, args.tool_requests);
     }
     if args.jump_forward {
+        return crate::structured_bench::jump_forward(&rt, &url, &runtime);
+    }
+    if let Some(peer) = &args.peer_url {
+        let sides = crate::peer_bench::Sides { ours: &url, peer };
+        let count_tokens = |t: &str| ctx.vocab.tokenize(t).len();
+        let workload = crate::peer_bench::Workload {
+            concurrency: &args.concurrency,
+            gen: args.gen_tokens,
+            bias: &bias_json,
+            count_tokens: &count_tokens,
+        };
+        crate::peer_bench::run(&rt, &sides, &workload)?;
         return crate::structured_bench::jump_forward(&rt, &url, &runtime);
     }
     let Some(engine) = engine.as_mut() else {

@@ -48,7 +48,9 @@ pub async fn http_one(
                 last = now;
                 chunks += 1;
             }
-            if let Some(n) = v["x_groq"]["usage"]["completion_tokens"].as_u64() {
+            // Groq's place for usage in a stream, then OpenAI's (llama-server).
+            let usage = v["x_groq"]["usage"]["completion_tokens"].as_u64();
+            if let Some(n) = usage.or_else(|| v["usage"]["completion_tokens"].as_u64()) {
                 tokens = n;
             }
         }

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_client;
 mod catalog;
+mod peer_bench;
 mod pull;
 mod serve;
 mod settings;

@@ -141,6 +141,11 @@ pub struct ServeOptions {
     #[arg(long)]
     #[serde(default)]
     pub no_jump_forward: bool,
+    /// Turn the step cost model off: no calibration at load, and every step is one forward
+    /// pass even where smaller passes measured cheaper.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_cost_model: bool,
     /// Compiled grammars kept per model (keyed by schema) [default: 256].
     #[arg(long, env = "PEREGRINE_GRAMMAR_CACHE")]
     pub grammar_cache: Option<usize>,
@@ -465,6 +470,7 @@ impl Layers<'_> {
                 mask_threads: layered!(self, mask_threads, default_mask_threads(threads)),
                 background_rows: layered!(self, batch_rows, 0),
                 jump_forward: !(self.cli.no_jump_forward || self.file.no_jump_forward),
+                cost_model: !(self.cli.no_cost_model || self.file.no_cost_model),
             },
             grammar: GrammarLimits {
                 compile_fuel: layered!(self, grammar_compile_fuel, DEFAULT_COMPILE_FUEL),

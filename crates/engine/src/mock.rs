@@ -43,6 +43,9 @@ pub struct MockModel {
     pub panic_after: Option<usize>,
     /// Forward passes its engines ran, readable while they run on their own thread.
     pub decodes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// How long a pass of `i + 1` sequences takes, by index (past the end: `delay`), so tests
+    /// can give passes the cost curve of a real CPU.
+    pub row_delays: Vec<Duration>,
 }
 
 impl MockModel {
@@ -52,6 +55,7 @@ impl MockModel {
             delay: Duration::ZERO,
             panic_after: None,
             decodes: Default::default(),
+            row_delays: Vec::new(),
         }
     }
 }
@@ -74,6 +78,7 @@ impl ModelSource for MockModel {
             MockEngine::new(&self.script, ctx.n_ctx_seq, ctx.n_seq_max).with_delay(self.delay);
         engine.panic_after = self.panic_after;
         engine.decodes = self.decodes.clone();
+        engine.row_delays = self.row_delays.clone();
         Ok(engine)
     }
 }
@@ -145,6 +150,8 @@ pub struct MockEngine {
     pub max_seqs_in_batch: usize,
     /// `decode_calls`, shared with the [`MockModel`] that made this engine.
     decodes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// See [`MockModel::row_delays`].
+    row_delays: Vec<Duration>,
 }
 
 impl MockEngine {
@@ -172,6 +179,7 @@ impl MockEngine {
             decode_calls: 0,
             max_seqs_in_batch: 0,
             decodes: Default::default(),
+            row_delays: Vec::new(),
         }
     }
 
@@ -240,8 +248,17 @@ impl Engine for MockEngine {
                 max: self.info.n_batch as usize,
             });
         }
-        if !self.delay.is_zero() {
-            std::thread::sleep(self.delay);
+        let mut seqs: Vec<SeqId> = batch.tokens.iter().map(|t| t.seq).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let delay = seqs
+            .len()
+            .checked_sub(1)
+            .and_then(|i| self.row_delays.get(i))
+            .copied()
+            .unwrap_or(self.delay);
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
         }
         if self.panic_after.is_some_and(|n| self.decode_calls >= n) {
             panic!("the mock engine was told to crash");
@@ -249,9 +266,6 @@ impl Engine for MockEngine {
         self.decode_calls += 1;
         self.decodes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut seqs: Vec<SeqId> = batch.tokens.iter().map(|t| t.seq).collect();
-        seqs.sort_unstable();
-        seqs.dedup();
         self.max_seqs_in_batch = self.max_seqs_in_batch.max(seqs.len());
         self.rows.clear();
         for t in &batch.tokens {

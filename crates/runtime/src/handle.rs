@@ -32,6 +32,10 @@ pub struct RuntimeConfig {
     /// are appended without sampling and fed in one forward pass with the sampled token
     /// before them. Off for requests that ask for `logprobs`.
     pub jump_forward: bool,
+    /// The step cost model [on]: passes of 1..=slots decode rows are measured at load (which
+    /// also warms the machine up) and while serving, and a step of single decode rows runs
+    /// as several smaller passes when those cost less in total (`cost`).
+    pub cost_model: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -42,6 +46,7 @@ impl Default for RuntimeConfig {
             mask_threads: 0,
             background_rows: 0,
             jump_forward: true,
+            cost_model: true,
         }
     }
 }
@@ -104,6 +109,7 @@ impl Runtime {
                     busy_prefill: cfg.busy_prefill,
                     mask_threads: cfg.mask_threads,
                     background_rows: cfg.background_rows,
+                    cost_model: cfg.cost_model,
                 };
                 EngineLoop::new(engine, vocab, rx, loop_pending, cfg, loop_stats, loop_jump).run();
             })

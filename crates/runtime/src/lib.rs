@@ -14,8 +14,9 @@
 //!    events.
 //!
 //! Module graph (no cycles): `prepare` -> `model`, `request`; `model` -> `handle` ->
-//! `engine_loop` -> `request`, `scheduler`, `sampling`.
+//! `engine_loop` -> `request`, `scheduler`, `cost`, `sampling`.
 
+pub mod cost;
 mod engine_loop;
 pub mod events;
 mod handle;

@@ -15,6 +15,7 @@ use peregrine_text::stop::StopMatcher;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::cost::StepCosts;
 use crate::events::{Event, FinishReason};
 use crate::request::PreparedRequest;
 use crate::sampling::{Sampled, Sampler};
@@ -44,6 +45,7 @@ pub(crate) struct LoopConfig {
     pub busy_prefill: usize,
     pub background_rows: usize,
     pub mask_threads: usize,
+    pub cost_model: bool,
 }
 
 /// Most tokens jump-forward appends in one step, whatever the batch allows: forced runs are
@@ -117,6 +119,9 @@ pub(crate) struct EngineLoop<E: Engine> {
     /// Most forced tokens per step and sequence: what the batch has room for beside every
     /// slot's sampled token.
     jump_max: usize,
+    /// Whether steps of single decode rows may be split by `costs`.
+    cost_model: bool,
+    costs: StepCosts,
 }
 
 /// How many leading tokens `a` and `b` have in common.
@@ -131,6 +136,8 @@ enum Outcome {
     Reject(OutputError),
     /// A tool call was refused (Groq's message).
     RejectTool(String),
+    /// The forward pass failed.
+    Failed,
     Gone,
 }
 
@@ -229,11 +236,16 @@ impl<E: Engine> EngineLoop<E> {
             jump_max: (budget.max_tokens / n_slots.max(1))
                 .saturating_sub(1)
                 .min(JUMP_MAX),
+            cost_model: cfg.cost_model,
+            costs: StepCosts::new(n_slots),
         }
     }
 
     /// Runs until every sender of the inbox is dropped and no work is left.
     pub fn run(mut self) {
+        if self.cost_model {
+            self.calibrate();
+        }
         loop {
             if self.active.is_empty() && self.waiting.is_empty() {
                 match self.inbox.blocking_recv() {
@@ -427,27 +439,127 @@ impl<E: Engine> EngineLoop<E> {
             })
             .collect();
         let plan = scheduler::plan(&views, self.budget);
-        let rows = self.fill_batch(&plan);
+        let mut done = Vec::new();
+        for part in self.passes(&plan) {
+            self.run_pass(&part, &mut done);
+        }
+        self.end_sequences(done);
+    }
+
+    /// The plan as forward passes: one, unless every sequence in it feeds a single decode
+    /// token and the measured step costs say smaller passes cost less in total.
+    fn passes(&self, plan: &[usize]) -> Vec<Vec<usize>> {
+        let Some(rows) = self.single_decode_rows(plan) else {
+            return vec![plan.to_vec()];
+        };
+        let groups = self.costs.split(rows.len());
+        if groups.len() < 2 {
+            return vec![plan.to_vec()];
+        }
+        let mut rows = rows.into_iter();
+        (groups.into_iter())
+            .map(|g| {
+                let mut part = vec![0; plan.len()];
+                for i in rows.by_ref().take(g) {
+                    part[i] = 1;
+                }
+                part
+            })
+            .collect()
+    }
+
+    /// The sequences of `plan` when each feeds exactly one decode token (the shape the cost
+    /// model knows), or `None`.
+    fn single_decode_rows(&self, plan: &[usize]) -> Option<Vec<usize>> {
+        if !self.cost_model {
+            return None;
+        }
+        let mut rows = Vec::new();
+        for (i, (a, &n)) in self.active.iter().zip(plan).enumerate() {
+            match n {
+                0 => {}
+                1 if a.pending.len() == 1 => rows.push(i),
+                _ => return None,
+            }
+        }
+        Some(rows)
+    }
+
+    /// One forward pass over the sequences `plan` gives tokens, then their samples; ends go
+    /// to `done` (a failed pass fails its sequences).
+    fn run_pass(&mut self, plan: &[usize], done: &mut Vec<(usize, Outcome)>) {
+        let single = self.single_decode_rows(plan).map(|r| r.len());
+        let rows = self.fill_batch(plan);
         let t0 = Instant::now();
         let (res, mask_errors) = self.decode_with_masks(&rows);
+        let secs = t0.elapsed().as_secs_f64();
         tracing::trace!(
             tokens = self.batch.len(),
             seqs = self.active.len(),
-            ms = t0.elapsed().as_secs_f64() * 1e3,
+            ms = secs * 1e3,
             "step"
         );
         if let Err(e) = res {
-            warn!(error = %e, "decode failed; failing the sequences of this step");
-            self.fail_planned(&plan);
+            warn!(error = %e, "decode failed; failing the sequences of this pass");
+            done.extend(
+                (plan.iter().enumerate())
+                    .filter(|(_, &n)| n > 0)
+                    .map(|(i, _)| (i, Outcome::Failed)),
+            );
             return;
         }
-        self.record_kv(&plan);
-        let mut done: Vec<(usize, Outcome)> = mask_errors
-            .into_iter()
-            .map(|(i, e)| (i, Outcome::Reject(e)))
+        if let Some(n) = single {
+            self.costs.record(n, secs);
+        }
+        self.record_kv(plan);
+        done.extend(
+            mask_errors
+                .into_iter()
+                .map(|(i, e)| (i, Outcome::Reject(e))),
+        );
+        self.sample_rows(&rows, done);
+    }
+
+    /// Measures passes of 1..=slots single decode rows (a few each, at the first positions of
+    /// empty sequences) so the cost model starts from this machine's figures; it also warms
+    /// the machine up, so the first request runs at full speed. The sequences are emptied
+    /// after. A failed pass ends the calibration with what it has.
+    fn calibrate(&mut self) {
+        const PASSES: u32 = 4;
+        let slots = self.slots.len();
+        for g in 1..=slots {
+            let mut times = Vec::new();
+            for pos in 0..PASSES {
+                self.batch.clear();
+                for seq in 0..g {
+                    self.batch.push(BatchToken {
+                        token: 0,
+                        pos,
+                        seq: SeqId(seq as u32),
+                        logits: true,
+                    });
+                }
+                let t0 = Instant::now();
+                if self.engine.decode(&self.batch).is_err() {
+                    break;
+                }
+                // The first pass of each shape warms up; the rest are measured.
+                if pos > 0 {
+                    times.push(t0.elapsed().as_secs_f64());
+                }
+            }
+            for seq in 0..g {
+                self.engine.clear_seq(SeqId(seq as u32), 0);
+            }
+            times.sort_by(f64::total_cmp);
+            if let Some(&median) = times.get(times.len() / 2) {
+                self.costs.record(g, median);
+            }
+        }
+        let ms: Vec<String> = (1..=slots)
+            .filter_map(|g| self.costs.of(g).map(|s| format!("{g}:{:.1}", s * 1e3)))
             .collect();
-        self.sample_rows(&rows, &mut done);
-        self.end_sequences(done);
+        tracing::info!(passes_ms = %ms.join(" "), "step costs measured (rows:ms)");
     }
 
     /// Fills the batch with the planned tokens: each decoding sequence's pending tokens
@@ -480,20 +592,6 @@ impl<E: Engine> EngineLoop<E> {
             }
         }
         rows
-    }
-
-    /// A failed decode fails every sequence that was in it (their KV state is unknown).
-    fn fail_planned(&mut self, plan: &[usize]) {
-        let failed: Vec<usize> = (0..self.active.len()).filter(|&i| plan[i] > 0).collect();
-        for i in failed.into_iter().rev() {
-            let a = self.active.remove(i);
-            let _ = a
-                .events
-                .try_send(Event::Failed("internal_server_error".into()));
-            self.engine.clear_seq(a.slot, 0);
-            self.slots[a.slot.0 as usize].tokens.clear();
-            self.slots[a.slot.0 as usize].busy = false;
-        }
     }
 
     /// Records what the decode put in the KV cache.
@@ -545,6 +643,14 @@ impl<E: Engine> EngineLoop<E> {
                 Outcome::Finish(reason) => finish(&mut a, reason),
                 Outcome::Reject(e) => reject(&a, &e),
                 Outcome::RejectTool(m) => reject_tool(&a, m),
+                Outcome::Failed => {
+                    // Its KV state is unknown: nothing of it stays cached.
+                    let _ = a
+                        .events
+                        .try_send(Event::Failed("internal_server_error".into()));
+                    self.engine.clear_seq(a.slot, 0);
+                    a.kv.clear();
+                }
                 Outcome::Continue | Outcome::Gone => {}
             }
             self.release(a);
