@@ -4,7 +4,10 @@ The seed docs' code-execution and compound examples, with only base_url and api_
 the server runs the model's Python in its sandbox (bubblewrap), feeds the output back, and
 answers with `executed_tools`, the transcript in `reasoning`, and usage over every turn.
 Where the model's wording is random (the seeds set no temperature), the test checks what the
-server guarantees (the shapes, that the code ran); a `seed`ed run checks the arithmetic.
+server guarantees (the shapes, that the code ran); a `seed`ed run checks the arithmetic. The
+seed requests add `max_completion_tokens` (each turn's budget) and a `seed`: sampled at
+temperature 1 without a bound, the 0.5B model can write thousands of tokens in a turn, and a
+request of several turns then outlasts the client's timeout on a slow CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from conftest import CLIENT_TIMEOUT_S, ServerProcess
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 SQRT_PROMPT = "Calculate the square root of 12345. Output only the final answer."
+# Completion tokens per turn for the seed requests that set none (see the module docs).
+SEED_TURN_BUDGET = 400
 
 
 class _Page(http.server.BaseHTTPRequestHandler):
@@ -91,6 +96,8 @@ def test_code_execution_gpt_oss_quickstart(groq_client):
         model="openai/gpt-oss-20b",
         tool_choice="required",
         tools=[{"type": "code_interpreter"}],
+        max_completion_tokens=SEED_TURN_BUDGET,
+        seed=11,
     )
     message = response.choices[0].message
     print(message.content)
@@ -113,6 +120,7 @@ def test_square_root_of_12345_is_computed_by_the_sandbox(groq_client):
         tools=[{"type": "code_interpreter"}],
         temperature=0,
         seed=7,
+        max_completion_tokens=SEED_TURN_BUDGET,
     )
     message = response.choices[0].message
     outputs = _python_outputs(message.executed_tools)
@@ -128,6 +136,8 @@ def test_compound_code_execution_only(groq_client):
         model="groq/compound",
         messages=[{"role": "user", "content": "Calculate the square root of 12345"}],
         compound_custom={"tools": {"enabled_tools": ["code_interpreter"]}},
+        max_completion_tokens=SEED_TURN_BUDGET,
+        seed=11,
     )
     message = response.choices[0].message
     assert response.model == "groq/compound"
@@ -147,6 +157,7 @@ def test_compound_square_root_seeded(groq_client):
         compound_custom={"tools": {"enabled_tools": ["code_interpreter"]}},
         temperature=0,
         seed=7,
+        max_completion_tokens=SEED_TURN_BUDGET,
     )
     message = response.choices[0].message
     outputs = _python_outputs(message.executed_tools)
@@ -301,6 +312,7 @@ def test_compound_streaming_shapes(groq_client):
         compound_custom={"tools": {"enabled_tools": ["code_interpreter"]}},
         temperature=0,
         seed=3,
+        max_completion_tokens=SEED_TURN_BUDGET,
         stream=True,
     )
     reasoning, content, executed, finish = "", "", [], None

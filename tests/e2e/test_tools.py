@@ -372,8 +372,10 @@ def test_invalid_function_name_is_400(groq_tools):
     assert "tools" in err["message"], err
 
 
-def test_builtin_code_interpreter_tool_is_400(groq_tools):
-    err = bad_tool_request(groq_tools, tools=[{"type": "code_interpreter"}])
+def test_builtin_tool_that_is_not_run_here_is_400(groq_tools):
+    # `code_interpreter` and `browser_search` run in the tool loop (test_builtin_tools.py);
+    # remote MCP servers are not reached, so the request is refused rather than ignored.
+    err = bad_tool_request(groq_tools, tools=[{"type": "mcp", "server_label": "x"}])
     assert "tools" in err["message"], err
 
 
