@@ -145,11 +145,14 @@ fn check_seed(seed: &Value, outcome: &Outcome, loops: &mut usize) -> Result<(), 
     }
 }
 
-/// A loop that ran out of tokens: Groq's "Failed to generate JSON" with a long value that is
-/// still open (the grammar lets no invalid JSON through, so text that does not parse was cut).
+/// A loop that ran out of tokens: Groq's "Failed to generate JSON" with a value that is still
+/// open (the grammar lets no invalid JSON through, so text that does not parse was cut) and as
+/// long as the budget.
 fn ran_to_budget(id: &str, message: &str, text: &str) -> Result<(), String> {
     let unfinished = serde_json::from_str::<Value>(text).is_err();
-    if message.starts_with("Failed to generate JSON") && unfinished && text.len() > 3000 {
+    // Every token of a JSON value is at least one byte: a run that used the whole budget of
+    // 1500 tokens is at least that long.
+    if message.starts_with("Failed to generate JSON") && unfinished && text.len() >= 1500 {
         eprintln!("{id}: ran to the token budget");
         Ok(())
     } else {
