@@ -196,6 +196,28 @@ async fn http_run(
     })
 }
 
+/// `--peer-url`: the peer workloads against both servers, then jump-forward on and off.
+fn peer_run(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    peer: &str,
+    args: &BenchArgs,
+    runtime: &peregrine_runtime::Runtime,
+    bias: &serde_json::Value,
+    vocab: &dyn Vocab,
+) -> Result<()> {
+    let sides = crate::peer_bench::Sides { ours: url, peer };
+    let count_tokens = |t: &str| vocab.tokenize(t).len();
+    let workload = crate::peer_bench::Workload {
+        concurrency: &args.concurrency,
+        gen: args.gen_tokens,
+        bias,
+        count_tokens: &count_tokens,
+    };
+    crate::peer_bench::run(rt, &sides, &workload)?;
+    crate::structured_bench::jump_forward(rt, url, runtime)
+}
+
 /// The spec of the benchmarked model: `serve`'s settings, sized for `max_c` streams.
 fn bench_spec(args: &BenchArgs, source: String, max_c: usize) -> Result<ModelSpec> {
     let o = &args.serve;
@@ -335,16 +357,8 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
         return crate::structured_bench::jump_forward(&rt, &url, &runtime);
     }
     if let Some(peer) = &args.peer_url {
-        let sides = crate::peer_bench::Sides { ours: &url, peer };
-        let count_tokens = |t: &str| ctx.vocab.tokenize(t).len();
-        let workload = crate::peer_bench::Workload {
-            concurrency: &args.concurrency,
-            gen: args.gen_tokens,
-            bias: &bias_json,
-            count_tokens: &count_tokens,
-        };
-        crate::peer_bench::run(&rt, &sides, &workload)?;
-        return crate::structured_bench::jump_forward(&rt, &url, &runtime);
+        let vocab = ctx.vocab.as_ref();
+        return peer_run(&rt, &url, peer, &args, &runtime, &bias_json, vocab);
     }
     let Some(engine) = engine.as_mut() else {
         return crate::structured_bench::run(&rt, &url, &runtime, args.gen_tokens, &bias_json);

@@ -58,3 +58,13 @@ pub async fn http_one(
     let first = first.context("the stream carried no content")?;
     Ok((sent, first, last, if tokens > 0 { tokens } else { chunks }))
 }
+
+/// The mean of `xs`; 0 for none.
+pub fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = xs.collect();
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}

@@ -14,7 +14,7 @@
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use crate::bench_client::http_one;
+use crate::bench_client::{http_one, mean};
 
 /// The two servers measured.
 pub struct Sides<'a> {
@@ -157,15 +157,6 @@ async fn shared_prefix(url: &str, tag: &str, long: &str, bias: &Value) -> Result
     });
     let four = futures::future::try_join_all(futs).await?;
     Ok((first, mean(four.into_iter())))
-}
-
-fn mean(xs: impl Iterator<Item = f64>) -> f64 {
-    let v: Vec<f64> = xs.collect();
-    if v.is_empty() {
-        0.0
-    } else {
-        v.iter().sum::<f64>() / v.len() as f64
-    }
 }
 
 /// Per side: a list of measurements, ours and the peer's.

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use peregrine_runtime::{Runtime, Summary};
 use serde_json::{json, Value};
 
-use crate::bench_client::http_one;
+use crate::bench_client::{http_one, mean};
 
 const PROMPT: &str = "Write a long story about a peregrine falcon that learns to fly over a city.";
 
@@ -182,15 +182,6 @@ async fn streams(
         }
     });
     futures::future::try_join_all(futs).await
-}
-
-fn mean(xs: impl Iterator<Item = f64>) -> f64 {
-    let v: Vec<f64> = xs.collect();
-    if v.is_empty() {
-        0.0
-    } else {
-        v.iter().sum::<f64>() / v.len() as f64
-    }
 }
 
 fn rate(s: &[Stream], constrained: bool) -> f64 {

@@ -1,51 +1,23 @@
 //! The step cost model on the mock engine: a CPU on which a pass of two sequences costs more
 //! than two passes of one gets two passes, and the answers do not change.
 
+mod support;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use peregrine_engine::{ContextSettings, MockModel};
-use peregrine_grammar::GrammarLimits;
-use peregrine_protocol::parse::parse_chat_request;
-use peregrine_runtime::{build, prepare, BuiltModel, Event, ModelSettings, RuntimeConfig};
+use peregrine_engine::MockModel;
+use peregrine_runtime::{BuiltModel, RuntimeConfig};
 use serde_json::json;
 
 const SCRIPT: &str = "one two three four five six seven eight nine ten";
 
-fn start(model: &MockModel, cost_model: bool) -> BuiltModel {
-    let settings = ModelSettings {
-        context: ContextSettings {
-            n_ctx_seq: 256,
-            n_seq_max: 2,
-            n_batch: 64,
-            n_threads: 1,
-            n_gpu_layers: 0,
-        },
-        runtime: RuntimeConfig {
-            cost_model,
-            ..RuntimeConfig::default()
-        },
-        grammar: GrammarLimits::default(),
-        tool_format: None,
-    };
-    build(model, &settings).expect("the mock builds")
-}
-
 async fn answer(m: &BuiltModel, user: &str) -> String {
     let body =
         json!({"model": "m", "temperature": 0, "messages": [{"role": "user", "content": user}]});
-    let req = parse_chat_request(body.to_string().as_bytes()).unwrap();
-    let valid = prepare(&req, &m.ctx, 1).expect("validates");
-    let mut rx = m.runtime.submit(valid).expect("admitted");
-    let mut text = String::new();
-    while let Some(ev) = rx.recv().await {
-        match ev {
-            Event::Delta { text: t, .. } => text.push_str(&t),
-            Event::Finished(_) => return text,
-            other => panic!("unexpected event: {other:?}"),
-        }
-    }
-    panic!("no finish event");
+    let (text, tokens) = support::complete(m, &body).await;
+    assert!(tokens.is_some(), "finished: {text}");
+    text
 }
 
 /// Two concurrent requests; returns their answers and the passes run after calibration.
@@ -54,7 +26,11 @@ async fn two_streams(row_delays: Vec<Duration>, cost_model: bool) -> (String, St
         row_delays,
         ..MockModel::new(SCRIPT)
     };
-    let m = start(&model, cost_model);
+    let runtime = RuntimeConfig {
+        cost_model,
+        ..RuntimeConfig::default()
+    };
+    let m = support::start(&model, 256, runtime);
     // The first request waits for the engine thread, so calibration is over when it runs.
     let warm = answer(&m, "warm up").await;
     assert_eq!(warm, SCRIPT);

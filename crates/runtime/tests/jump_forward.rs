@@ -3,12 +3,10 @@
 
 use std::sync::atomic::Ordering;
 
-use peregrine_engine::{ContextSettings, MockModel};
-use peregrine_grammar::GrammarLimits;
-use peregrine_protocol::parse::parse_chat_request;
-use peregrine_runtime::{
-    build, prepare, BuiltModel, Event, ModelSettings, Rejection, RuntimeConfig,
-};
+mod support;
+
+use peregrine_engine::MockModel;
+use peregrine_runtime::{BuiltModel, RuntimeConfig};
 use serde_json::json;
 
 /// What the mock writes: a value of [`schema`] whose keys are long and fixed.
@@ -27,25 +25,6 @@ fn schema() -> serde_json::Value {
     })
 }
 
-fn start(model: &MockModel, jump_forward: bool) -> BuiltModel {
-    let settings = ModelSettings {
-        context: ContextSettings {
-            n_ctx_seq: 2048,
-            n_seq_max: 2,
-            n_batch: 64,
-            n_threads: 1,
-            n_gpu_layers: 0,
-        },
-        runtime: RuntimeConfig {
-            jump_forward,
-            ..RuntimeConfig::default()
-        },
-        grammar: GrammarLimits::default(),
-        tool_format: None,
-    };
-    build(model, &settings).expect("the mock builds")
-}
-
 /// The text of one greedy request, and its completion token count (`None` when the value
 /// was refused as unfinished).
 async fn answer(m: &BuiltModel, extra: serde_json::Value) -> (String, Option<u32>) {
@@ -58,25 +37,17 @@ async fn answer(m: &BuiltModel, extra: serde_json::Value) -> (String, Option<u32
     body.as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
-    let req = parse_chat_request(body.to_string().as_bytes()).unwrap();
-    let valid = prepare(&req, &m.ctx, 1).expect("validates");
-    let mut rx = m.runtime.submit(valid).expect("admitted");
-    let mut text = String::new();
-    while let Some(ev) = rx.recv().await {
-        match ev {
-            Event::Delta { text: t, .. } => text.push_str(&t),
-            Event::Finished(f) => return (text, Some(f.usage.completion_tokens)),
-            Event::Rejected(Rejection::Json(_)) => return (text, None),
-            other => panic!("unexpected event: {other:?}"),
-        }
-    }
-    panic!("no finish event");
+    support::complete(m, &body).await
 }
 
 /// Runs one request on a fresh model; returns its answer and the forward passes it took.
 async fn run(jump_forward: bool, extra: serde_json::Value) -> (String, Option<u32>, usize, u64) {
     let model = MockModel::new(ANSWER);
-    let m = start(&model, jump_forward);
+    let runtime = RuntimeConfig {
+        jump_forward,
+        ..RuntimeConfig::default()
+    };
+    let m = support::start(&model, 2048, runtime);
     let (text, tokens) = answer(&m, extra).await;
     let passes = model.decodes.load(Ordering::Relaxed);
     (text, tokens, passes, m.runtime.mask_stats().forced_tokens)

@@ -1,0 +1,45 @@
+//! What the runtime's integration tests share: a mock model built with a runtime
+//! configuration, and one request run to its end.
+
+use peregrine_engine::{ContextSettings, MockModel};
+use peregrine_grammar::GrammarLimits;
+use peregrine_protocol::parse::parse_chat_request;
+use peregrine_runtime::{
+    build, prepare, BuiltModel, Event, ModelSettings, Rejection, RuntimeConfig,
+};
+use serde_json::Value;
+
+/// `model` served with two slots of `n_ctx_seq` tokens under `runtime`.
+pub fn start(model: &MockModel, n_ctx_seq: u32, runtime: RuntimeConfig) -> BuiltModel {
+    let settings = ModelSettings {
+        context: ContextSettings {
+            n_ctx_seq,
+            n_seq_max: 2,
+            n_batch: 64,
+            n_threads: 1,
+            n_gpu_layers: 0,
+        },
+        runtime,
+        grammar: GrammarLimits::default(),
+        tool_format: None,
+    };
+    build(model, &settings).expect("the mock builds")
+}
+
+/// The text of one request, and its completion token count (`None` when an unfinished value
+/// was refused with json_validate_failed).
+pub async fn complete(m: &BuiltModel, body: &Value) -> (String, Option<u32>) {
+    let req = parse_chat_request(body.to_string().as_bytes()).unwrap();
+    let valid = prepare(&req, &m.ctx, 1).expect("validates");
+    let mut rx = m.runtime.submit(valid).expect("admitted");
+    let mut text = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Delta { text: t, .. } => text.push_str(&t),
+            Event::Finished(f) => return (text, Some(f.usage.completion_tokens)),
+            Event::Rejected(Rejection::Json(_)) => return (text, None),
+            other => panic!("unexpected event: {other:?}"),
+        }
+    }
+    panic!("no finish event");
+}
