@@ -7,6 +7,10 @@
 //! - the remaining token budget goes to prefilling sequences, oldest first, in chunks;
 //! - while any sequence is decoding, prefill uses the smaller `busy` budget so one long
 //!   prompt cannot freeze the running streams for more than one short step;
+//! - a prompt's last token is fed in a step after the rest of the prompt: its logits choose
+//!   the first completion token, and computed as its sequence's only row they are the same
+//!   whether the rest of the prompt was just computed or came from the prefix cache (where
+//!   only that token is computed), so a seeded request repeats its text either way;
 //! - background (batch) sequences run in what interactive ones leave: while any interactive
 //!   sequence is in flight, at most `background_rows` background sequences that are already
 //!   decoding feed a token, and none prefills. With no interactive sequence they are served
@@ -73,7 +77,10 @@ pub fn plan(seqs: &[SeqView], budget: Budget) -> Vec<usize> {
             } else if s.prefill_remaining == 0 {
                 s.feed.max(1)
             } else {
-                let n = s.prefill_remaining.min(left);
+                let mut n = s.prefill_remaining.min(left);
+                if n == s.prefill_remaining && n > 1 {
+                    n -= 1;
+                }
                 left -= n;
                 n
             }
@@ -125,6 +132,13 @@ mod tests {
     }
 
     #[test]
+    fn the_last_prompt_token_goes_in_a_step_of_its_own() {
+        assert_eq!(plan(&[fg(10)], B), vec![9]);
+        assert_eq!(plan(&[fg(1)], B), vec![1]);
+        assert_eq!(plan(&[fg(0), fg(5), fg(3)], B), vec![1, 4, 2]);
+    }
+
+    #[test]
     fn idle_prefill_uses_the_whole_batch() {
         assert_eq!(plan(&[fg(100), fg(10)], B), vec![64, 0]);
     }
@@ -170,7 +184,7 @@ mod tests {
                 } else if s.prefill_remaining == 0 {
                     prop_assert_eq!(*n, s.feed);
                 } else {
-                    prop_assert!(*n <= s.prefill_remaining);
+                    prop_assert!(*n < s.prefill_remaining || s.prefill_remaining == 1);
                 }
             }
             if interactive {
