@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// twelve fixed keys, with jump-forward on and off, alternated.
     #[arg(long)]
     pub jump_forward: bool,
+    /// Measure speculative decoding only: one stream repeating a piece of code with one
+    /// change, speculation off, auto and always, rotated; and the step-cost curve.
+    #[arg(long)]
+    pub speculation: bool,
     /// The model and its settings, as for `serve` (the server is built by the same
     /// builder). Context per sequence is capped at 4096 and the slots are the highest
     /// concurrency; listen address, keys and storage do not apply.
@@ -338,11 +342,12 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
     // The raw engine's context exists only when it is measured: a second llama context in
     // the process slows decoding on this machine kind (docs/benchmarks.md).
     let peer = args.peer_url.is_some();
-    let mut engine = if args.structured || args.tools || args.jump_forward || peer {
-        None
-    } else {
-        Some(loaded.engine(&cs)?)
-    };
+    let mut engine =
+        if args.structured || args.tools || args.jump_forward || args.speculation || peer {
+            None
+        } else {
+            Some(loaded.engine(&cs)?)
+        };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -355,6 +360,9 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
     }
     if args.jump_forward {
         return crate::structured_bench::jump_forward(&rt, &url, &runtime);
+    }
+    if args.speculation {
+        return crate::spec_bench::run(&rt, &url, &runtime);
     }
     if let Some(peer) = &args.peer_url {
         let vocab = ctx.vocab.as_ref();

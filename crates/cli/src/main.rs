@@ -7,6 +7,7 @@ mod peer_bench;
 mod pull;
 mod serve;
 mod settings;
+mod spec_bench;
 mod structured_bench;
 mod tools_bench;
 

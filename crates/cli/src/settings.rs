@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use peregrine_engine::ContextSettings;
 use peregrine_grammar::GrammarLimits;
-use peregrine_runtime::{ModelSettings, RuntimeConfig};
+use peregrine_runtime::{ModelSettings, RuntimeConfig, Speculation};
 use peregrine_service::collector::CollectorConfig;
 use peregrine_text::tools::ToolFormat;
 use peregrine_tools::{FetchConfig, SandboxConfig, SandboxLimits, ToolKit};
@@ -146,6 +146,11 @@ pub struct ServeOptions {
     #[arg(long)]
     #[serde(default)]
     pub no_cost_model: bool,
+    /// Speculative decoding with drafts from the sequence's own prompt and output: `auto`
+    /// where the measured step costs say it pays (needs the cost model), `off`, or `always`
+    /// (whenever a draft is found, for measuring) [default: auto].
+    #[arg(long, env = "PEREGRINE_SPECULATION", value_parser = check_speculation)]
+    pub speculation: Option<String>,
     /// Compiled grammars kept per model (keyed by schema) [default: 256].
     #[arg(long, env = "PEREGRINE_GRAMMAR_CACHE")]
     pub grammar_cache: Option<usize>,
@@ -383,6 +388,19 @@ pub struct HttpSettings {
     pub max_preparing: usize,
 }
 
+fn check_speculation(s: &str) -> Result<String, String> {
+    parse_speculation(s).map(|_| s.to_string())
+}
+
+fn parse_speculation(s: &str) -> Result<Speculation, String> {
+    match s {
+        "auto" => Ok(Speculation::Auto),
+        "off" => Ok(Speculation::Off),
+        "always" => Ok(Speculation::Always),
+        _ => Err(format!("unknown speculation '{s}' (auto, off, always)")),
+    }
+}
+
 fn check_tool_format(s: &str) -> Result<String, String> {
     parse_tool_format(s).map(|_| s.to_string())
 }
@@ -456,6 +474,12 @@ impl Layers<'_> {
         let tool_format = tool_format
             .or(self.cli.tool_format.as_deref())
             .or(self.file.tool_format.as_deref());
+        let speculation = (self.cli.speculation.as_deref())
+            .or(self.file.speculation.as_deref())
+            .map(parse_speculation)
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+            .unwrap_or_default();
         Ok(ModelSettings {
             context: ContextSettings {
                 n_ctx_seq,
@@ -471,6 +495,7 @@ impl Layers<'_> {
                 background_rows: layered!(self, batch_rows, 0),
                 jump_forward: !(self.cli.no_jump_forward || self.file.no_jump_forward),
                 cost_model: !(self.cli.no_cost_model || self.file.no_cost_model),
+                speculation,
             },
             grammar: GrammarLimits {
                 compile_fuel: layered!(self, grammar_compile_fuel, DEFAULT_COMPILE_FUEL),

@@ -43,8 +43,8 @@ pub struct MockModel {
     pub panic_after: Option<usize>,
     /// Forward passes its engines ran, readable while they run on their own thread.
     pub decodes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// How long a pass of `i + 1` sequences takes, by index (past the end: `delay`), so tests
-    /// can give passes the cost curve of a real CPU.
+    /// How long a pass of `i + 1` batch rows takes, by index (past the end: `delay`), so
+    /// tests can give passes the cost curve of a real CPU.
     pub row_delays: Vec<Duration>,
 }
 
@@ -251,8 +251,7 @@ impl Engine for MockEngine {
         let mut seqs: Vec<SeqId> = batch.tokens.iter().map(|t| t.seq).collect();
         seqs.sort_unstable();
         seqs.dedup();
-        let delay = seqs
-            .len()
+        let delay = (batch.len())
             .checked_sub(1)
             .and_then(|i| self.row_delays.get(i))
             .copied()

@@ -46,6 +46,13 @@ impl StepCosts {
             .and_then(|i| self.secs.get(i).copied().flatten())
     }
 
+    /// Every measured shape: (rows, seconds), fewest rows first.
+    pub fn curve(&self) -> Vec<(usize, f64)> {
+        (self.secs.iter().enumerate())
+            .filter_map(|(i, s)| s.map(|s| (i + 1, s)))
+            .collect()
+    }
+
     /// Group sizes (largest first) for a step of `rows` decode rows: the split with the least
     /// total cost, or `[rows]` (one pass) unless a split is clearly cheaper. Only measured
     /// shapes are considered.

@@ -1,15 +1,16 @@
 //! [`Runtime`]: the async side's handle on the engine thread.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use peregrine_engine::{Engine, EngineError, ModelInfo, Vocab};
 use tokio::sync::mpsc;
 
-use crate::engine_loop::{EngineLoop, LoopConfig, Submission};
+use crate::engine_loop::{EngineLoop, LoopConfig, Submission, Switches};
 use crate::events::Event;
 use crate::request::PreparedRequest;
+use crate::speculate::Speculation;
 use crate::stats::{MaskStats, StatsCell};
 
 /// Limits of the runtime. Defaults in brackets.
@@ -36,6 +37,11 @@ pub struct RuntimeConfig {
     /// also warms the machine up) and while serving, and a step of single decode rows runs
     /// as several smaller passes when those cost less in total (`cost`).
     pub cost_model: bool,
+    /// Speculative decoding with drafts looked up in the sequence's own prompt and output
+    /// [auto] (`speculate`): lossless; `Auto` drafts only where the measured step costs and
+    /// the sequence's acceptance rate say a bigger pass gives more tokens per second (so it
+    /// needs the cost model).
+    pub speculation: Speculation,
 }
 
 impl Default for RuntimeConfig {
@@ -47,6 +53,7 @@ impl Default for RuntimeConfig {
             background_rows: 0,
             jump_forward: true,
             cost_model: true,
+            speculation: Speculation::Auto,
         }
     }
 }
@@ -68,7 +75,7 @@ pub struct Runtime {
     info: Arc<ModelInfo>,
     cfg: RuntimeConfig,
     stats: StatsCell,
-    jump_forward: Arc<AtomicBool>,
+    switches: Arc<Switches>,
 }
 
 impl Runtime {
@@ -89,8 +96,11 @@ impl Runtime {
         let loop_pending = pending.clone();
         let stats = StatsCell::default();
         let loop_stats = stats.clone();
-        let jump_forward = Arc::new(AtomicBool::new(cfg.jump_forward));
-        let loop_jump = jump_forward.clone();
+        let switches = Arc::new(Switches {
+            jump_forward: AtomicBool::new(cfg.jump_forward),
+            speculation: AtomicU8::new(cfg.speculation.as_u8()),
+        });
+        let loop_switches = switches.clone();
         let join = std::thread::Builder::new()
             .name("peregrine-engine".into())
             .spawn(move || {
@@ -111,7 +121,16 @@ impl Runtime {
                     background_rows: cfg.background_rows,
                     cost_model: cfg.cost_model,
                 };
-                EngineLoop::new(engine, vocab, rx, loop_pending, cfg, loop_stats, loop_jump).run();
+                EngineLoop::new(
+                    engine,
+                    vocab,
+                    rx,
+                    loop_pending,
+                    cfg,
+                    loop_stats,
+                    loop_switches,
+                )
+                .run();
             })
             .map_err(|e| EngineError::Load(format!("cannot start the engine thread: {e}")))?;
         let info = ready_rx
@@ -124,7 +143,7 @@ impl Runtime {
                 info: Arc::new(info),
                 cfg,
                 stats,
-                jump_forward,
+                switches,
             },
             join,
         ))
@@ -143,10 +162,21 @@ impl Runtime {
         self.stats.reset();
     }
 
+    /// What passes of 1, 2, ... decode rows cost when measured at load: (rows, seconds);
+    /// empty with the cost model off.
+    pub fn step_costs(&self) -> Vec<(usize, f64)> {
+        self.stats.step_costs()
+    }
+
     /// Turns jump-forward on or off for requests that start from now on (benchmarks compare
     /// both in one run).
     pub fn set_jump_forward(&self, on: bool) {
-        self.jump_forward.store(on, Ordering::Relaxed);
+        self.switches.jump_forward.store(on, Ordering::Relaxed);
+    }
+
+    /// Sets when requests that start from now on speculate.
+    pub fn set_speculation(&self, mode: Speculation) {
+        (self.switches.speculation).store(mode.as_u8(), Ordering::Relaxed);
     }
 
     /// Whether the engine thread is still taking requests (it stops only when it fails or

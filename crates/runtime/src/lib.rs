@@ -14,7 +14,8 @@
 //!    events.
 //!
 //! Module graph (no cycles): `prepare` -> `model`, `request`; `model` -> `handle` ->
-//! `engine_loop` -> `request`, `scheduler`, `cost`, `sampling`.
+//! `engine_loop` -> `request`, `scheduler`, `cost`, `speculate`, `sampling`;
+//! `speculate` -> `cost`.
 
 pub mod cost;
 mod engine_loop;
@@ -25,6 +26,7 @@ pub mod prepare;
 pub mod request;
 pub mod sampling;
 pub mod scheduler;
+pub mod speculate;
 pub mod stats;
 
 pub use events::{Event, FinishReason, Finished, Rejection, TokenLogprob, TopLogprob, UsageStats};
@@ -32,4 +34,5 @@ pub use handle::{AdmissionError, Runtime, RuntimeConfig};
 pub use model::{build, BuildError, BuiltModel, ModelContext, ModelSettings};
 pub use prepare::{prepare, PrepareError};
 pub use request::{PreparedRequest, ServiceTier, ToolPlan};
+pub use speculate::Speculation;
 pub use stats::{MaskStats, Summary};

@@ -1,5 +1,6 @@
 //! Measurements the engine thread keeps for benchmarks and operators: how long grammar masks
-//! take per token, and how long a step waited for them after its forward pass.
+//! take per token, how long a step waited for them after its forward pass, and how many
+//! tokens jump-forward and speculation saved passes for.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,7 +62,7 @@ pub struct Summary {
     pub max_us: f64,
 }
 
-/// Grammar work as the engine thread saw it.
+/// Grammar work, jump-forward and speculation as the engine thread saw them.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct MaskStats {
     /// Time to compute one token mask, per constrained token.
@@ -71,6 +72,9 @@ pub struct MaskStats {
     pub wait: Summary,
     /// Tokens the grammar forced and jump-forward appended without sampling.
     pub forced_tokens: u64,
+    /// Draft tokens sent for verification (speculative decoding), and how many were right.
+    pub drafted_tokens: u64,
+    pub accepted_tokens: u64,
 }
 
 #[derive(Default)]
@@ -78,6 +82,10 @@ struct Inner {
     mask: Series,
     wait: Series,
     forced_tokens: u64,
+    drafted_tokens: u64,
+    accepted_tokens: u64,
+    /// The step costs measured at load: (rows, seconds).
+    step_costs: Vec<(usize, f64)>,
 }
 
 /// Shared between the engine thread (writer) and [`crate::Runtime`] (reader).
@@ -100,17 +108,40 @@ impl StatsCell {
             .forced_tokens += n as u64;
     }
 
+    pub fn record_drafts(&self, drafted: usize, accepted: usize) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.drafted_tokens += drafted as u64;
+        g.accepted_tokens += accepted as u64;
+    }
+
+    pub fn set_step_costs(&self, curve: Vec<(usize, f64)>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).step_costs = curve;
+    }
+
+    pub fn step_costs(&self) -> Vec<(usize, f64)> {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.step_costs.clone()
+    }
+
     pub fn snapshot(&self) -> MaskStats {
         let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         MaskStats {
             mask: g.mask.summary(),
             wait: g.wait.summary(),
             forced_tokens: g.forced_tokens,
+            drafted_tokens: g.drafted_tokens,
+            accepted_tokens: g.accepted_tokens,
         }
     }
 
+    /// Clears the counters and timings (the step costs measured at load stay).
     pub fn reset(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Inner::default();
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let step_costs = std::mem::take(&mut g.step_costs);
+        *g = Inner {
+            step_costs,
+            ..Inner::default()
+        };
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use peregrine_engine::MockModel;
-use peregrine_runtime::{BuiltModel, RuntimeConfig};
+use peregrine_runtime::{BuiltModel, RuntimeConfig, Speculation};
 use serde_json::json;
 
 const SCRIPT: &str = "one two three four five six seven eight nine ten";
@@ -28,6 +28,8 @@ async fn two_streams(row_delays: Vec<Duration>, cost_model: bool) -> (String, St
     };
     let runtime = RuntimeConfig {
         cost_model,
+        // The passes counted here are the cost model's alone.
+        speculation: Speculation::Off,
         ..RuntimeConfig::default()
     };
     let m = support::start(&model, 256, runtime);

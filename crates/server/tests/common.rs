@@ -12,7 +12,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use peregrine_engine::{ContextSettings, MockModel};
 use peregrine_grammar::GrammarLimits;
-use peregrine_runtime::{build, ModelSettings, RuntimeConfig};
+use peregrine_runtime::{build, ModelSettings, RuntimeConfig, Speculation};
 use peregrine_server::AppState;
 use peregrine_service::{Completions, ModelMeta, ModelRegistry, ServedModel, Storage};
 use peregrine_text::tools::ToolFormat;
@@ -83,6 +83,9 @@ pub fn model_settings(s: &Setup) -> ModelSettings {
             // Router tests count decodes (a crash after N); the cost model's own tests are
             // in the runtime crate.
             cost_model: false,
+            // Drafts need measured step costs: off with the cost model (router tests count
+            // decodes).
+            speculation: Speculation::Off,
         },
         grammar: GrammarLimits::default(),
         // The mock's ChatML template has no tool syntax of its own.

@@ -4,7 +4,7 @@
 //! slot freed before the next step.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use crate::events::{Event, FinishReason};
 use crate::request::PreparedRequest;
 use crate::sampling::{Sampled, Sampler};
 use crate::scheduler::{self, Budget, SeqView};
+use crate::speculate::{self, Acceptance, Speculation};
 use crate::stats::StatsCell;
 use tools::ToolState;
 
@@ -52,6 +53,19 @@ pub(crate) struct LoopConfig {
 /// keys and punctuation, rarely longer.
 const JUMP_MAX: usize = 32;
 
+/// Most drafts a sequence sends in one step. Verify passes of up to `1 + DRAFT_MAX` rows are
+/// measured at load, so the cost model can tell whether they pay.
+const DRAFT_MAX: usize = 7;
+
+/// Features switched for requests that start from now on (benchmarks compare both in one
+/// run).
+#[derive(Debug)]
+pub(crate) struct Switches {
+    pub jump_forward: AtomicBool,
+    /// A [`Speculation`] as its `u8`.
+    pub speculation: AtomicU8,
+}
+
 /// What a KV slot holds, so a new prompt sharing a prefix can skip re-computing it.
 #[derive(Default)]
 struct Slot {
@@ -71,6 +85,13 @@ struct Active {
     pending: Vec<TokenId>,
     /// Most tokens the grammar may force after a sampled one (0: jump-forward off).
     jump: usize,
+    /// Guesses of the tokens after `pending`, fed with it this step and checked against what
+    /// is sampled (`speculate`); empty when not speculating.
+    drafts: Vec<TokenId>,
+    /// When this sequence drafts (as speculation was set when it started).
+    speculation: Speculation,
+    /// How often its drafts were right.
+    acceptance: Acceptance,
     sampler: Sampler,
     max_tokens: u32,
     generated: u32,
@@ -114,11 +135,14 @@ pub(crate) struct EngineLoop<E: Engine> {
     /// Threads computing grammar masks while the forward pass runs; 0: on this thread,
     /// before it.
     mask_threads: usize,
-    /// Whether sequences that start now append grammar-forced tokens without sampling.
-    jump_forward: Arc<AtomicBool>,
-    /// Most forced tokens per step and sequence: what the batch has room for beside every
-    /// slot's sampled token.
+    /// Whether sequences that start now use jump-forward and speculation.
+    switches: Arc<Switches>,
+    /// Most forced tokens (or drafts) per step and sequence: what the batch has room for
+    /// beside every slot's sampled token.
     jump_max: usize,
+    /// Whether the engine can drop the tail of a sequence's cache (rejected drafts); probed
+    /// at start, false until then.
+    drops_suffix: bool,
     /// Whether steps of single decode rows may be split by `costs`.
     cost_model: bool,
     costs: StepCosts,
@@ -202,6 +226,37 @@ fn sample(a: &mut Active, logits: &[f32]) -> Sampled {
     }
 }
 
+/// Samples `a`'s next token from batch row `row` and, when it sent drafts, goes on down the
+/// draft rows while each sampled token is the draft fed there: those tokens' cells are
+/// already computed, so they move to `kv`. Every token is sampled from its own row by the
+/// sequence's sampler, as without drafts. Returns the outcome of the last token taken and,
+/// when there were drafts, how many were sent and how many were right.
+fn sample_and_verify<E: Engine>(
+    a: &mut Active,
+    engine: &E,
+    row: usize,
+    vocab: &dyn Vocab,
+    n_ctx_seq: u32,
+) -> (Outcome, Option<(usize, usize)>) {
+    let drafts = std::mem::take(&mut a.drafts);
+    let mut accepted = 0;
+    loop {
+        let sampled = sample(a, engine.logits(row + accepted));
+        let tok = sampled.token;
+        let outcome = process_token(a, sampled, vocab, n_ctx_seq);
+        // A grammar that came into force with this token (a tool call began) masks the next
+        // one, which the draft rows were not sampled under: stop there.
+        let right = drafts.get(accepted) == Some(&tok) && a.constraint.is_none();
+        if !matches!(outcome, Outcome::Continue) || !right {
+            let verdict = (!drafts.is_empty()).then_some((drafts.len(), accepted));
+            return (outcome, verdict);
+        }
+        a.pending.pop();
+        a.kv.push(tok);
+        accepted += 1;
+    }
+}
+
 impl<E: Engine> EngineLoop<E> {
     pub fn new(
         engine: E,
@@ -210,7 +265,7 @@ impl<E: Engine> EngineLoop<E> {
         pending_count: Arc<AtomicUsize>,
         cfg: LoopConfig,
         stats: StatsCell,
-        jump_forward: Arc<AtomicBool>,
+        switches: Arc<Switches>,
     ) -> Self {
         let info = engine.info();
         let n_slots = info.n_seq_max as usize;
@@ -232,17 +287,19 @@ impl<E: Engine> EngineLoop<E> {
             batch: Batch::default(),
             stats,
             mask_threads: cfg.mask_threads,
-            jump_forward,
+            switches,
             jump_max: (budget.max_tokens / n_slots.max(1))
                 .saturating_sub(1)
                 .min(JUMP_MAX),
+            drops_suffix: false,
             cost_model: cfg.cost_model,
-            costs: StepCosts::new(n_slots),
+            costs: StepCosts::new(n_slots.max(1 + DRAFT_MAX)),
         }
     }
 
     /// Runs until every sender of the inbox is dropped and no work is left.
     pub fn run(mut self) {
+        self.drops_suffix = self.probe_suffix_drop();
         if self.cost_model {
             self.calibrate();
         }
@@ -335,12 +392,13 @@ impl<E: Engine> EngineLoop<E> {
         };
         // Forced tokens carry no log-probabilities of their own, so a request that asks for
         // them samples every token.
-        let jump =
-            if self.jump_forward.load(Ordering::Relaxed) && sub.req.sampling.logprobs.is_none() {
-                self.jump_max
-            } else {
-                0
-            };
+        let jump = if self.switches.jump_forward.load(Ordering::Relaxed)
+            && sub.req.sampling.logprobs.is_none()
+        {
+            self.jump_max
+        } else {
+            0
+        };
         Active {
             slot: seq,
             background: sub.background,
@@ -348,6 +406,9 @@ impl<E: Engine> EngineLoop<E> {
             kv: prompt[..common].to_vec(),
             pending: Vec::new(),
             jump,
+            drafts: Vec::new(),
+            speculation: Speculation::from_u8(self.switches.speculation.load(Ordering::Relaxed)),
+            acceptance: Acceptance::default(),
             sampler: Sampler::new(sub.req.sampling),
             max_tokens: sub.req.max_tokens,
             generated: 0,
@@ -429,12 +490,13 @@ impl<E: Engine> EngineLoop<E> {
     }
 
     fn step(&mut self) {
+        self.draft();
         let views: Vec<SeqView> = self
             .active
             .iter()
             .map(|a| SeqView {
                 prefill_remaining: a.prefill_remaining(),
-                feed: a.pending.len(),
+                feed: a.pending.len() + a.drafts.len(),
                 background: a.background,
             })
             .collect();
@@ -444,6 +506,69 @@ impl<E: Engine> EngineLoop<E> {
             self.run_pass(&part, &mut done);
         }
         self.end_sequences(done);
+    }
+
+    /// Gives decoding sequences drafts to verify this step where the step costs say they
+    /// pay (`speculate`). Only in steps of decode rows alone: a pass that also prefills is not
+    /// a shape the costs know, and drafts would take the prompt's room. Sequences under a
+    /// grammar get none (their next mask depends on each token committed; jump-forward
+    /// serves them).
+    fn draft(&mut self) {
+        for a in &mut self.active {
+            a.drafts.clear();
+        }
+        if !self.drops_suffix {
+            return;
+        }
+        if self.active.iter().any(|a| a.prefill_remaining() > 0) {
+            return;
+        }
+        let views: Vec<SeqView> = (self.active.iter())
+            .map(|a| SeqView {
+                prefill_remaining: 0,
+                feed: a.pending.len(),
+                background: a.background,
+            })
+            .collect();
+        let plan = scheduler::plan(&views, self.budget);
+        let mut rows: usize = plan.iter().sum();
+        let mut tokens = rows as f64;
+        let n_ctx_seq = self.engine.info().n_ctx_seq as usize;
+        let most = self.jump_max.min(DRAFT_MAX);
+        let mut history = Vec::new();
+        for (a, &n) in self.active.iter_mut().zip(&plan) {
+            let drafting = match a.speculation {
+                Speculation::Off => false,
+                Speculation::Auto => self.cost_model,
+                Speculation::Always => true,
+            };
+            if n != 1 || !drafting || a.constraint.is_some() || a.pending.len() != 1 {
+                continue;
+            }
+            // Each draft, if right, is one more completion token and one more cell.
+            let used = a.kv.len() + a.pending.len();
+            let room = (a.max_tokens.saturating_sub(a.generated) as usize)
+                .min(n_ctx_seq.saturating_sub(used + 1))
+                .min(most);
+            history.clear();
+            history.extend_from_slice(&a.kv);
+            history.extend_from_slice(&a.pending);
+            let guess = speculate::lookup(&history, room);
+            if guess.is_empty() {
+                continue;
+            }
+            let k = match a.speculation {
+                Speculation::Always => guess.len(),
+                _ => speculate::draft_len(&self.costs, rows, tokens, &a.acceptance, guess.len()),
+            };
+            if k == 0 {
+                a.acceptance.idle();
+                continue;
+            }
+            rows += k;
+            tokens += a.acceptance.expected(k);
+            a.drafts.extend_from_slice(&guess[..k]);
+        }
     }
 
     /// The plan as forward passes: one, unless every sequence in it feeds a single decode
@@ -488,7 +613,8 @@ impl<E: Engine> EngineLoop<E> {
     /// One forward pass over the sequences `plan` gives tokens, then their samples; ends go
     /// to `done` (a failed pass fails its sequences).
     fn run_pass(&mut self, plan: &[usize], done: &mut Vec<(usize, Outcome)>) {
-        let single = self.single_decode_rows(plan).map(|r| r.len());
+        let decode_only =
+            (self.active.iter().zip(plan)).all(|(a, &n)| n == 0 || !a.pending.is_empty());
         let rows = self.fill_batch(plan);
         let t0 = Instant::now();
         let (res, mask_errors) = self.decode_with_masks(&rows);
@@ -508,8 +634,9 @@ impl<E: Engine> EngineLoop<E> {
             );
             return;
         }
-        if let Some(n) = single {
-            self.costs.record(n, secs);
+        if decode_only {
+            // Decode rows alone, drafts included: the shape the cost model measures.
+            self.costs.record(self.batch.len(), secs);
         }
         self.record_kv(plan);
         done.extend(
@@ -520,35 +647,40 @@ impl<E: Engine> EngineLoop<E> {
         self.sample_rows(&rows, done);
     }
 
-    /// Measures passes of 1..=slots single decode rows (a few each, at the first positions of
-    /// empty sequences) so the cost model starts from this machine's figures; it also warms
-    /// the machine up, so the first request runs at full speed. The sequences are emptied
-    /// after. A failed pass ends the calibration with what it has.
+    /// Measures passes of 1..=R decode rows (R: the slots, or a verify pass of one sequence
+    /// with the most drafts, whichever is more; rows spread over the sequences, a few passes
+    /// each, from the first positions of empty sequences) so the cost model starts from this
+    /// machine's figures; it also warms the machine up, so the first request runs at full
+    /// speed. The sequences are emptied after. A failed pass ends the calibration with what it has.
     fn calibrate(&mut self) {
         const PASSES: u32 = 4;
-        let slots = self.slots.len();
-        for g in 1..=slots {
+        let slots = self.slots.len().max(1);
+        let max_rows = slots.max(1 + DRAFT_MAX.min(self.jump_max));
+        for g in 1..=max_rows {
             let mut times = Vec::new();
-            for pos in 0..PASSES {
+            let mut next_pos = vec![0u32; slots];
+            for pass in 0..PASSES {
                 self.batch.clear();
-                for seq in 0..g {
+                for row in 0..g {
+                    let seq = row % slots;
                     self.batch.push(BatchToken {
                         token: 0,
-                        pos,
+                        pos: next_pos[seq],
                         seq: SeqId(seq as u32),
                         logits: true,
                     });
+                    next_pos[seq] += 1;
                 }
                 let t0 = Instant::now();
                 if self.engine.decode(&self.batch).is_err() {
                     break;
                 }
                 // The first pass of each shape warms up; the rest are measured.
-                if pos > 0 {
+                if pass > 0 {
                     times.push(t0.elapsed().as_secs_f64());
                 }
             }
-            for seq in 0..g {
+            for seq in 0..slots.min(g) {
                 self.engine.clear_seq(SeqId(seq as u32), 0);
             }
             times.sort_by(f64::total_cmp);
@@ -556,10 +688,30 @@ impl<E: Engine> EngineLoop<E> {
                 self.costs.record(g, median);
             }
         }
-        let ms: Vec<String> = (1..=slots)
+        let ms: Vec<String> = (1..=max_rows)
             .filter_map(|g| self.costs.of(g).map(|s| format!("{g}:{:.1}", s * 1e3)))
             .collect();
         tracing::info!(passes_ms = %ms.join(" "), "step costs measured (rows:ms)");
+        self.stats.set_step_costs(self.costs.curve());
+    }
+
+    /// Whether the cache can drop the tail of a sequence and keep its head (recurrent and
+    /// sliding-window memories cannot): two tokens in, one dropped. Speculation needs it to
+    /// take back the cells of wrong drafts. The sequence is emptied after.
+    fn probe_suffix_drop(&mut self) -> bool {
+        self.batch.clear();
+        for pos in 0..2 {
+            self.batch.push(BatchToken {
+                token: 0,
+                pos,
+                seq: SeqId(0),
+                logits: pos == 1,
+            });
+        }
+        let ok = self.engine.decode(&self.batch).is_ok() && self.engine.clear_seq(SeqId(0), 1);
+        self.engine.clear_seq(SeqId(0), 0);
+        debug!(drops_suffix = ok, "cache probed");
+        ok
     }
 
     /// Fills the batch with the planned tokens: each decoding sequence's pending tokens
@@ -573,20 +725,26 @@ impl<E: Engine> EngineLoop<E> {
                 continue;
             }
             let start = a.kv.len();
-            let (tokens, end) = if a.pending.is_empty() {
-                (&a.prompt[start..start + n], a.prompt.len())
+            // The row whose logits choose the next token: the prompt's last, or the last
+            // pending one; every draft after it gets logits too, to be checked.
+            let (tokens, sample_at) = if a.pending.is_empty() {
+                (&a.prompt[start..start + n], a.prompt.len() - start - 1)
             } else {
-                (&a.pending[..], start + a.pending.len())
+                (&a.pending[..], a.pending.len() - 1)
             };
-            for (p, &tok) in tokens.iter().enumerate() {
-                let last = start + p + 1 == end;
+            let drafts = if a.pending.is_empty() {
+                &[][..]
+            } else {
+                &a.drafts[..]
+            };
+            for (p, &tok) in tokens.iter().chain(drafts).enumerate() {
                 self.batch.push(BatchToken {
                     token: tok,
                     pos: (start + p) as u32,
                     seq: a.slot,
-                    logits: last,
+                    logits: p >= sample_at,
                 });
-                if last {
+                if p == sample_at {
                     rows[i] = Some(self.batch.len() - 1);
                 }
             }
@@ -619,8 +777,18 @@ impl<E: Engine> EngineLoop<E> {
                 continue;
             }
             let a = &mut self.active[i];
-            let sampled = sample(a, self.engine.logits(row));
-            let mut outcome = process_token(a, sampled, self.vocab.as_ref(), n_ctx_seq);
+            let (mut outcome, verdict) =
+                sample_and_verify(a, &self.engine, row, self.vocab.as_ref(), n_ctx_seq);
+            if let Some((drafted, accepted)) = verdict {
+                a.acceptance.record(drafted, accepted);
+                self.stats.record_drafts(drafted, accepted);
+                // The cells of the drafts that were wrong hold what the sampled token will
+                // replace. The probe at load made sure the cache can drop them.
+                if accepted < drafted && !self.engine.clear_seq(a.slot, a.kv.len() as u32) {
+                    done.push((i, Outcome::Failed));
+                    continue;
+                }
+            }
             if matches!(outcome, Outcome::Continue) && a.jump > 0 {
                 let forced;
                 (outcome, forced) = take_forced(a, self.vocab.as_ref(), n_ctx_seq);

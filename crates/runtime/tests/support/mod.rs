@@ -1,6 +1,9 @@
 //! What the runtime's integration tests share: a mock model built with a runtime
 //! configuration, and one request run to its end.
 
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
 use peregrine_engine::{ContextSettings, MockModel};
 use peregrine_grammar::GrammarLimits;
 use peregrine_protocol::parse::parse_chat_request;

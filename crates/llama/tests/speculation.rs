@@ -1,0 +1,100 @@
+//! Speculative decoding on a real GGUF (SmolLM2-135M in CI): greedy answers to 20 prompts are
+//! the same token for token with drafts checked on every step (`always`) as without them.
+//! This proves the verify path (draft rows, sampling row by row, dropping the cells of wrong
+//! drafts) on llama.cpp's real cache; whether drafts pay is the benchmark's question
+//! (`peregrine bench --speculation`).
+
+mod support;
+
+use std::path::PathBuf;
+
+use peregrine_protocol::parse::parse_chat_request;
+use peregrine_runtime::{prepare, Event, RuntimeConfig, Speculation};
+use serde_json::json;
+use support::Fixture;
+
+fn model_path() -> Option<PathBuf> {
+    support::model_from_env("PEREGRINE_TEST_MODEL", "the speculation test")
+}
+
+const CODE: &str = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n";
+
+fn prompts() -> Vec<String> {
+    let mut p: Vec<String> = [
+        "Repeat this code exactly:",
+        "Repeat this code, renaming add to plus:",
+        "Repeat this code, renaming sub to minus:",
+        "Add a docstring to each function in this code:",
+        "Rewrite this code with type hints:",
+        "Repeat this code twice:",
+    ]
+    .iter()
+    .map(|q| format!("{q}\n\n{CODE}"))
+    .collect();
+    p.extend(
+        [
+            "List the days of the week, one per line.",
+            "Count from 1 to 20, separated by commas.",
+            "Write the alphabet in capital letters, separated by spaces.",
+            "Repeat the word falcon ten times.",
+            "What is the capital of France?",
+            "Write a haiku about the sea.",
+            "Name three colors.",
+            "Write a short story about a cat.",
+            "Explain what a variable is in programming.",
+            "Write a Python function that reverses a string.",
+            "Write a JSON object with keys name and age.",
+            "List the first ten prime numbers.",
+            "Say hello in five languages.",
+            "Write the months of the year, one per line.",
+        ]
+        .map(String::from),
+    );
+    p
+}
+
+async fn greedy(f: &Fixture, prompt: &str) -> (String, u32) {
+    let body = json!({
+        "model": "m",
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": 0,
+        "max_tokens": 64,
+    });
+    let req = parse_chat_request(body.to_string().as_bytes()).expect("valid request");
+    let valid = prepare(&req, &f.ctx, 1).expect("validates");
+    let mut rx = f.runtime.submit(valid).expect("admitted");
+    let mut text = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Delta { text: t, .. } => text.push_str(&t),
+            Event::Finished(done) => return (text, done.usage.completion_tokens),
+            other => panic!("unexpected event: {other:?}"),
+        }
+    }
+    panic!("stream ended without a finish event");
+}
+
+#[tokio::test]
+async fn greedy_answers_are_the_same_with_drafts_checked_every_step() {
+    let Some(path) = model_path() else { return };
+    let runtime = RuntimeConfig {
+        speculation: Speculation::Off,
+        ..RuntimeConfig::default()
+    };
+    let f = support::start_with(&path, &support::settings(1024, 2, 256, 2, runtime));
+    let mut plain = Vec::new();
+    for p in prompts() {
+        plain.push(greedy(&f, &p).await);
+    }
+    f.runtime.set_speculation(Speculation::Always);
+    f.runtime.reset_mask_stats();
+    for (p, expected) in prompts().iter().zip(&plain) {
+        let got = greedy(&f, p).await;
+        assert_eq!(&got, expected, "prompt {p:?}");
+    }
+    let stats = f.runtime.mask_stats();
+    assert!(
+        stats.accepted_tokens > 50 && stats.drafted_tokens > stats.accepted_tokens,
+        "drafts were checked, some right and some wrong: {stats:?}"
+    );
+}

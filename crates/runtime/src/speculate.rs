@@ -1,0 +1,309 @@
+//! Model-free speculative decoding (prompt lookup): guesses of the next tokens, and when
+//! checking them pays.
+//!
+//! A sequence whose last tokens occurred earlier in its prompt or output (code being
+//! repeated with a change, a quoted document, a list that follows a pattern) is likely to go
+//! on as it did then. Those following tokens are fed as drafts after the sampled token, in
+//! the same forward pass, with logits for every row; the engine loop then samples each row
+//! in turn and keeps the drafts up to the first one that differs from what was sampled.
+//!
+//! It is lossless: every output token is still sampled, by the request's own sampler and RNG,
+//! from the logits of the position it occupies. A draft only saves the pass that would have
+//! computed that position. With a deterministic draft this is standard speculative sampling
+//! (accept draft `d` with probability `p(d)`, else sample the rest of `p`), so sampled output
+//! keeps the model's distribution and greedy output is the same token for token, up to the
+//! rounding of a batched pass against a single-row one.
+//!
+//! Whether to draft is a cost question: a pass of `rows + k` rows must give more tokens per
+//! second than the `rows`-row pass it replaces, given how often this sequence's drafts were
+//! right ([`Acceptance`]) and what passes of each size cost here ([`StepCosts`]).
+
+use peregrine_engine::TokenId;
+
+use crate::cost::StepCosts;
+
+/// When sequences draft.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Speculation {
+    /// Never.
+    Off,
+    /// Where the measured step costs and the sequence's acceptance rate say a bigger pass
+    /// gives more tokens per second (needs the cost model).
+    #[default]
+    Auto,
+    /// Whenever a recurring n-gram gives a draft, whatever it costs: for measuring
+    /// acceptance and verify costs, and for tests that must see drafts checked.
+    Always,
+}
+
+impl Speculation {
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Speculation::Auto,
+            2 => Speculation::Always,
+            _ => Speculation::Off,
+        }
+    }
+}
+
+/// Longest and shortest suffix matched against the history: a match of four tokens predicts
+/// better than one of two; one token alone predicts too little to pay.
+const MAX_NGRAM: usize = 4;
+const MIN_NGRAM: usize = 2;
+
+/// Up to `max` tokens that followed the most recent earlier occurrence of the longest suffix
+/// of `history` (four tokens down to two) seen before; empty when none recurs.
+pub fn lookup(history: &[TokenId], max: usize) -> Vec<TokenId> {
+    if max == 0 {
+        return Vec::new();
+    }
+    let len = history.len();
+    for n in (MIN_NGRAM..=MAX_NGRAM).rev() {
+        if len <= n {
+            continue;
+        }
+        let suffix = &history[len - n..];
+        // Most recent first: an edit in progress follows the latest copy of the text.
+        if let Some(at) = (0..len - n).rev().find(|&i| &history[i..i + n] == suffix) {
+            let from = at + n;
+            return history[from..(from + max).min(len)].to_vec();
+        }
+    }
+    Vec::new()
+}
+
+/// Weight of one verify step in the moving averages.
+const RATE_ALPHA: f64 = 0.3;
+/// The chance a sequence starts from that its first draft is right, and that each later one
+/// is right given the one before it was: a recurring n-gram is more often right than not in
+/// code and quoted text, and a copy that started going on tends to go on.
+const PRIOR_FIRST: f64 = 0.6;
+const PRIOR_NEXT: f64 = 0.8;
+/// How far the estimates move back toward the prior in a step that found a draft but did not
+/// send it, so a sequence that stopped drafting tries again after a while (its text may have
+/// come to a part that repeats).
+const RECOVERY: f64 = 0.05;
+/// Drafting must beat not drafting by this factor in expected tokens per second: costs are
+/// measured, and noisy.
+const MARGIN: f64 = 1.05;
+/// Draft positions tracked; longer drafts count as this long.
+const POSITIONS: usize = 16;
+
+fn prior(i: usize) -> f64 {
+    PRIOR_FIRST * PRIOR_NEXT.powi(i as i32)
+}
+
+/// How often a sequence's drafts were right, by position: `run[i]` is a moving average of
+/// whether the first `i + 1` drafts were all right, over the verify steps that sent at least
+/// that many. Drafts from a copy come in runs (right until the copy diverges), so this
+/// survival curve predicts a long draft far better than one per-token rate would.
+#[derive(Clone, Debug)]
+pub struct Acceptance {
+    run: [f64; POSITIONS],
+}
+
+impl Default for Acceptance {
+    fn default() -> Self {
+        Self {
+            run: std::array::from_fn(prior),
+        }
+    }
+}
+
+impl Acceptance {
+    /// The estimated chance that the first draft is right.
+    pub fn rate(&self) -> f64 {
+        self.run[0]
+    }
+
+    /// A verify step sent `drafted` drafts and the first `accepted` were right.
+    pub fn record(&mut self, drafted: usize, accepted: usize) {
+        for (i, r) in self.run.iter_mut().enumerate().take(drafted) {
+            let all_right = if i < accepted { 1.0 } else { 0.0 };
+            *r += RATE_ALPHA * (all_right - *r);
+        }
+    }
+
+    /// A draft was found and not sent: drift back toward the prior.
+    pub fn idle(&mut self) {
+        for (i, r) in self.run.iter_mut().enumerate() {
+            *r += RECOVERY * (prior(i) - *r);
+        }
+    }
+
+    /// Expected right drafts out of `k`: the chance that each position is reached and right,
+    /// summed (never more likely than the position before it).
+    pub fn expected(&self, k: usize) -> f64 {
+        let mut reach = 1.0f64;
+        let mut sum = 0.0;
+        for i in 0..k {
+            reach = reach.min(self.run[i.min(POSITIONS - 1)]);
+            sum += reach;
+        }
+        sum
+    }
+}
+
+/// How many of `available` drafts to add to a pass that already has `rows` rows expected to
+/// give `tokens` tokens: the count with the most expected tokens per second, 0 unless that
+/// beats the pass without them by [`MARGIN`]. Only measured pass sizes are considered, so
+/// nothing is drafted before the costs are known.
+pub fn draft_len(
+    costs: &StepCosts,
+    rows: usize,
+    tokens: f64,
+    acceptance: &Acceptance,
+    available: usize,
+) -> usize {
+    let Some(base) = costs.of(rows) else {
+        return 0;
+    };
+    let base_rate = tokens / base;
+    (1..=available)
+        .filter_map(|k| Some((k, (tokens + acceptance.expected(k)) / costs.of(rows + k)?)))
+        .filter(|&(_, rate)| rate > MARGIN * base_rate)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(0, |(k, _)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Drafts right independently with chance `p` each.
+    fn runs(p: f64) -> Acceptance {
+        Acceptance {
+            run: std::array::from_fn(|i| p.powi(i as i32 + 1)),
+        }
+    }
+
+    fn costs(ms: &[f64]) -> StepCosts {
+        let mut c = StepCosts::new(ms.len());
+        for (i, &m) in ms.iter().enumerate() {
+            c.record(i + 1, m / 1e3);
+        }
+        c
+    }
+
+    #[test]
+    fn the_longest_recurring_suffix_predicts_what_followed_it_last() {
+        // "a b c d" ... "x b c d" ... then "b c d": the latest copy wins.
+        let h = [1, 2, 3, 4, 5, 9, 2, 3, 4, 6, 7, 2, 3, 4];
+        assert_eq!(lookup(&h, 2), vec![6, 7]);
+        assert_eq!(lookup(&h, 10), vec![6, 7, 2, 3, 4]);
+        // A four-token match beats a more recent two-token one.
+        let h = [1, 2, 3, 4, 50, 51, 8, 3, 4, 60, 1, 2, 3, 4];
+        assert_eq!(lookup(&h, 2), vec![50, 51]);
+    }
+
+    #[test]
+    fn nothing_recurs_nothing_is_drafted() {
+        assert!(lookup(&[1, 2, 3, 4, 5], 4).is_empty());
+        assert!(lookup(&[], 4).is_empty());
+        assert!(
+            lookup(&[7, 7], 4).is_empty(),
+            "a one-token match is too weak"
+        );
+        assert!(lookup(&[1, 2, 3, 1, 2], 0).is_empty());
+        assert_eq!(lookup(&[7, 7, 7], 4), vec![7]);
+    }
+
+    #[test]
+    fn acceptance_follows_what_verification_found() {
+        let mut a = Acceptance::default();
+        for _ in 0..20 {
+            a.record(4, 0);
+        }
+        assert!(a.rate() < 0.01, "{}", a.rate());
+        assert!(a.expected(4) < 0.01);
+        for _ in 0..20 {
+            a.record(4, 4);
+        }
+        assert!(a.rate() > 0.99);
+        assert!((a.expected(3) - 3.0).abs() < 0.05);
+        // Positions never sent keep their estimate, but are never likelier than the one
+        // before them.
+        assert!(a.expected(6) < a.expected(4) + 2.0 * 0.99);
+        for _ in 0..40 {
+            a.idle();
+        }
+        assert!(
+            (a.rate() - PRIOR_FIRST).abs() < 0.2,
+            "an idle sequence drifts to the prior"
+        );
+    }
+
+    #[test]
+    fn runs_of_right_drafts_are_expected_as_runs() {
+        // Half the steps copy all six drafts right, half get the first one wrong: 3 right
+        // per step of six, where one per-token rate (0.5) would predict about one.
+        let mut a = Acceptance::default();
+        for i in 0..200 {
+            a.record(6, if i % 2 == 0 { 6 } else { 0 });
+        }
+        let e = a.expected(6);
+        assert!((2.0..4.5).contains(&e), "{e}");
+    }
+
+    #[test]
+    fn drafts_go_where_a_bigger_pass_costs_little_more() {
+        let good = runs(0.8);
+        // A 2-row pass costs 5% more than a 1-row one: drafting pays, several drafts most.
+        let cheap = costs(&[10.0, 10.5, 11.0, 11.5, 12.0, 12.5, 13.0, 13.5]);
+        let k = draft_len(&cheap, 1, 1.0, &good, 7);
+        assert!(k >= 4, "{k}");
+        // A row costs as much as a pass: verifying cannot beat decoding one by one.
+        let linear = costs(&[10.0, 20.0, 30.0, 40.0]);
+        assert_eq!(draft_len(&linear, 1, 1.0, &good, 3), 0);
+        // Right once in ten: never worth a bigger pass.
+        assert_eq!(draft_len(&cheap, 1, 1.0, &runs(0.1), 7), 0);
+        // Unmeasured sizes are never chosen.
+        assert_eq!(draft_len(&costs(&[10.0]), 1, 1.0, &good, 3), 0);
+        assert_eq!(draft_len(&StepCosts::new(8), 1, 1.0, &good, 3), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn drafting_never_lowers_the_expected_rate(
+            ms in proptest::collection::vec(1.0f64..200.0, 1..9),
+            rows in 1usize..5,
+            rate in 0.0f64..1.0,
+            available in 0usize..8,
+        ) {
+            let c = costs(&ms);
+            let acc = runs(rate);
+            let tokens = rows as f64;
+            let k = draft_len(&c, rows, tokens, &acc, available);
+            prop_assert!(k <= available);
+            if k > 0 {
+                let with = (tokens + acc.expected(k)) / c.of(rows + k).unwrap();
+                let without = tokens / c.of(rows).unwrap();
+                prop_assert!(with > without);
+            }
+        }
+
+        #[test]
+        fn a_draft_is_a_real_continuation(
+            history in proptest::collection::vec(0u32..4, 0..60),
+            max in 0usize..8,
+        ) {
+            let d = lookup(&history, max);
+            prop_assert!(d.len() <= max);
+            if !d.is_empty() {
+                // The draft occurs in the history right after an earlier copy of a suffix.
+                let found = (MIN_NGRAM..=MAX_NGRAM).any(|n| {
+                    history.len() > n && (0..history.len() - n).any(|i| {
+                        history[i..i + n] == history[history.len() - n..]
+                            && history[i + n..].starts_with(&d)
+                    })
+                });
+                prop_assert!(found);
+            }
+        }
+    }
+}
