@@ -55,11 +55,28 @@ impl Speculation {
 const MAX_NGRAM: usize = 4;
 const MIN_NGRAM: usize = 2;
 
+/// How many suffix lengths are matched (and tracked apart: a longer match predicts better).
+pub const MATCH_LENGTHS: usize = MAX_NGRAM - MIN_NGRAM + 1;
+
+/// Guesses of the next tokens, and the length of the suffix match they came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Draft {
+    pub tokens: Vec<TokenId>,
+    pub matched: usize,
+}
+
+impl Draft {
+    /// Which of the [`MATCH_LENGTHS`] acceptance estimates this draft uses.
+    pub fn kind(&self) -> usize {
+        self.matched.clamp(MIN_NGRAM, MAX_NGRAM) - MIN_NGRAM
+    }
+}
+
 /// Up to `max` tokens that followed the most recent earlier occurrence of the longest suffix
-/// of `history` (four tokens down to two) seen before; empty when none recurs.
-pub fn lookup(history: &[TokenId], max: usize) -> Vec<TokenId> {
+/// of `history` (four tokens down to two) seen before; `None` when none recurs.
+pub fn lookup(history: &[TokenId], max: usize) -> Option<Draft> {
     if max == 0 {
-        return Vec::new();
+        return None;
     }
     let len = history.len();
     for n in (MIN_NGRAM..=MAX_NGRAM).rev() {
@@ -70,19 +87,23 @@ pub fn lookup(history: &[TokenId], max: usize) -> Vec<TokenId> {
         // Most recent first: an edit in progress follows the latest copy of the text.
         if let Some(at) = (0..len - n).rev().find(|&i| &history[i..i + n] == suffix) {
             let from = at + n;
-            return history[from..(from + max).min(len)].to_vec();
+            return Some(Draft {
+                tokens: history[from..(from + max).min(len)].to_vec(),
+                matched: n,
+            });
         }
     }
-    Vec::new()
+    None
 }
 
 /// Weight of one verify step in the moving averages.
 const RATE_ALPHA: f64 = 0.3;
-/// The chance a sequence starts from that its first draft is right, and that each later one
-/// is right given the one before it was: a recurring n-gram is more often right than not in
-/// code and quoted text, and a copy that started going on tends to go on.
-const PRIOR_FIRST: f64 = 0.6;
-const PRIOR_NEXT: f64 = 0.8;
+/// What a sequence starts from, by suffix match length (two, three, four tokens): the chance
+/// that the first draft is right, and that each later one is right given the one before it
+/// was. A four-token match in code or quoted text is usually a copy that goes on; a two-token
+/// match is often a common pair of words. Guesses, corrected by each verify step: they set
+/// how readily a sequence tries, and a wrong try costs one bigger pass.
+const PRIORS: [(f64, f64); MATCH_LENGTHS] = [(0.4, 0.8), (0.6, 0.9), (0.8, 0.95)];
 /// How far the estimates move back toward the prior in a step that found a draft but did not
 /// send it, so a sequence that stopped drafting tries again after a while (its text may have
 /// come to a part that repeats).
@@ -93,8 +114,8 @@ const MARGIN: f64 = 1.05;
 /// Draft positions tracked; longer drafts count as this long.
 const POSITIONS: usize = 16;
 
-fn prior(i: usize) -> f64 {
-    PRIOR_FIRST * PRIOR_NEXT.powi(i as i32)
+fn prior((first, next): (f64, f64), i: usize) -> f64 {
+    first * next.powi(i as i32)
 }
 
 /// How often a sequence's drafts were right, by position: `run[i]` is a moving average of
@@ -104,17 +125,24 @@ fn prior(i: usize) -> f64 {
 #[derive(Clone, Debug)]
 pub struct Acceptance {
     run: [f64; POSITIONS],
-}
-
-impl Default for Acceptance {
-    fn default() -> Self {
-        Self {
-            run: std::array::from_fn(prior),
-        }
-    }
+    prior: (f64, f64),
 }
 
 impl Acceptance {
+    /// Starting from the prior of drafts of `kind` (see [`Draft::kind`]).
+    pub fn for_kind(kind: usize) -> Self {
+        let p = PRIORS[kind.min(MATCH_LENGTHS - 1)];
+        Self {
+            run: std::array::from_fn(|i| prior(p, i)),
+            prior: p,
+        }
+    }
+
+    /// One estimate per kind of draft.
+    pub fn all() -> [Acceptance; MATCH_LENGTHS] {
+        std::array::from_fn(Self::for_kind)
+    }
+
     /// The estimated chance that the first draft is right.
     pub fn rate(&self) -> f64 {
         self.run[0]
@@ -130,8 +158,9 @@ impl Acceptance {
 
     /// A draft was found and not sent: drift back toward the prior.
     pub fn idle(&mut self) {
+        let p = self.prior;
         for (i, r) in self.run.iter_mut().enumerate() {
-            *r += RECOVERY * (prior(i) - *r);
+            *r += RECOVERY * (prior(p, i) - *r);
         }
     }
 
@@ -179,6 +208,7 @@ mod tests {
     fn runs(p: f64) -> Acceptance {
         Acceptance {
             run: std::array::from_fn(|i| p.powi(i as i32 + 1)),
+            prior: (p, p),
         }
     }
 
@@ -194,28 +224,33 @@ mod tests {
     fn the_longest_recurring_suffix_predicts_what_followed_it_last() {
         // "a b c d" ... "x b c d" ... then "b c d": the latest copy wins.
         let h = [1, 2, 3, 4, 5, 9, 2, 3, 4, 6, 7, 2, 3, 4];
-        assert_eq!(lookup(&h, 2), vec![6, 7]);
-        assert_eq!(lookup(&h, 10), vec![6, 7, 2, 3, 4]);
+        let d = lookup(&h, 2).unwrap();
+        assert_eq!(
+            (d.tokens.as_slice(), d.matched, d.kind()),
+            (&[6, 7][..], 3, 1)
+        );
+        assert_eq!(lookup(&h, 10).unwrap().tokens, vec![6, 7, 2, 3, 4]);
         // A four-token match beats a more recent two-token one.
         let h = [1, 2, 3, 4, 50, 51, 8, 3, 4, 60, 1, 2, 3, 4];
-        assert_eq!(lookup(&h, 2), vec![50, 51]);
+        let d = lookup(&h, 2).unwrap();
+        assert_eq!(
+            (d.tokens.as_slice(), d.matched, d.kind()),
+            (&[50, 51][..], 4, 2)
+        );
     }
 
     #[test]
     fn nothing_recurs_nothing_is_drafted() {
-        assert!(lookup(&[1, 2, 3, 4, 5], 4).is_empty());
-        assert!(lookup(&[], 4).is_empty());
-        assert!(
-            lookup(&[7, 7], 4).is_empty(),
-            "a one-token match is too weak"
-        );
-        assert!(lookup(&[1, 2, 3, 1, 2], 0).is_empty());
-        assert_eq!(lookup(&[7, 7, 7], 4), vec![7]);
+        assert_eq!(lookup(&[1, 2, 3, 4, 5], 4), None);
+        assert_eq!(lookup(&[], 4), None);
+        assert_eq!(lookup(&[7, 7], 4), None, "a one-token match is too weak");
+        assert_eq!(lookup(&[1, 2, 3, 1, 2], 0), None);
+        assert_eq!(lookup(&[7, 7, 7], 4).unwrap().tokens, vec![7]);
     }
 
     #[test]
     fn acceptance_follows_what_verification_found() {
-        let mut a = Acceptance::default();
+        let mut a = Acceptance::for_kind(1);
         for _ in 0..20 {
             a.record(4, 0);
         }
@@ -233,7 +268,7 @@ mod tests {
             a.idle();
         }
         assert!(
-            (a.rate() - PRIOR_FIRST).abs() < 0.2,
+            (a.rate() - PRIORS[1].0).abs() < 0.2,
             "an idle sequence drifts to the prior"
         );
     }
@@ -242,7 +277,7 @@ mod tests {
     fn runs_of_right_drafts_are_expected_as_runs() {
         // Half the steps copy all six drafts right, half get the first one wrong: 3 right
         // per step of six, where one per-token rate (0.5) would predict about one.
-        let mut a = Acceptance::default();
+        let mut a = Acceptance::for_kind(0);
         for i in 0..200 {
             a.record(6, if i % 2 == 0 { 6 } else { 0 });
         }
@@ -292,7 +327,7 @@ mod tests {
             history in proptest::collection::vec(0u32..4, 0..60),
             max in 0usize..8,
         ) {
-            let d = lookup(&history, max);
+            let d = lookup(&history, max).map_or(Vec::new(), |d| d.tokens);
             prop_assert!(d.len() <= max);
             if !d.is_empty() {
                 // The draft occurs in the history right after an earlier copy of a suffix.

@@ -90,8 +90,10 @@ struct Active {
     drafts: Vec<TokenId>,
     /// When this sequence drafts (as speculation was set when it started).
     speculation: Speculation,
-    /// How often its drafts were right.
-    acceptance: Acceptance,
+    /// How often its drafts were right, by kind of draft ([`speculate::Draft::kind`]).
+    acceptance: [Acceptance; speculate::MATCH_LENGTHS],
+    /// The kind of the drafts sent this step.
+    draft_kind: usize,
     sampler: Sampler,
     max_tokens: u32,
     generated: u32,
@@ -146,6 +148,10 @@ pub(crate) struct EngineLoop<E: Engine> {
     /// Whether steps of single decode rows may be split by `costs`.
     cost_model: bool,
     costs: StepCosts,
+    /// The costs as measured at load, which decide drafting: fixed, so the same request on
+    /// the same server drafts the same way and runs passes of the same shapes (its logits,
+    /// and so a seeded sample, then repeat; see decision 0003).
+    load_costs: StepCosts,
 }
 
 /// How many leading tokens `a` and `b` have in common.
@@ -294,6 +300,7 @@ impl<E: Engine> EngineLoop<E> {
             drops_suffix: false,
             cost_model: cfg.cost_model,
             costs: StepCosts::new(n_slots.max(1 + DRAFT_MAX)),
+            load_costs: StepCosts::new(n_slots.max(1 + DRAFT_MAX)),
         }
     }
 
@@ -408,7 +415,8 @@ impl<E: Engine> EngineLoop<E> {
             jump,
             drafts: Vec::new(),
             speculation: Speculation::from_u8(self.switches.speculation.load(Ordering::Relaxed)),
-            acceptance: Acceptance::default(),
+            acceptance: Acceptance::all(),
+            draft_kind: 0,
             sampler: Sampler::new(sub.req.sampling),
             max_tokens: sub.req.max_tokens,
             generated: 0,
@@ -553,21 +561,23 @@ impl<E: Engine> EngineLoop<E> {
             history.clear();
             history.extend_from_slice(&a.kv);
             history.extend_from_slice(&a.pending);
-            let guess = speculate::lookup(&history, room);
-            if guess.is_empty() {
+            let Some(guess) = speculate::lookup(&history, room) else {
                 continue;
-            }
+            };
+            let acceptance = &mut a.acceptance[guess.kind()];
+            let found = guess.tokens.len();
             let k = match a.speculation {
-                Speculation::Always => guess.len(),
-                _ => speculate::draft_len(&self.costs, rows, tokens, &a.acceptance, guess.len()),
+                Speculation::Always => found,
+                _ => speculate::draft_len(&self.load_costs, rows, tokens, acceptance, found),
             };
             if k == 0 {
-                a.acceptance.idle();
+                acceptance.idle();
                 continue;
             }
             rows += k;
-            tokens += a.acceptance.expected(k);
-            a.drafts.extend_from_slice(&guess[..k]);
+            tokens += acceptance.expected(k);
+            a.draft_kind = guess.kind();
+            a.drafts.extend_from_slice(&guess.tokens[..k]);
         }
     }
 
@@ -693,6 +703,7 @@ impl<E: Engine> EngineLoop<E> {
             .collect();
         tracing::info!(passes_ms = %ms.join(" "), "step costs measured (rows:ms)");
         self.stats.set_step_costs(self.costs.curve());
+        self.load_costs = self.costs.clone();
     }
 
     /// Whether the cache can drop the tail of a sequence and keep its head (recurrent and
@@ -780,7 +791,7 @@ impl<E: Engine> EngineLoop<E> {
             let (mut outcome, verdict) =
                 sample_and_verify(a, &self.engine, row, self.vocab.as_ref(), n_ctx_seq);
             if let Some((drafted, accepted)) = verdict {
-                a.acceptance.record(drafted, accepted);
+                a.acceptance[a.draft_kind].record(drafted, accepted);
                 self.stats.record_drafts(drafted, accepted);
                 // The cells of the drafts that were wrong hold what the sampled token will
                 // replace. The probe at load made sure the cache can drop them.
