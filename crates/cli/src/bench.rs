@@ -43,7 +43,7 @@ pub struct BenchArgs {
     /// Measure against a peer server instead of the raw engine: the chat-completions URL of
     /// llama.cpp's `llama-server` on the same GGUF and shape (`scripts/bench-peer` builds,
     /// starts and names it). Concurrency levels, cold and cached time to first token, four
-    /// clients sharing a long system prompt, then jump-forward on and off.
+    /// clients sharing a long system prompt, then jump-forward on and off, then speculation.
     #[arg(long)]
     pub peer_url: Option<String>,
     /// Measure jump-forward only (also part of `--structured`): one stream whose schema has
@@ -219,7 +219,8 @@ fn peer_run(
         count_tokens: &count_tokens,
     };
     crate::peer_bench::run(rt, &sides, &workload)?;
-    crate::structured_bench::jump_forward(rt, url, runtime)
+    crate::structured_bench::jump_forward(rt, url, runtime)?;
+    crate::spec_bench::run(rt, url, runtime)
 }
 
 /// The spec of the benchmarked model: `serve`'s settings, sized for `max_c` streams.
