@@ -3,9 +3,15 @@
 8 slots), a new ~1,700-token prompt with the cache empty, then after seven other slots were
 filled with prompts of the same length, then once more. Prints (seconds to the answer of
 one token, prompt tokens). Run from the repository root after a release build."""
-import json, time, subprocess, socket, sys, urllib.request, threading
+import json
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
 s=socket.socket(); s.bind(("127.0.0.1",0)); port=s.getsockname()[1]; s.close()
-p=subprocess.Popen(["target/release/peregrine","serve","--port",str(port),"--parallel","8","--ctx-size","4096"],stdout=subprocess.DEVNULL,stderr=open("/tmp/kvexp.log","w"))
+p=subprocess.Popen(["target/release/peregrine","serve","--port",str(port),"--parallel","8","--ctx-size","4096"],stdout=subprocess.DEVNULL,stderr=tempfile.TemporaryFile())
 url=f"http://127.0.0.1:{port}/openai/v1/chat/completions"
 for _ in range(120):
     try:
