@@ -24,21 +24,8 @@ fn start(path: &std::path::Path) -> Fixture {
 }
 
 async fn complete(f: &Fixture, body: &str) -> (String, FinishReason, u32) {
-    let req = parse_chat_request(body.as_bytes()).expect("valid request");
-    let valid = prepare(&req, &f.ctx, 1).expect("validates");
-    let mut rx = f.runtime.submit(valid).expect("admitted");
-    let mut text = String::new();
-    while let Some(ev) = rx.recv().await {
-        match ev {
-            Event::Delta { text: t, .. } => text.push_str(&t),
-            Event::Finished(done) => return (text, done.reason, done.usage.cached_tokens),
-            Event::Failed(e) => panic!("generation failed: {e}"),
-            Event::Preempted => panic!("interactive work is never preempted"),
-            Event::ToolCall { .. } => panic!("no tools were offered"),
-            Event::Rejected(r) => panic!("output rejected: {r:?}"),
-        }
-    }
-    panic!("stream ended without a finish event");
+    let (text, done) = support::complete(f, body).await;
+    (text, done.reason, done.usage.cached_tokens)
 }
 
 #[test]

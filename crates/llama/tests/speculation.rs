@@ -8,8 +8,7 @@ mod support;
 
 use std::path::PathBuf;
 
-use peregrine_protocol::parse::parse_chat_request;
-use peregrine_runtime::{prepare, Event, RuntimeConfig, Speculation};
+use peregrine_runtime::{RuntimeConfig, Speculation};
 use serde_json::json;
 use support::Fixture;
 
@@ -60,18 +59,8 @@ async fn greedy(f: &Fixture, prompt: &str) -> (String, u32) {
         "temperature": 0,
         "max_tokens": 64,
     });
-    let req = parse_chat_request(body.to_string().as_bytes()).expect("valid request");
-    let valid = prepare(&req, &f.ctx, 1).expect("validates");
-    let mut rx = f.runtime.submit(valid).expect("admitted");
-    let mut text = String::new();
-    while let Some(ev) = rx.recv().await {
-        match ev {
-            Event::Delta { text: t, .. } => text.push_str(&t),
-            Event::Finished(done) => return (text, done.usage.completion_tokens),
-            other => panic!("unexpected event: {other:?}"),
-        }
-    }
-    panic!("stream ended without a finish event");
+    let (text, done) = support::complete(f, &body.to_string()).await;
+    (text, done.usage.completion_tokens)
 }
 
 #[tokio::test]

@@ -53,6 +53,16 @@ impl StepCosts {
             .collect()
     }
 
+    /// Costs of passes of 1, 2, ... rows, in milliseconds (tests of what uses the costs).
+    #[cfg(test)]
+    pub(crate) fn from_ms(ms: &[f64]) -> Self {
+        let mut c = StepCosts::new(ms.len());
+        for (i, &m) in ms.iter().enumerate() {
+            c.record(i + 1, m / 1e3);
+        }
+        c
+    }
+
     /// Group sizes (largest first) for a step of `rows` decode rows: the split with the least
     /// total cost, or `[rows]` (one pass) unless a split is clearly cheaper. Only measured
     /// shapes are considered.
@@ -94,11 +104,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn costs(ms: &[f64]) -> StepCosts {
-        let mut c = StepCosts::new(ms.len());
-        for (i, &m) in ms.iter().enumerate() {
-            c.record(i + 1, m / 1e3);
-        }
-        c
+        StepCosts::from_ms(ms)
     }
 
     #[test]

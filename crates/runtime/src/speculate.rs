@@ -213,11 +213,7 @@ mod tests {
     }
 
     fn costs(ms: &[f64]) -> StepCosts {
-        let mut c = StepCosts::new(ms.len());
-        for (i, &m) in ms.iter().enumerate() {
-            c.record(i + 1, m / 1e3);
-        }
-        c
+        StepCosts::from_ms(ms)
     }
 
     #[test]

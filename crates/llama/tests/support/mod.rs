@@ -10,7 +10,10 @@ use std::sync::Arc;
 use peregrine_engine::ContextSettings;
 use peregrine_grammar::GrammarLimits;
 use peregrine_llama::LoadedModel;
-use peregrine_runtime::{build, ModelContext, ModelSettings, Runtime, RuntimeConfig};
+use peregrine_protocol::parse::parse_chat_request;
+use peregrine_runtime::{
+    build, prepare, Event, Finished, ModelContext, ModelSettings, Runtime, RuntimeConfig,
+};
 use serde_json::Value;
 
 /// The file named by `var`; `None` (and a note) when it is unset.
@@ -83,4 +86,24 @@ pub fn start(path: &Path) -> Fixture {
         ..RuntimeConfig::default()
     };
     start_with(path, &settings(4096, 4, 512, threads, runtime))
+}
+
+/// Runs one chat request (JSON text) to its end: its text and how it finished. Panics on any
+/// other ending (tools, rejection, failure), which these tests never expect.
+pub async fn complete(f: &Fixture, body: &str) -> (String, Finished) {
+    let req = parse_chat_request(body.as_bytes()).expect("valid request");
+    let valid = prepare(&req, &f.ctx, 1).expect("validates");
+    let mut rx = f.runtime.submit(valid).expect("admitted");
+    let mut text = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Delta { text: t, .. } => text.push_str(&t),
+            Event::Finished(done) => return (text, done),
+            Event::Failed(e) => panic!("generation failed: {e}"),
+            Event::Preempted => panic!("interactive work is never preempted"),
+            Event::ToolCall { .. } => panic!("no tools were offered"),
+            Event::Rejected(r) => panic!("output rejected: {r:?}"),
+        }
+    }
+    panic!("stream ended without a finish event");
 }

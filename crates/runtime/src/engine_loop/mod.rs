@@ -525,10 +525,16 @@ impl<E: Engine> EngineLoop<E> {
         for a in &mut self.active {
             a.drafts.clear();
         }
-        if !self.drops_suffix {
-            return;
-        }
-        if self.active.iter().any(|a| a.prefill_remaining() > 0) {
+        let cost_model = self.cost_model;
+        let drafting = |a: &Active| match a.speculation {
+            Speculation::Off => false,
+            Speculation::Auto => cost_model,
+            Speculation::Always => true,
+        };
+        if !self.drops_suffix
+            || !self.active.iter().any(drafting)
+            || self.active.iter().any(|a| a.prefill_remaining() > 0)
+        {
             return;
         }
         let views: Vec<SeqView> = (self.active.iter())
@@ -543,14 +549,8 @@ impl<E: Engine> EngineLoop<E> {
         let mut tokens = rows as f64;
         let n_ctx_seq = self.engine.info().n_ctx_seq as usize;
         let most = self.jump_max.min(DRAFT_MAX);
-        let mut history = Vec::new();
         for (a, &n) in self.active.iter_mut().zip(&plan) {
-            let drafting = match a.speculation {
-                Speculation::Off => false,
-                Speculation::Auto => self.cost_model,
-                Speculation::Always => true,
-            };
-            if n != 1 || !drafting || a.constraint.is_some() || a.pending.len() != 1 {
+            if n != 1 || !drafting(a) || a.constraint.is_some() || a.pending.len() != 1 {
                 continue;
             }
             // Each draft, if right, is one more completion token and one more cell.
@@ -558,10 +558,12 @@ impl<E: Engine> EngineLoop<E> {
             let room = (a.max_tokens.saturating_sub(a.generated) as usize)
                 .min(n_ctx_seq.saturating_sub(used + 1))
                 .min(most);
-            history.clear();
-            history.extend_from_slice(&a.kv);
-            history.extend_from_slice(&a.pending);
-            let Some(guess) = speculate::lookup(&history, room) else {
+            // The history is the cache's tokens and the one pending token: looked up in
+            // place rather than copied each step.
+            a.kv.push(a.pending[0]);
+            let guess = speculate::lookup(&a.kv, room);
+            a.kv.pop();
+            let Some(guess) = guess else {
                 continue;
             };
             let acceptance = &mut a.acceptance[guess.kind()];
