@@ -13,7 +13,7 @@ use peregrine_runtime::sampling::{Sampler, Sampling, SamplingParams};
 use peregrine_service::{Completions, ModelRegistry, ServedModel};
 use peregrine_text::template::TemplateMessage;
 
-use crate::bench_client::http_one;
+use crate::bench_client::{client, http_one};
 use crate::settings::{CommonArgs, Layers, ModelSpec, ServeOptions, DEFAULT_CTX_SIZE};
 
 #[derive(clap::Args, Debug)]
@@ -172,7 +172,7 @@ async fn http_run(
     gen: u32,
     bias: &serde_json::Value,
 ) -> Result<Measure> {
-    let client = reqwest::Client::new();
+    let client = client();
     let futs = (0..c).map(|i| {
         let msgs: Vec<serde_json::Value> = prompt_messages(run, i)
             .into_iter()

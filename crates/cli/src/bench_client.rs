@@ -5,6 +5,17 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 
+/// The benchmarks' client: a new connection per request. llama-server closes a kept-alive
+/// connection on its own schedule, and a request sent on one it has just closed fails
+/// ("error sending request"), which ended peer runs half-way; a loopback connect costs well
+/// under a millisecond, the same on both sides.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("a client without TLS settings builds")
+}
+
 /// One streaming request: when it was sent, its first and last content, and its completion
 /// tokens (from `usage`, or the number of content chunks when the stream ends in an error).
 pub async fn http_one(

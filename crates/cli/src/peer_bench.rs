@@ -14,7 +14,7 @@
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use crate::bench_client::{http_one, mean};
+use crate::bench_client::{client, http_one, mean};
 
 /// The two servers measured.
 pub struct Sides<'a> {
@@ -95,7 +95,7 @@ async fn ttft(client: &reqwest::Client, url: &str, body: Value) -> Result<f64> {
 
 /// Aggregate decode rate and mean time to first token of `c` concurrent streams.
 async fn aggregate(url: &str, tag: &str, c: usize, w: &Workload<'_>) -> Result<(f64, f64)> {
-    let client = reqwest::Client::new();
+    let client = client();
     let futs = (0..c).map(|i| {
         let b = body(
             &format!("[{tag}/{i}] You are a helpful assistant."),
@@ -120,7 +120,7 @@ async fn aggregate(url: &str, tag: &str, c: usize, w: &Workload<'_>) -> Result<(
 
 /// Cold and cached time to first token of one long prompt.
 async fn cold_and_cached(url: &str, tag: &str, long: &str, bias: &Value) -> Result<(f64, f64)> {
-    let client = reqwest::Client::new();
+    let client = client();
     let system = format!("[{tag}] {long}");
     let b = body(
         &system,
@@ -137,7 +137,7 @@ async fn cold_and_cached(url: &str, tag: &str, long: &str, bias: &Value) -> Resu
 /// questions of their own arrive at once. Returns (the first request's time to first token,
 /// the four's mean).
 async fn shared_prefix(url: &str, tag: &str, long: &str, bias: &Value) -> Result<(f64, f64)> {
-    let client = reqwest::Client::new();
+    let client = client();
     let system = format!("[{tag}] {long}");
     let first = ttft(
         &client,

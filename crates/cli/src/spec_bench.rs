@@ -7,7 +7,7 @@ use anyhow::Result;
 use peregrine_runtime::{Runtime, Speculation};
 use serde_json::{json, Value};
 
-use crate::bench_client::{http_one, mean};
+use crate::bench_client::{client, http_one, mean};
 
 /// The code the model is asked to repeat: long enough that most of the answer recurs.
 const CODE: &str = r#"import math
@@ -56,7 +56,7 @@ fn body() -> Value {
 
 /// One request: (decode tokens per second after the first token, completion tokens).
 async fn one(url: &str) -> Result<(f64, u64)> {
-    let client = reqwest::Client::new();
+    let client = client();
     let (_, first, last, tokens) = http_one(&client, url, body()).await?;
     let decode = (last - first).as_secs_f64().max(1e-9);
     Ok((tokens.saturating_sub(1) as f64 / decode, tokens))

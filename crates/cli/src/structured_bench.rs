@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use peregrine_runtime::{Runtime, Summary};
 use serde_json::{json, Value};
 
-use crate::bench_client::{http_one, mean};
+use crate::bench_client::{client, http_one, mean};
 
 const PROMPT: &str = "Write a long story about a peregrine falcon that learns to fly over a city.";
 
@@ -94,7 +94,7 @@ fn fixed_key_body() -> Value {
 /// One fixed-key request: (completion tokens per second of decoding, seconds from sending to
 /// the last token, completion tokens).
 async fn fixed_key_one(url: &str) -> Result<(f64, f64, u64)> {
-    let client = reqwest::Client::new();
+    let client = client();
     let (sent, first, last, tokens) = http_one(&client, url, fixed_key_body()).await?;
     let decode = (last - first).as_secs_f64().max(1e-9);
     Ok((
@@ -167,7 +167,7 @@ async fn streams(
     gen: u32,
     bias: &Value,
 ) -> Result<Vec<Stream>> {
-    let client = reqwest::Client::new();
+    let client = client();
     let futs = kinds.iter().enumerate().map(|(i, &constrained)| {
         let client = client.clone();
         let b = body(run, i, gen, constrained, bias);
