@@ -257,7 +257,7 @@ fn start_server(rt: &tokio::runtime::Runtime, served: ServedModel) -> Result<Str
     registry.add(served, vec![]);
     let app = peregrine_server::router(Arc::new(peregrine_server::AppState {
         completions: Completions::new(registry),
-        api_keys: vec![],
+        keys: peregrine_service::ApiKeys::new(&[], None),
         storage: None,
         policy: Default::default(),
     }));

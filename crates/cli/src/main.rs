@@ -3,6 +3,7 @@
 mod bench;
 mod bench_client;
 mod catalog;
+mod keys;
 mod peer_bench;
 mod pull;
 mod serve;
@@ -40,9 +41,50 @@ enum Cmd {
     Models,
     /// Measure the HTTP server against the raw engine on the same GGUF, in one run.
     Bench(Box<bench::BenchArgs>),
+    /// Manage API keys: create (prints the secret once), list, revoke.
+    Keys(keys::KeysArgs),
+}
+
+/// Command-line arguments are readable by every user of the machine (`ps`, /proc/PID/cmdline);
+/// the environment only by the same user. A key given as `--api-key` is moved there: the
+/// process runs itself again (same PID, through `exec`) without the flag and with the keys in
+/// `PEREGRINE_API_KEYS`, which `serve` reads the same way (flags would win over it, and no
+/// flag is left).
+#[cfg(unix)]
+fn hide_keys_from_process_list() -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let Some(program) = args.next() else {
+        return Ok(());
+    };
+    let (mut kept, mut keys) = (Vec::new(), Vec::new());
+    while let Some(a) = args.next() {
+        match a.to_str() {
+            Some("--") => {
+                kept.push(a);
+                kept.extend(args.by_ref());
+            }
+            Some("--api-key") => keys.extend(args.next().and_then(|v| v.into_string().ok())),
+            Some(s) if s.starts_with("--api-key=") => keys.push(s["--api-key=".len()..].into()),
+            _ => kept.push(a),
+        }
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let err = std::process::Command::new(std::env::current_exe()?)
+        .arg0(program)
+        .args(kept)
+        .env("PEREGRINE_API_KEYS", keys.join(","))
+        .exec();
+    Err(anyhow::anyhow!(
+        "re-running without --api-key in the process list: {err}"
+    ))
 }
 
 fn main() -> Result<()> {
+    #[cfg(unix)]
+    hide_keys_from_process_list()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -91,5 +133,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Bench(args) => bench::run(&cli.common, *args),
+        Cmd::Keys(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(keys::run(&cli.common, args)),
     }
 }

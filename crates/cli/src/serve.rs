@@ -12,7 +12,7 @@ use peregrine_llama::LoadedModel;
 use peregrine_server::listen::Timeouts;
 use peregrine_server::{AppState, HttpPolicy};
 use peregrine_service::batch_worker::{self, WorkerConfig};
-use peregrine_service::{Completions, ModelMeta, ModelRegistry, ServedModel, Storage};
+use peregrine_service::{ApiKeys, Completions, ModelMeta, ModelRegistry, ServedModel, Storage};
 use peregrine_tools::search::LocalIndex;
 use peregrine_tools::{SearchBackend, ToolKit};
 use sha2::{Digest, Sha256};
@@ -102,19 +102,11 @@ pub fn serve_loaded(loc: Located, loaded: &LoadedModel, spec: &ModelSpec) -> Res
 /// The file and batch storage: SQLite under the data directory unless a database URL is
 /// given, file contents on local disk.
 async fn open_storage(common: &CommonArgs, s: &ServeSettings) -> Result<Storage> {
-    let data_dir = s
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| common.home().join("data"));
+    let (data_dir, url) =
+        crate::keys::database_url(common, s.database_url.clone(), s.data_dir.clone());
     tokio::fs::create_dir_all(&data_dir)
         .await
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let url = s.database_url.clone().unwrap_or_else(|| {
-        format!(
-            "sqlite://{}?mode=rwc",
-            data_dir.join("peregrine.db").display()
-        )
-    });
     let store = peregrine_store::SqlStore::connect(&url)
         .await
         .context("opening the database")?;
@@ -181,7 +173,7 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
     peregrine_service::collector::spawn(storage.clone(), s.collector);
     let app = peregrine_server::router(Arc::new(AppState {
         completions,
-        api_keys: s.api_keys.clone(),
+        keys: ApiKeys::new(&s.api_keys, Some(storage.store.clone())),
         storage: Some(storage),
         policy: HttpPolicy {
             cors_origins: s.http.cors_origins.clone(),

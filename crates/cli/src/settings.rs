@@ -433,7 +433,7 @@ fn default_threads() -> i32 {
     std::thread::available_parallelism().map_or(2, |n| n.get() as i32)
 }
 
-fn load_file(path: &Path) -> Result<ServeOptions> {
+pub(crate) fn load_file(path: &Path) -> Result<ServeOptions> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))

@@ -4,10 +4,10 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::Json;
+use axum::{Extension, Json};
 use peregrine_protocol::batches::{Batch, BatchList, CreateBatchRequest};
 use peregrine_service::batches::{decode_cursor, ListQuery, MAX_PAGE};
-use peregrine_service::ServiceError;
+use peregrine_service::{Principal, ServiceError};
 
 use crate::error::ApiError;
 use crate::files::storage;
@@ -17,29 +17,32 @@ use crate::BODY_LIMIT;
 /// `POST /batches`.
 pub async fn create(
     State(state): State<SharedState>,
+    Extension(who): Extension<Principal>,
     body: Result<Json<CreateBatchRequest>, JsonRejection>,
 ) -> Result<Json<Batch>, ApiError> {
     let Json(req) = body.map_err(|e| match e.status() {
         axum::http::StatusCode::PAYLOAD_TOO_LARGE => ServiceError::PayloadTooLarge(BODY_LIMIT),
         _ => ServiceError::BadRequest(e.body_text()),
     })?;
-    Ok(Json(storage(&state)?.create_batch(&req).await?))
+    Ok(Json(storage(&state)?.create_batch(&who.org, &req).await?))
 }
 
 /// `GET /batches/{id}`.
 pub async fn retrieve(
     State(state): State<SharedState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Batch>, ApiError> {
-    Ok(Json(storage(&state)?.batch(&id).await?))
+    Ok(Json(storage(&state)?.batch(&who.org, &id).await?))
 }
 
 /// `POST /batches/{id}/cancel`.
 pub async fn cancel(
     State(state): State<SharedState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Batch>, ApiError> {
-    Ok(Json(storage(&state)?.cancel_batch(&id).await?))
+    Ok(Json(storage(&state)?.cancel_batch(&who.org, &id).await?))
 }
 
 /// The query of `GET /batches`: repeated `id`, `cursor`, `limit` (1 to 100).
@@ -66,8 +69,9 @@ fn list_query(query: Option<String>) -> Result<ListQuery, ServiceError> {
 /// page's `paging.next_cursor`, or only the batches named by repeated `id` parameters.
 pub async fn list(
     State(state): State<SharedState>,
+    Extension(who): Extension<Principal>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<BatchList>, ApiError> {
     let fs = storage(&state)?;
-    Ok(Json(fs.list_batches(list_query(query)?).await?))
+    Ok(Json(fs.list_batches(&who.org, list_query(query)?).await?))
 }

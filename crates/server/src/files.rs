@@ -5,10 +5,11 @@ use axum::body::Body;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use peregrine_protocol::files::{FileDeleted, FileList, FileObject};
 use peregrine_service::files::Upload;
-use peregrine_service::{ServiceError, Storage};
+use peregrine_service::{Principal, ServiceError, Storage};
 
 use crate::error::ApiError;
 use crate::state::SharedState;
@@ -44,6 +45,7 @@ async fn small_text(mut field: axum::extract::multipart::Field<'_>) -> Result<St
 /// `POST /files`: a `purpose` field and one `file` field, in either order.
 pub async fn upload(
     State(state): State<SharedState>,
+    Extension(who): Extension<Principal>,
     mut form: Multipart,
 ) -> Result<Json<FileObject>, ApiError> {
     let fs = storage(&state)?;
@@ -59,7 +61,7 @@ pub async fn upload(
             }
             Some("file") => {
                 let name = field.file_name().unwrap_or("upload.jsonl").to_string();
-                let mut up = fs.begin_upload(&name).await?;
+                let mut up = fs.begin_upload(&who.org, &name).await?;
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                     up.write(&chunk).await?;
                 }
@@ -76,24 +78,29 @@ pub async fn upload(
 }
 
 /// `GET /files`.
-pub async fn list(State(state): State<SharedState>) -> Result<Json<FileList>, ApiError> {
-    Ok(Json(storage(&state)?.list_files().await?))
+pub async fn list(
+    State(state): State<SharedState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<FileList>, ApiError> {
+    Ok(Json(storage(&state)?.list_files(&who.org).await?))
 }
 
 /// `GET /files/{id}`.
 pub async fn retrieve(
     State(state): State<SharedState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<FileObject>, ApiError> {
-    Ok(Json(storage(&state)?.file(&id).await?))
+    Ok(Json(storage(&state)?.file(&who.org, &id).await?))
 }
 
 /// `GET /files/{id}/content`: the bytes, streamed from storage.
 pub async fn content(
     State(state): State<SharedState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (bytes, reader) = storage(&state)?.content(&id).await?;
+    let (bytes, reader) = storage(&state)?.content(&who.org, &id).await?;
     let mut resp = Body::from_stream(tokio_util::io::ReaderStream::new(reader)).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -109,7 +116,8 @@ pub async fn content(
 /// `DELETE /files/{id}`.
 pub async fn delete(
     State(state): State<SharedState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<FileDeleted>, ApiError> {
-    Ok(Json(storage(&state)?.delete_file(&id).await?))
+    Ok(Json(storage(&state)?.delete_file(&who.org, &id).await?))
 }

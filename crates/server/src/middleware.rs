@@ -28,20 +28,21 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     resp
 }
 
-/// Checks `Authorization: Bearer <key>` when keys are configured.
-pub async fn auth(State(state): State<SharedState>, req: Request, next: Next) -> Response {
-    if state.api_keys.is_empty() {
-        return next.run(req).await;
-    }
+/// Checks `Authorization: Bearer <key>` where keys are required, and hands the handlers the
+/// [`Principal`] the request acts for.
+pub async fn auth(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
     let key = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    match key {
-        Some(k) if state.api_keys.iter().any(|a| a == k) => next.run(req).await,
-        _ => ApiError(ServiceError::InvalidApiKey).into_response(),
+    match state.keys.authenticate(key).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(e) => ApiError(e).into_response(),
     }
 }
 

@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use peregrine_service::{Completions, ModelRegistry, Storage};
+use peregrine_service::{ApiKeys, Completions, ModelRegistry, Storage};
 
 use crate::policy::HttpPolicy;
 
 /// Everything handlers share.
 pub struct AppState {
     pub completions: Completions,
-    /// Accepted API keys; empty = no authentication.
-    pub api_keys: Vec<String>,
+    /// Static and managed API keys; with none, requests are not authenticated.
+    pub keys: ApiKeys,
     /// File and batch storage; `None` answers that the Files API is not enabled.
     pub storage: Option<Arc<Storage>>,
     /// Allowed origins and hosts, body read timeout.

@@ -435,7 +435,7 @@ fn mock_with_tools(script: String, kit: peregrine_tools::ToolKit) -> axum::Route
     };
     peregrine_server::router(std::sync::Arc::new(peregrine_server::AppState {
         completions: peregrine_service::Completions::new(common::registry(&setup)).with_tools(kit),
-        api_keys: vec![],
+        keys: peregrine_service::ApiKeys::new(&[], None),
         storage: None,
         policy: Default::default(),
     }))

@@ -56,7 +56,7 @@ pub fn app(s: Setup) -> Router {
 pub fn app_with_policy(s: Setup, policy: peregrine_server::HttpPolicy) -> Router {
     peregrine_server::router(Arc::new(AppState {
         completions: Completions::new(registry(&s)),
-        api_keys: s.api_keys.clone(),
+        keys: peregrine_service::ApiKeys::new(&s.api_keys, None),
         storage: None,
         policy,
     }))
@@ -120,7 +120,7 @@ pub fn registry(s: &Setup) -> ModelRegistry {
 pub fn state(s: Setup, storage: Option<Storage>) -> Arc<AppState> {
     Arc::new(AppState {
         completions: Completions::new(registry(&s)),
-        api_keys: s.api_keys.clone(),
+        keys: peregrine_service::ApiKeys::new(&s.api_keys, None),
         storage: storage.map(Arc::new),
         policy: Default::default(),
     })

@@ -19,7 +19,7 @@ async fn app(dir: &std::path::Path) -> Router {
     let blobs = LocalBlobs::new(dir.join("files")).await.unwrap();
     peregrine_server::router(Arc::new(AppState {
         completions: Completions::new(ModelRegistry::default()),
-        api_keys: vec![],
+        keys: peregrine_service::ApiKeys::new(&[], None),
         storage: Some(Arc::new(Storage::new(Arc::new(store), Arc::new(blobs)))),
         policy: Default::default(),
     }))

@@ -307,9 +307,10 @@ impl Worker {
         self.storage.wake.notify_one();
     }
 
-    /// Writes `lines` as a result file named `name`; `None` when there are none.
+    /// Writes `lines` as a result file of batch `b` named `name`; `None` when there are none.
     async fn write_file(
         &self,
+        b: &BatchRecord,
         name: String,
         lines: &[String],
     ) -> Result<Option<FileRecord>, StoreError> {
@@ -332,6 +333,7 @@ impl Worker {
             created_at: now_ms() / 1000,
             filename: name,
             purpose: "batch_output".into(),
+            org_id: b.org_id.clone(),
         }))
     }
 
@@ -342,10 +344,10 @@ impl Worker {
         let store = &self.storage.store;
         let (out, err) = split_results(&store.line_results(&b.id).await?);
         let output = self
-            .write_file(format!("{}_output.jsonl", b.id), &out)
+            .write_file(b, format!("{}_output.jsonl", b.id), &out)
             .await?;
         let error = self
-            .write_file(format!("{}_errors.jsonl", b.id), &err)
+            .write_file(b, format!("{}_errors.jsonl", b.id), &err)
             .await?;
         let now = now_ms() / 1000;
         let ended = store

@@ -167,8 +167,12 @@ pub fn decode_cursor(c: &str) -> Result<String, ServiceError> {
 }
 
 impl Storage {
-    /// `POST /batches`.
-    pub async fn create_batch(&self, req: &CreateBatchRequest) -> Result<Batch, ServiceError> {
+    /// `POST /batches`, for organization `org`.
+    pub async fn create_batch(
+        &self,
+        org: &str,
+        req: &CreateBatchRequest,
+    ) -> Result<Batch, ServiceError> {
         let input = required_str(&req.input_file_id, "input_file_id")?;
         let endpoint = required_str(&req.endpoint, "endpoint")?;
         let window = required_str(&req.completion_window, "completion_window")?;
@@ -180,7 +184,7 @@ impl Storage {
         }
         let window_secs = parse_window(window)?;
         let metadata = metadata_text(&req.metadata)?;
-        self.check_input_file(input).await?;
+        self.check_input_file(org, input).await?;
         let record = BatchRecord::new(
             new_id("batch"),
             input.to_string(),
@@ -189,19 +193,22 @@ impl Storage {
             window_secs,
             metadata,
             now_unix(),
-        );
+        )
+        .owned_by(org);
         self.store.insert_batch(&record).await.map_err(store_err)?;
         self.wake.notify_one();
         Ok(batch_object(&record, LineCounts::default()))
     }
 
-    /// A batch's input must be an uploaded file of purpose `batch`.
-    async fn check_input_file(&self, input: &str) -> Result<(), ServiceError> {
+    /// A batch's input must be a file of the same organization, uploaded with purpose
+    /// `batch`.
+    async fn check_input_file(&self, org: &str, input: &str) -> Result<(), ServiceError> {
         let bad = |message| ServiceError::InvalidParam {
             message,
             param: "input_file_id",
         };
-        match self.store.file(input).await.map_err(store_err)? {
+        let file = self.store.file(input).await.map_err(store_err)?;
+        match file.filter(|f| f.org_id == org) {
             Some(f) if f.purpose == "batch" => Ok(()),
             Some(_) => Err(bad(format!(
                 "File `{input}` was not uploaded with purpose 'batch'."
@@ -217,19 +224,25 @@ impl Storage {
         Ok(batch_object(b, counts))
     }
 
-    /// `GET /batches/{id}`.
-    pub async fn batch(&self, id: &str) -> Result<Batch, ServiceError> {
-        let b = self
-            .store
+    /// A batch of `org`; `NotFound` for another organization's (not revealed).
+    async fn batch_record(&self, org: &str, id: &str) -> Result<BatchRecord, ServiceError> {
+        self.store
             .batch(id)
             .await
             .map_err(store_err)?
-            .ok_or_else(|| batch_not_found(id))?;
+            .filter(|b| b.org_id == org)
+            .ok_or_else(|| batch_not_found(id))
+    }
+
+    /// `GET /batches/{id}`.
+    pub async fn batch(&self, org: &str, id: &str) -> Result<Batch, ServiceError> {
+        let b = self.batch_record(org, id).await?;
         self.render(&b).await
     }
 
     /// `POST /batches/{id}/cancel`.
-    pub async fn cancel_batch(&self, id: &str) -> Result<Batch, ServiceError> {
+    pub async fn cancel_batch(&self, org: &str, id: &str) -> Result<Batch, ServiceError> {
+        self.batch_record(org, id).await?;
         let b = self
             .store
             .cancel_batch(id, now_unix())
@@ -248,7 +261,7 @@ impl Storage {
 
     /// `GET /batches`: newest first, `limit` per page, after the cursor's batch, or only the
     /// batches named by `ids`.
-    pub async fn list_batches(&self, q: ListQuery) -> Result<BatchList, ServiceError> {
+    pub async fn list_batches(&self, org: &str, q: ListQuery) -> Result<BatchList, ServiceError> {
         if q.ids.len() > MAX_LIST_IDS {
             return Err(ServiceError::InvalidParam {
                 message: format!("at most {MAX_LIST_IDS} `id` values may be given"),
@@ -263,7 +276,7 @@ impl Storage {
         // One more than a page tells whether another page follows.
         let mut page = self
             .store
-            .batches(&q.ids, q.cursor.as_deref(), limit + 1)
+            .batches(Some(org), &q.ids, q.cursor.as_deref(), limit + 1)
             .await
             .map_err(store_err)?;
         let more = page.len() as i64 > limit;

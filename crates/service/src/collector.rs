@@ -58,7 +58,7 @@ impl Storage {
         let mut done = Collected::default();
         // Blobs first: one written after this listing is not looked at in this pass.
         let blobs = self.blobs.list().await.map_err(store_err)?;
-        let files = self.store.files().await.map_err(store_err)?;
+        let files = self.store.files(None).await.map_err(store_err)?;
         let now_secs = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -70,7 +70,10 @@ impl Storage {
                 let keep = i64::try_from(r.as_secs()).unwrap_or(i64::MAX);
                 f.created_at.saturating_add(keep) <= now_secs
             });
-            if expired && !in_use.contains(&f.id) && self.delete_file(&f.id).await.is_ok() {
+            if expired
+                && !in_use.contains(&f.id)
+                && self.delete_file(&f.org_id, &f.id).await.is_ok()
+            {
                 done.expired_files += 1;
             }
             rows.insert(f.id);
@@ -109,8 +112,8 @@ impl Storage {
         let mut in_use = HashSet::new();
         let mut before: Option<String> = None;
         loop {
-            let page =
-                (self.store.batches(&[], before.as_deref(), PAGE).await).map_err(store_err)?;
+            let page = (self.store.batches(None, &[], before.as_deref(), PAGE).await)
+                .map_err(store_err)?;
             let young: Vec<_> = (page.iter())
                 .take_while(|b| b.created_at >= now_secs - LONGEST_BATCH)
                 .collect();
@@ -187,6 +190,7 @@ mod tests {
             created_at: created.as_secs() as i64,
             filename: "in.jsonl".into(),
             purpose: "batch".into(),
+            org_id: peregrine_store::DEFAULT_ORG.into(),
         };
         s.store.insert_file(&record).await.unwrap();
     }

@@ -92,8 +92,8 @@ impl Storage {
         }
     }
 
-    /// Starts an upload named `filename`.
-    pub async fn begin_upload(&self, filename: &str) -> Result<Upload, ServiceError> {
+    /// Starts an upload named `filename` for organization `org`.
+    pub async fn begin_upload(&self, org: &str, filename: &str) -> Result<Upload, ServiceError> {
         let id = new_id("file");
         let writer = self.blobs.create(&id).await.map_err(store_err)?;
         Ok(Upload {
@@ -105,6 +105,7 @@ impl Storage {
                 created_at: now_unix(),
                 filename: filename.to_string(),
                 purpose: String::new(),
+                org_id: org.to_string(),
             },
             last: b'\n',
         })
@@ -145,8 +146,13 @@ impl Storage {
         Ok(file_object(&record))
     }
 
-    /// A stored file's record; `NotFound` for ids that are not ours.
-    pub(crate) async fn file_record(&self, id: &str) -> Result<FileRecord, ServiceError> {
+    /// A stored file's record; `NotFound` for ids that are not ours and for files of another
+    /// organization (whose existence is not revealed).
+    pub(crate) async fn file_record(
+        &self,
+        org: &str,
+        id: &str,
+    ) -> Result<FileRecord, ServiceError> {
         let not_found = || ServiceError::NotFound(format!("File `{id}` not found."));
         if !valid_id(id) {
             return Err(not_found());
@@ -155,12 +161,13 @@ impl Storage {
             .file(id)
             .await
             .map_err(store_err)?
+            .filter(|f| f.org_id == org)
             .ok_or_else(not_found)
     }
 
-    /// `GET /files`: every file, newest first.
-    pub async fn list_files(&self) -> Result<FileList, ServiceError> {
-        let all = self.store.files().await.map_err(store_err)?;
+    /// `GET /files`: every file of `org`, newest first.
+    pub async fn list_files(&self, org: &str) -> Result<FileList, ServiceError> {
+        let all = self.store.files(Some(org)).await.map_err(store_err)?;
         Ok(FileList {
             object: Default::default(),
             data: all.iter().map(file_object).collect(),
@@ -168,13 +175,13 @@ impl Storage {
     }
 
     /// `GET /files/{id}`.
-    pub async fn file(&self, id: &str) -> Result<FileObject, ServiceError> {
-        Ok(file_object(&self.file_record(id).await?))
+    pub async fn file(&self, org: &str, id: &str) -> Result<FileObject, ServiceError> {
+        Ok(file_object(&self.file_record(org, id).await?))
     }
 
     /// `GET /files/{id}/content`: the size and a reader of the bytes.
-    pub async fn content(&self, id: &str) -> Result<(i64, BlobReader), ServiceError> {
-        let f = self.file_record(id).await?;
+    pub async fn content(&self, org: &str, id: &str) -> Result<(i64, BlobReader), ServiceError> {
+        let f = self.file_record(org, id).await?;
         let reader = self
             .blobs
             .open(&f.id)
@@ -185,8 +192,8 @@ impl Storage {
     }
 
     /// `DELETE /files/{id}`.
-    pub async fn delete_file(&self, id: &str) -> Result<FileDeleted, ServiceError> {
-        let f = self.file_record(id).await?;
+    pub async fn delete_file(&self, org: &str, id: &str) -> Result<FileDeleted, ServiceError> {
+        let f = self.file_record(org, id).await?;
         self.store.delete_file(&f.id).await.map_err(store_err)?;
         self.blobs.remove(&f.id).await.map_err(store_err)?;
         Ok(FileDeleted {

@@ -22,6 +22,7 @@ pub mod collector;
 pub mod completions;
 pub mod error;
 pub mod files;
+pub mod keys;
 pub mod registry;
 
 pub use completions::{
@@ -30,6 +31,7 @@ pub use completions::{
 };
 pub use error::ServiceError;
 pub use files::Storage;
+pub use keys::{ApiKeys, Principal};
 pub use registry::{ModelMeta, ModelRegistry, Resolved, ServedModel};
 
 /// A new request id, `req_` + a lower-case ULID (also `x_groq.id`).

@@ -82,6 +82,8 @@ pub struct BatchRecord {
     pub expired_at: Option<i64>,
     pub cancelling_at: Option<i64>,
     pub cancelled_at: Option<i64>,
+    /// The organization whose key created it.
+    pub org_id: String,
 }
 
 impl BatchRecord {
@@ -114,7 +116,14 @@ impl BatchRecord {
             expired_at: None,
             cancelling_at: None,
             cancelled_at: None,
+            org_id: crate::DEFAULT_ORG.to_string(),
         }
+    }
+
+    /// The same batch, owned by `org`.
+    pub fn owned_by(mut self, org: &str) -> Self {
+        self.org_id = org.to_string();
+        self
     }
 }
 

@@ -31,6 +31,28 @@ pub struct FileRecord {
     pub filename: String,
     /// `batch` (uploads) or `batch_output` (results and errors).
     pub purpose: String,
+    /// The organization whose key created it (a batch's result files: the batch's).
+    pub org_id: String,
+}
+
+/// The organization of requests served without authentication or with a static key, and of
+/// rows stored before keys had owners.
+pub const DEFAULT_ORG: &str = "org_default";
+
+/// A managed API key as stored: never the secret, only its hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// `key_` + a lower-case ULID: what `keys list` shows and `keys revoke` takes.
+    pub id: String,
+    pub name: String,
+    pub org_id: String,
+    /// Hex SHA-256 of the secret.
+    pub secret_hash: String,
+    /// The secret's first and last characters (`gsk_ab...yz`).
+    pub hint: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
 }
 
 /// A new id with Groq's shape: `<prefix>_` + a lower-case ULID.
@@ -54,17 +76,18 @@ pub enum StoreError {
 pub trait Store: Send + Sync {
     async fn insert_file(&self, file: &FileRecord) -> Result<(), StoreError>;
     async fn file(&self, id: &str) -> Result<Option<FileRecord>, StoreError>;
-    /// Every file, newest first.
-    async fn files(&self) -> Result<Vec<FileRecord>, StoreError>;
+    /// Every file of `org` (of every organization when `None`), newest first.
+    async fn files(&self, org: Option<&str>) -> Result<Vec<FileRecord>, StoreError>;
     /// Whether a file with this id existed.
     async fn delete_file(&self, id: &str) -> Result<bool, StoreError>;
 
     async fn insert_batch(&self, batch: &BatchRecord) -> Result<(), StoreError>;
     async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError>;
-    /// Batches newest first: those listed in `ids` (all when empty), older than the batch
-    /// `before` when given, at most `limit`.
+    /// Batches newest first: of `org` (of every organization when `None`), those listed in
+    /// `ids` (all when empty), older than the batch `before` when given, at most `limit`.
     async fn batches(
         &self,
+        org: Option<&str>,
         ids: &[String],
         before: Option<&str>,
         limit: i64,
@@ -134,4 +157,14 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Puts a line `owner` holds back to pending (it was preempted or the server stops).
     async fn release_line(&self, task: &LineTask, owner: &str) -> Result<(), StoreError>;
+
+    async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
+    /// The key whose secret hashes to `secret_hash`, revoked or not.
+    async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRecord>, StoreError>;
+    /// Every key, newest first.
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Whether any key is not revoked: with one, requests must authenticate.
+    async fn any_active_key(&self) -> Result<bool, StoreError>;
+    /// Marks a key revoked at `now`. False when no key has this id or it was revoked already.
+    async fn revoke_key(&self, id: &str, now: i64) -> Result<bool, StoreError>;
 }

@@ -5,8 +5,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::{
-    BatchRecord, BatchStatus, FileRecord, LineCounts, LineResult, LineState, LineTask, NewLine,
-    Store, StoreError,
+    BatchRecord, BatchStatus, FileRecord, KeyRecord, LineCounts, LineResult, LineState, LineTask,
+    NewLine, Store, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -47,14 +47,29 @@ fn file_of(row: &AnyRow) -> Result<FileRecord, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         filename: row.try_get("filename")?,
         purpose: row.try_get("purpose")?,
+        org_id: row.try_get("org_id")?,
     })
 }
 
-const FILE_COLUMNS: &str = "id, bytes, lines, created_at, filename, purpose";
+const FILE_COLUMNS: &str = "id, bytes, lines, created_at, filename, purpose, org_id";
+
+const KEY_COLUMNS: &str = "id, name, org_id, secret_hash, hint, created_at, revoked_at";
+
+fn key_of(row: &AnyRow) -> Result<KeyRecord, sqlx::Error> {
+    Ok(KeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        org_id: row.try_get("org_id")?,
+        secret_hash: row.try_get("secret_hash")?,
+        hint: row.try_get("hint")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
 
 const BATCH_COLUMNS: &str = "id, input_file_id, endpoint, completion_window, status, metadata, \
     errors, output_file_id, error_file_id, created_at, expires_at, in_progress_at, finalizing_at, \
-    completed_at, failed_at, expired_at, cancelling_at, cancelled_at";
+    completed_at, failed_at, expired_at, cancelling_at, cancelled_at, org_id";
 
 fn batch_of(row: &AnyRow) -> Result<BatchRecord, sqlx::Error> {
     let status: String = row.try_get("status")?;
@@ -78,13 +93,14 @@ fn batch_of(row: &AnyRow) -> Result<BatchRecord, sqlx::Error> {
         expired_at: row.try_get("expired_at")?,
         cancelling_at: row.try_get("cancelling_at")?,
         cancelled_at: row.try_get("cancelled_at")?,
+        org_id: row.try_get("org_id")?,
     })
 }
 
 fn insert_file(f: &FileRecord) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
     sqlx::query(
-        "INSERT INTO files (id, bytes, lines, created_at, filename, purpose) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO files (id, bytes, lines, created_at, filename, purpose, org_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&f.id)
     .bind(f.bytes)
@@ -92,6 +108,7 @@ fn insert_file(f: &FileRecord) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::A
     .bind(f.created_at)
     .bind(&f.filename)
     .bind(&f.purpose)
+    .bind(&f.org_id)
 }
 
 fn task_of(row: &AnyRow) -> Result<LineTask, sqlx::Error> {
@@ -118,12 +135,19 @@ impl Store for SqlStore {
         Ok(row.as_ref().map(file_of).transpose()?)
     }
 
-    async fn files(&self) -> Result<Vec<FileRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {FILE_COLUMNS} FROM files ORDER BY created_at DESC, id DESC"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
+    async fn files(&self, org: Option<&str>) -> Result<Vec<FileRecord>, StoreError> {
+        let filter = if org.is_some() {
+            "WHERE org_id = $1"
+        } else {
+            ""
+        };
+        let sql =
+            format!("SELECT {FILE_COLUMNS} FROM files {filter} ORDER BY created_at DESC, id DESC");
+        let mut q = sqlx::query(&sql);
+        if let Some(o) = org {
+            q = q.bind(o);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         Ok(rows.iter().map(file_of).collect::<Result<_, _>>()?)
     }
 
@@ -138,7 +162,7 @@ impl Store for SqlStore {
     async fn insert_batch(&self, b: &BatchRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO batches (id, input_file_id, endpoint, completion_window, status, metadata, \
-             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             created_at, expires_at, org_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&b.id)
         .bind(&b.input_file_id)
@@ -148,6 +172,7 @@ impl Store for SqlStore {
         .bind(&b.metadata)
         .bind(b.created_at)
         .bind(b.expires_at)
+        .bind(&b.org_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -165,6 +190,7 @@ impl Store for SqlStore {
 
     async fn batches(
         &self,
+        org: Option<&str>,
         ids: &[String],
         before: Option<&str>,
         limit: i64,
@@ -176,6 +202,9 @@ impl Store for SqlStore {
             n += 1;
             format!("${n}")
         };
+        if org.is_some() {
+            sql.push_str(&format!(" AND org_id = {}", next()));
+        }
         if before.is_some() {
             sql.push_str(&format!(" AND id < {}", next()));
         }
@@ -185,6 +214,9 @@ impl Store for SqlStore {
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", next()));
         let mut q = sqlx::query(&sql);
+        if let Some(o) = org {
+            q = q.bind(o);
+        }
         if let Some(b) = before {
             q = q.bind(b);
         }
@@ -512,5 +544,57 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn insert_key(&self, k: &KeyRecord) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        ))
+        .bind(&k.id)
+        .bind(&k.name)
+        .bind(&k.org_id)
+        .bind(&k.secret_hash)
+        .bind(&k.hint)
+        .bind(k.created_at)
+        .bind(k.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1"
+        ))
+        .bind(secret_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(key_of).transpose()?)
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at DESC, id DESC"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(key_of).collect::<Result<_, _>>()?)
+    }
+
+    async fn any_active_key(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT id FROM api_keys WHERE revoked_at IS NULL LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn revoke_key(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
     }
 }

@@ -106,6 +106,7 @@ async fn a_batch_runs_every_line_once_and_finishes() {
             created_at: T0 + 6,
             filename: "batch_output.jsonl".into(),
             purpose: "batch_output".into(),
+            org_id: peregrine_store::DEFAULT_ORG.into(),
         };
         assert!(store
             .finish_batch(&b.id, BatchStatus::Completed, T0 + 6, Some(&out), None)
@@ -259,14 +260,15 @@ async fn listing_pages_newest_first_and_filters_by_id() {
             ids.push(b.id);
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        let page = store.batches(&[], None, 2).await.unwrap();
+        let page = store.batches(None, &[], None, 2).await.unwrap();
         let got: Vec<&str> = page.iter().map(|b| b.id.as_str()).collect();
         assert_eq!(got, vec![ids[4].as_str(), ids[3].as_str()], "{backend}");
-        let next = store.batches(&[], Some(&ids[3]), 2).await.unwrap();
+        let next = store.batches(None, &[], Some(&ids[3]), 2).await.unwrap();
         let got: Vec<&str> = next.iter().map(|b| b.id.as_str()).collect();
         assert_eq!(got, vec![ids[2].as_str(), ids[1].as_str()], "{backend}");
         let picked = store
             .batches(
+                None,
                 &[ids[0].clone(), ids[2].clone(), "batch_x".into()],
                 None,
                 10,

@@ -13,6 +13,7 @@ fn record(name: &str, created_at: i64) -> FileRecord {
         created_at,
         filename: name.into(),
         purpose: "batch".into(),
+        org_id: peregrine_store::DEFAULT_ORG.into(),
     }
 }
 
@@ -28,7 +29,7 @@ async fn files_round_trip() {
             Some(a.clone()),
             "{backend}"
         );
-        let listed = store.files().await.unwrap();
+        let listed = store.files(None).await.unwrap();
         let ids: Vec<&str> = listed.iter().map(|f| f.id.as_str()).collect();
         let (pa, pb) = (
             ids.iter().position(|i| *i == a.id).unwrap(),
