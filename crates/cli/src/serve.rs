@@ -169,7 +169,7 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
     }
     let mut worker = WorkerConfig::new(completions.registry().batch_slots());
     worker.lease = std::time::Duration::from_secs(s.batch_lease_secs.max(1));
-    batch_worker::spawn(completions.clone(), storage.clone(), worker);
+    let worker = batch_worker::spawn(completions.clone(), storage.clone(), worker);
     peregrine_service::collector::spawn(storage.clone(), s.collector);
     let app = peregrine_server::router(Arc::new(AppState {
         completions,
@@ -192,7 +192,12 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
         header: s.http.header_timeout,
         drain: s.http.drain,
     };
-    peregrine_server::listen::serve(listener, app, timeouts, shutdown()).await?;
+    let signal = async {
+        shutdown().await;
+        // Batch lines go back to the other replicas at once; streams keep draining.
+        worker.stop().await;
+    };
+    peregrine_server::listen::serve(listener, app, timeouts, signal).await?;
     Ok(())
 }
 

@@ -51,3 +51,10 @@ pub async fn health(State(state): State<SharedState>) -> (StatusCode, Json<Healt
     };
     (status, Json(body))
 }
+
+/// `GET /ready`: 200 while the server takes new requests. It listens only once its models are
+/// loaded, and while it drains after SIGTERM every new connection, this one included, gets
+/// 503 (`listen::serve`), so a load balancer stops sending it work.
+pub async fn ready() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ready"}))
+}

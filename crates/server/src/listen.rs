@@ -8,11 +8,13 @@
 use std::future::Future;
 use std::time::Duration;
 
+use axum::response::IntoResponse;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use peregrine_service::ServiceError;
 use tokio::net::TcpListener;
 
 /// Seconds a connection may take to send a request's headers [10].
@@ -39,8 +41,10 @@ impl Default for Timeouts {
     }
 }
 
-/// Serves `app` on `listener` until `signal` resolves, then stops accepting, lets open
-/// connections finish for at most `t.drain`, and returns.
+/// Serves `app` on `listener` until `signal` resolves; then lets open connections finish
+/// their requests for at most `t.drain` while new connections get 503 (Groq's envelope,
+/// `connection: close`), so a client or load balancer learns at once to go elsewhere, and
+/// returns.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -79,12 +83,37 @@ pub async fn serve(
             () = &mut signal => break,
         }
     }
-    drop(listener);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(t.drain) => {
             tracing::warn!(seconds = t.drain.as_secs(), "drain deadline passed; closing the connections left");
         }
+        () = refuse_new(&listener, &builder) => {}
     }
     Ok(())
+}
+
+/// While draining: answers every request on a new connection with 503 and closes it.
+async fn refuse_new(listener: &TcpListener, builder: &http1::Builder) {
+    let refuse = Router::new().fallback(|| async {
+        let mut resp = crate::error::ApiError(ServiceError::ShuttingDown).into_response();
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        resp
+    });
+    let mut builder = builder.clone();
+    builder.keep_alive(false);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let service = TowerToHyperService::new(refuse.clone());
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
 }

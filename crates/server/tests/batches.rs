@@ -27,7 +27,7 @@ async fn files(dir: &std::path::Path) -> Storage {
 }
 
 /// The batch worker over the state's completions and storage.
-fn spawn_worker(st: &SharedState, cfg: WorkerConfig) -> tokio::task::JoinHandle<()> {
+fn spawn_worker(st: &SharedState, cfg: WorkerConfig) -> batch_worker::BatchWorker {
     let storage = st.storage.clone().expect("storage");
     batch_worker::spawn(st.completions.clone(), storage, cfg)
 }
@@ -157,7 +157,7 @@ async fn batch_lines_carry_the_live_endpoints_bodies() {
         );
         assert_eq!(body["usage"]["completion_tokens"], 6 + i);
     }
-    worker.abort();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -220,7 +220,7 @@ async fn an_expired_batch_delivers_finished_lines_and_expires_the_rest() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    worker.abort();
+    worker.stop().await;
     assert!(done["expired_at"].as_i64().unwrap() >= done["expires_at"].as_i64().unwrap());
     let counts = &done["request_counts"];
     assert_eq!(counts["total"], 4);
@@ -377,4 +377,74 @@ async fn batch_metadata_is_bounded() {
             assert_eq!(body["error"]["param"], "metadata", "{text}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_stopped_worker_gives_its_lines_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let script: &'static str = Box::leak("y".repeat(60).into_boxed_str());
+    let st = state(
+        Setup {
+            script,
+            delay: Duration::from_millis(20),
+            ..Setup::default()
+        },
+        Some(files(dir.path()).await),
+    );
+    let app = peregrine_server::router(st.clone());
+    let lines: Vec<String> = (0..3)
+        .map(|i| {
+            let body = json!({"model": "mock-model", "max_tokens": 50,
+                              "messages": [{"role": "user", "content": format!("q{i}")}]});
+            json!({"custom_id": format!("r{i}"), "method": "POST",
+                   "url": "/v1/chat/completions", "body": body})
+            .to_string()
+        })
+        .collect();
+    let (_, _, text) = send(&app, upload(&lines.join("\n"))).await;
+    let file: Value = serde_json::from_str(&text).unwrap();
+    let create = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                        "completion_window": "24h"});
+    let (_, _, text) = send(&app, json_req("POST", "/openai/v1/batches", Some(create))).await;
+    let id = serde_json::from_str::<Value>(&text).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A lease far longer than the test: only giving the lines back lets the second worker
+    // run them.
+    let cfg = |owner: &str| {
+        let mut c = WorkerConfig::new(2);
+        c.poll = Duration::from_millis(20);
+        c.lease = Duration::from_secs(600);
+        c.owner = owner.into();
+        c
+    };
+    let first = spawn_worker(&st, cfg("first"));
+    let store = st.storage.as_ref().unwrap().store.clone();
+    let started = std::time::Instant::now();
+    while store.line_counts(&id).await.unwrap().total == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Two lines are running (each takes ~1 s), one waits.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    first.stop().await;
+    let second = spawn_worker(&st, cfg("second"));
+    let done = loop {
+        let (_, _, text) = send(&app, json_req("GET", &format!("/v1/batches/{id}"), None)).await;
+        let b: Value = serde_json::from_str(&text).unwrap();
+        if b["status"] == "completed" {
+            break b;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the lines were not taken over: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    second.stop().await;
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 3, "completed": 3, "failed": 0})
+    );
 }

@@ -66,23 +66,37 @@ struct Worker {
     cfg: WorkerConfig,
 }
 
-/// Spawns the worker on the current runtime; it runs until the task is aborted. Store
-/// failures are logged and retried.
-pub fn spawn(
-    completions: Completions,
-    storage: Arc<Storage>,
-    cfg: WorkerConfig,
-) -> tokio::task::JoinHandle<()> {
+/// A running worker: [`BatchWorker::stop`] ends it.
+pub struct BatchWorker {
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BatchWorker {
+    /// Stops claiming work, abandons the lines in flight and gives their leases back at once
+    /// (they go back to pending), so another replica takes them without waiting for the
+    /// leases to lapse; returns when that is done.
+    pub async fn stop(self) {
+        self.stop.notify_one();
+        let _ = self.task.await;
+    }
+}
+
+/// Spawns the worker on the current runtime; it runs until stopped (or the task is
+/// aborted). Store failures are logged and retried.
+pub fn spawn(completions: Completions, storage: Arc<Storage>, cfg: WorkerConfig) -> BatchWorker {
     let w = Worker {
         completions,
         storage,
         cfg,
     };
-    tokio::spawn(w.run())
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let task = tokio::spawn(w.run(stop.clone()));
+    BatchWorker { stop, task }
 }
 
 impl Worker {
-    async fn run(self) {
+    async fn run(self, stop: Arc<tokio::sync::Notify>) {
         let mut lines: JoinSet<()> = JoinSet::new();
         let mut last_renew = std::time::Instant::now();
         info!(owner = %self.cfg.owner, "batch worker started");
@@ -99,7 +113,14 @@ impl Worker {
                 _ = self.storage.wake.notified() => {}
                 Some(_) = lines.join_next(), if !lines.is_empty() => {}
                 _ = tokio::time::sleep(wait) => {}
+                _ = stop.notified() => break,
             }
+        }
+        // Dropping a line's task cancels its completion; a result already stored stays.
+        lines.shutdown().await;
+        match self.storage.store.release_lines(&self.cfg.owner).await {
+            Ok(n) => info!(owner = %self.cfg.owner, released = n, "batch worker stopped"),
+            Err(e) => warn!(error = %e, "batch worker: cannot give line leases back"),
         }
     }
 

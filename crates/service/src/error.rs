@@ -22,6 +22,9 @@ pub enum ServiceError {
     NotFound(String),
     #[error("Invalid API Key")]
     InvalidApiKey,
+    /// The server is shutting down: requests in flight finish, new ones go elsewhere.
+    #[error("The server is shutting down and accepts no new requests. Please try again.")]
+    ShuttingDown,
     #[error("Request body is too large: the limit is {0} bytes.")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -117,6 +120,7 @@ impl ServiceError {
             E::ModelNotFound(_) => (404, INVALID, Some("model_not_found")),
             E::NotFound(_) => (404, INVALID, Some("not_found")),
             E::InvalidApiKey => (401, INVALID, Some("invalid_api_key")),
+            E::ShuttingDown => (503, "internal_server_error", Some("service_unavailable")),
             E::PayloadTooLarge(_) => (413, INVALID, Some("request_too_large")),
             E::Admission(AdmissionError::QueueFull(_), true) => (
                 CAPACITY_EXCEEDED,

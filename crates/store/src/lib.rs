@@ -157,6 +157,8 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Puts a line `owner` holds back to pending (it was preempted or the server stops).
     async fn release_line(&self, task: &LineTask, owner: &str) -> Result<(), StoreError>;
+    /// Puts every line `owner` is running back to pending (the replica stops); how many.
+    async fn release_lines(&self, owner: &str) -> Result<u64, StoreError>;
 
     async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
     /// The key whose secret hashes to `secret_hash`, revoked or not.

@@ -546,6 +546,17 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn release_lines(&self, owner: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE batch_lines SET state = 'pending', claimed_by = NULL, lease_until = NULL \
+             WHERE claimed_by = $1 AND state = 'running'",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn insert_key(&self, k: &KeyRecord) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
