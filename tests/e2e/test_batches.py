@@ -54,6 +54,18 @@ def wait_for(client: groq.Groq, batch_id: str, statuses: tuple, timeout: float =
         time.sleep(0.5)
 
 
+def wait_until_done(client: groq.Groq, batch_id: str, lines: int, timeout: float = POLL_TIMEOUT_S):
+    """Polls until at least `lines` lines of a running batch are done; returns the batch."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cur = client.batches.retrieve(batch_id)
+        if cur.status == "in_progress" and cur.request_counts.completed >= lines:
+            return cur
+        assert cur.status in ("validating", "in_progress"), cur
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 def read_jsonl(client: groq.Groq, file_id: str | None) -> list[dict]:
     if file_id is None:
         return []
@@ -268,14 +280,7 @@ def test_sigkill_mid_batch_resumes_with_every_line_exactly_once(api_key, tmp_pat
         lines = [line(i, max_tokens=32) for i in range(24)]
         f = upload(c, tmp_path, lines)
         b = c.batches.create(completion_window="24h", endpoint="/v1/chat/completions", input_file_id=f.id)
-        deadline = time.monotonic() + POLL_TIMEOUT_S
-        while True:
-            cur = c.batches.retrieve(b.id)
-            if cur.status == "in_progress" and cur.request_counts.completed >= 3:
-                break
-            assert cur.status in ("validating", "in_progress"), cur
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        cur = wait_until_done(c, b.id, 3)
         assert cur.request_counts.completed < 24, "the batch finished before the kill"
         server.kill()
         c.close()

@@ -13,7 +13,7 @@ import time
 import groq
 import httpx
 from conftest import CLIENT_TIMEOUT_S, ServerProcess
-from test_batches import BATCH_MODEL, _exactly_once, line, upload, wait_for
+from test_batches import BATCH_MODEL, _exactly_once, line, upload, wait_for, wait_until_done
 
 
 def test_sigterm_lets_a_stream_finish_and_refuses_new_requests(api_key):
@@ -64,14 +64,7 @@ def test_sigterm_gives_running_batch_lines_to_the_next_replica_at_once(api_key, 
         lines = [line(i, max_tokens=48) for i in range(16)]
         f = upload(c, tmp_path, lines)
         b = c.batches.create(completion_window="24h", endpoint="/v1/chat/completions", input_file_id=f.id)
-        deadline = time.monotonic() + 300
-        while True:
-            cur = c.batches.retrieve(b.id)
-            if cur.status == "in_progress" and cur.request_counts.completed >= 2:
-                break
-            assert cur.status in ("validating", "in_progress"), cur
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        cur = wait_until_done(c, b.id, 2)
         assert cur.request_counts.completed < 16, "the batch finished before SIGTERM"
         c.close()
         server.proc.send_signal(signal.SIGTERM)

@@ -32,6 +32,33 @@ fn spawn_worker(st: &SharedState, cfg: WorkerConfig) -> batch_worker::BatchWorke
     batch_worker::spawn(st.completions.clone(), storage, cfg)
 }
 
+/// A server whose mock answers take ~1 s (50 tokens, 20 ms each), and an uploaded batch file
+/// of `n` such lines: (state, app, the File object).
+async fn slow_lines(dir: &std::path::Path, n: usize) -> (SharedState, axum::Router, Value) {
+    let script: &'static str = Box::leak("y".repeat(60).into_boxed_str());
+    let st = state(
+        Setup {
+            script,
+            delay: Duration::from_millis(20),
+            ..Setup::default()
+        },
+        Some(files(dir).await),
+    );
+    let app = peregrine_server::router(st.clone());
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            let body = json!({"model": "mock-model", "max_tokens": 50,
+                              "messages": [{"role": "user", "content": format!("q{i}")}]});
+            json!({"custom_id": format!("r{i}"), "method": "POST",
+                   "url": "/v1/chat/completions", "body": body})
+            .to_string()
+        })
+        .collect();
+    let (_, _, text) = send(&app, upload(&lines.join("\n"))).await;
+    let file: Value = serde_json::from_str(&text).unwrap();
+    (st, app, file)
+}
+
 fn upload(content: &str) -> Request<Body> {
     const B: &str = "peregrine-test-boundary";
     let body = format!(
@@ -163,27 +190,7 @@ async fn batch_lines_carry_the_live_endpoints_bodies() {
 #[tokio::test]
 async fn an_expired_batch_delivers_finished_lines_and_expires_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let script: &'static str = Box::leak("y".repeat(60).into_boxed_str());
-    let st = state(
-        Setup {
-            script,
-            delay: Duration::from_millis(20),
-            ..Setup::default()
-        },
-        Some(files(dir.path()).await),
-    );
-    let app = peregrine_server::router(st.clone());
-    let lines: Vec<String> = (0..4)
-        .map(|i| {
-            let body = json!({"model": "mock-model", "max_tokens": 50,
-                              "messages": [{"role": "user", "content": format!("q{i}")}]});
-            json!({"custom_id": format!("r{i}"), "method": "POST",
-                   "url": "/v1/chat/completions", "body": body})
-            .to_string()
-        })
-        .collect();
-    let (_, _, text) = send(&app, upload(&lines.join("\n"))).await;
-    let file: Value = serde_json::from_str(&text).unwrap();
+    let (st, app, file) = slow_lines(dir.path(), 4).await;
     // The API allows 24h at least: a batch with a 2-second window is made in the store.
     let fs = st.storage.as_ref().unwrap();
     let now = std::time::SystemTime::now()
@@ -382,27 +389,7 @@ async fn batch_metadata_is_bounded() {
 #[tokio::test]
 async fn a_stopped_worker_gives_its_lines_back_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let script: &'static str = Box::leak("y".repeat(60).into_boxed_str());
-    let st = state(
-        Setup {
-            script,
-            delay: Duration::from_millis(20),
-            ..Setup::default()
-        },
-        Some(files(dir.path()).await),
-    );
-    let app = peregrine_server::router(st.clone());
-    let lines: Vec<String> = (0..3)
-        .map(|i| {
-            let body = json!({"model": "mock-model", "max_tokens": 50,
-                              "messages": [{"role": "user", "content": format!("q{i}")}]});
-            json!({"custom_id": format!("r{i}"), "method": "POST",
-                   "url": "/v1/chat/completions", "body": body})
-            .to_string()
-        })
-        .collect();
-    let (_, _, text) = send(&app, upload(&lines.join("\n"))).await;
-    let file: Value = serde_json::from_str(&text).unwrap();
+    let (st, app, file) = slow_lines(dir.path(), 3).await;
     let create = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
                         "completion_window": "24h"});
     let (_, _, text) = send(&app, json_req("POST", "/openai/v1/batches", Some(create))).await;

@@ -667,6 +667,10 @@ async fn hostile_code_through_the_api_leaves_the_server_healthy() {
         let mut kit = peregrine_tools::ToolKit::new(Default::default());
         if let Ok(cfg) = kit.python.as_mut() {
             cfg.limits.wall = std::time::Duration::from_secs(3);
+            // The byte-level mock reads the output back as one token a byte: a fork bomb's
+            // tracebacks (one per process that hit the limit, as many as the timing gives)
+            // could pass its 4,096-token context.
+            cfg.limits.output_bytes = 2048;
         }
         let app = mock_with_tools(python_script(code), kit);
         let (status, v) = chat(&app, &body("groq/compound", json!({}))).await;
