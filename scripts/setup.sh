@@ -28,4 +28,10 @@ if [ "${1:-}" = "--python" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip >/dev/null
   fi
   python3 -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
+  # A real Prometheus scrapes /metrics in the end-to-end suite (tests/e2e/test_metrics.py).
+  if ! command -v prometheus >/dev/null; then
+    echo "==> installing prometheus (apt)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus >/dev/null
+  fi
 fi

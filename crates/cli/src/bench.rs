@@ -258,6 +258,8 @@ fn start_server(rt: &tokio::runtime::Runtime, served: ServedModel) -> Result<Str
     let app = peregrine_server::router(Arc::new(peregrine_server::AppState {
         completions: Completions::new(registry),
         keys: peregrine_service::ApiKeys::new(&[], None),
+        limiter: std::sync::Arc::new(peregrine_service::RateLimiter::unlimited()),
+        metrics: Default::default(),
         storage: None,
         policy: Default::default(),
     }));
@@ -319,7 +321,7 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
     // engine shape; the raw engine beside it, fed the same prompts through the served
     // model's template and vocabulary. Measurements alternate (raw, server) per
     // concurrency level so both see the same machine state.
-    let served = crate::serve::serve_loaded(loc, &loaded, &spec)?;
+    let served = crate::serve::serve_loaded(loc, &loaded, &spec, &Default::default())?;
     let (ctx, runtime) = (served.ctx.clone(), served.runtime.clone());
     let bias = no_eog_bias(ctx.vocab.as_ref());
     let bias_json = bias_json(&bias);

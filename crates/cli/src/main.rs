@@ -4,6 +4,7 @@ mod bench;
 mod bench_client;
 mod catalog;
 mod keys;
+mod limits_bench;
 mod peer_bench;
 mod pull;
 mod serve;
@@ -43,6 +44,9 @@ enum Cmd {
     Bench(Box<bench::BenchArgs>),
     /// Manage API keys: create (prints the secret once), list, revoke.
     Keys(keys::KeysArgs),
+    /// Measure what key lookup and rate limiting add to a request (p50, p99), in memory and
+    /// in the database, against neither.
+    BenchLimits(limits_bench::LimitsBenchArgs),
 }
 
 /// Command-line arguments are readable by every user of the machine (`ps`, /proc/PID/cmdline);
@@ -133,6 +137,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Bench(args) => bench::run(&cli.common, *args),
+        Cmd::BenchLimits(args) => limits_bench::run(args),
         Cmd::Keys(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?

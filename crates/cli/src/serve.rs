@@ -9,10 +9,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use peregrine_llama::LoadedModel;
+use peregrine_runtime::{EngineFamilies, ModelSettings};
 use peregrine_server::listen::Timeouts;
 use peregrine_server::{AppState, HttpPolicy};
 use peregrine_service::batch_worker::{self, WorkerConfig};
-use peregrine_service::{ApiKeys, Completions, ModelMeta, ModelRegistry, ServedModel, Storage};
+use peregrine_service::{
+    ApiKeys, Completions, Metrics, ModelMeta, ModelRegistry, RateLimiter, ServedModel, Storage,
+};
 use peregrine_tools::search::LocalIndex;
 use peregrine_tools::{SearchBackend, ToolKit};
 use sha2::{Digest, Sha256};
@@ -75,18 +78,32 @@ fn fingerprint(id: &str, loaded: &peregrine_engine::ModelInfo) -> String {
 
 /// Loads one model and builds it (engine thread, template, grammars) with the one model
 /// builder.
-pub fn start_model(common: &CommonArgs, spec: &ModelSpec) -> Result<ServedModel> {
+pub fn start_model(
+    common: &CommonArgs,
+    spec: &ModelSpec,
+    families: &EngineFamilies,
+) -> Result<ServedModel> {
     let loc = locate(common, &spec.source)?;
     tracing::info!(model = %loc.id, path = %loc.path.display(), "loading");
     let loaded = LoadedModel::load(&loc.path, spec.settings.context.n_gpu_layers)?;
-    serve_loaded(loc, &loaded, spec)
+    serve_loaded(loc, &loaded, spec, families)
 }
 
-/// Builds an already loaded model under the id `spec` gives it (or its own).
-pub fn serve_loaded(loc: Located, loaded: &LoadedModel, spec: &ModelSpec) -> Result<ServedModel> {
-    let built = peregrine_runtime::build(loaded, &spec.settings)
-        .with_context(|| format!("starting {}", loc.id))?;
+/// Builds an already loaded model under the id `spec` gives it (or its own), its series
+/// in `families`.
+pub fn serve_loaded(
+    loc: Located,
+    loaded: &LoadedModel,
+    spec: &ModelSpec,
+    families: &EngineFamilies,
+) -> Result<ServedModel> {
     let id = spec.id.clone().unwrap_or(loc.id);
+    let settings = ModelSettings {
+        metrics: families.for_model(&id),
+        ..spec.settings.clone()
+    };
+    let built =
+        peregrine_runtime::build(loaded, &settings).with_context(|| format!("starting {id}"))?;
     let meta = ModelMeta {
         fingerprint: fingerprint(&id, &built.ctx.info),
         created: SystemTime::now()
@@ -100,8 +117,11 @@ pub fn serve_loaded(loc: Located, loaded: &LoadedModel, spec: &ModelSpec) -> Res
 }
 
 /// The file and batch storage: SQLite under the data directory unless a database URL is
-/// given, file contents on local disk.
-async fn open_storage(common: &CommonArgs, s: &ServeSettings) -> Result<Storage> {
+/// given, file contents on local disk; and the store again, for rate-limit counters.
+async fn open_storage(
+    common: &CommonArgs,
+    s: &ServeSettings,
+) -> Result<(Storage, Arc<peregrine_store::SqlStore>)> {
     let (data_dir, url) =
         crate::keys::database_url(common, s.database_url.clone(), s.data_dir.clone());
     tokio::fs::create_dir_all(&data_dir)
@@ -113,7 +133,18 @@ async fn open_storage(common: &CommonArgs, s: &ServeSettings) -> Result<Storage>
     let blobs = peregrine_store::LocalBlobs::new(data_dir.join("files"))
         .await
         .context("opening the file store")?;
-    Ok(Storage::new(Arc::new(store), Arc::new(blobs)))
+    let store = Arc::new(store);
+    Ok((Storage::new(store.clone(), Arc::new(blobs)), store))
+}
+
+/// The rate limiter: counters in the database when shared by replicas, else in memory.
+fn rate_limiter(s: &ServeSettings, store: Arc<peregrine_store::SqlStore>) -> RateLimiter {
+    let counters: Arc<dyn peregrine_store::Counters> = if s.shared_limits {
+        store
+    } else {
+        Arc::new(peregrine_store::MemoryCounters::new())
+    };
+    RateLimiter::new(s.limits.clone(), counters)
 }
 
 /// The built-in tools, with the web search backend built (a local index is read now).
@@ -150,14 +181,17 @@ async fn local_index(dir: PathBuf) -> Result<Arc<dyn SearchBackend>> {
 }
 
 pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
     let mut registry = ModelRegistry::default();
     for spec in &s.models {
-        let (c, sp) = (common.clone(), spec.clone());
-        let served = tokio::task::spawn_blocking(move || start_model(&c, &sp)).await??;
+        let (c, sp, f) = (common.clone(), spec.clone(), metrics.engine.clone());
+        let served = tokio::task::spawn_blocking(move || start_model(&c, &sp, &f)).await??;
         tracing::info!(model = %served.id, aliases = spec.aliases.len(), "serving");
         registry.add(served, spec.aliases.clone());
     }
-    let storage = Arc::new(open_storage(&common, &s).await?);
+    let (storage, store) = open_storage(&common, &s).await?;
+    let storage = Arc::new(storage);
+    let limiter = Arc::new(rate_limiter(&s, store).with_metrics(metrics.rejections.clone()));
     let completions = Completions::with_limits(
         registry,
         s.http.max_preparing,
@@ -169,11 +203,14 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
     }
     let mut worker = WorkerConfig::new(completions.registry().batch_slots());
     worker.lease = std::time::Duration::from_secs(s.batch_lease_secs.max(1));
+    worker.lines = metrics.batch_lines.clone();
     let worker = batch_worker::spawn(completions.clone(), storage.clone(), worker);
     peregrine_service::collector::spawn(storage.clone(), s.collector);
     let app = peregrine_server::router(Arc::new(AppState {
         completions,
         keys: ApiKeys::new(&s.api_keys, Some(storage.store.clone())),
+        limiter,
+        metrics,
         storage: Some(storage),
         policy: HttpPolicy {
             cors_origins: s.http.cors_origins.clone(),

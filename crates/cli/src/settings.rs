@@ -18,6 +18,7 @@ use peregrine_engine::ContextSettings;
 use peregrine_grammar::GrammarLimits;
 use peregrine_runtime::{ModelSettings, RuntimeConfig, Speculation};
 use peregrine_service::collector::CollectorConfig;
+use peregrine_service::limits::{preset, LimitPolicy, Limits, OrgPolicy};
 use peregrine_text::tools::ToolFormat;
 use peregrine_tools::{FetchConfig, SandboxConfig, SandboxLimits, ToolKit};
 use serde::Deserialize;
@@ -296,6 +297,25 @@ pub struct ServeOptions {
     /// Built-in tool calls one request may make [default: 8; compound-mini: 1].
     #[arg(long, env = "PEREGRINE_MAX_TOOL_CALLS")]
     pub max_tool_calls: Option<usize>,
+    /// Rate limits per organization and model: `groq-free` (Groq's free-tier table, per
+    /// Groq model id, 30 RPM / 1K RPD / 6K TPM / 100K TPD for any other) or `none`; the
+    /// TOML tables `[rate_limits."<model>"]` and `[orgs.<org>]` refine them [default: none].
+    #[arg(long, env = "PEREGRINE_RATE_LIMIT_PRESET", value_parser = check_preset)]
+    pub rate_limit_preset: Option<String>,
+    /// Where rate-limit counters live: `memory` (this process) or `database` (shared by the
+    /// replicas on one PostgreSQL) [default: database with a `postgres://` URL, else memory].
+    #[arg(long, env = "PEREGRINE_RATE_LIMIT_STORE", value_parser = ["memory", "database"])]
+    pub rate_limit_store: Option<String>,
+    /// `[rate_limits."<model id>"]` (TOML only): `rpm`, `rpd`, `tpm`, `tpd` for a model id
+    /// as clients name it, `*` for any other; over the preset's.
+    #[arg(skip)]
+    #[serde(default)]
+    pub rate_limits: std::collections::HashMap<String, Limits>,
+    /// `[orgs.<org id>]` (TOML only): `service_tiers = [...]` it may use and its own
+    /// `[orgs.<org id>.limits."<model id>"]`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub orgs: std::collections::HashMap<String, OrgPolicy>,
     /// `[[models]]` (TOML only): several models, each with its own engine settings.
     #[arg(skip)]
     #[serde(default)]
@@ -355,6 +375,9 @@ pub struct ServeSettings {
     pub tools: ToolKit,
     /// The web search backend to build at start.
     pub search: SearchSource,
+    pub limits: LimitPolicy,
+    /// Keep rate-limit counters in the database (shared by replicas) rather than in memory.
+    pub shared_limits: bool,
 }
 
 /// Where web search looks, resolved from the flags.
@@ -399,6 +422,12 @@ fn parse_speculation(s: &str) -> Result<Speculation, String> {
         "always" => Ok(Speculation::Always),
         _ => Err(format!("unknown speculation '{s}' (auto, off, always)")),
     }
+}
+
+fn check_preset(s: &str) -> Result<String, String> {
+    preset(s)
+        .map(|_| s.to_string())
+        .ok_or_else(|| format!("unknown rate limit preset '{s}' (groq-free, none)"))
 }
 
 fn check_tool_format(s: &str) -> Result<String, String> {
@@ -496,6 +525,7 @@ impl Layers<'_> {
                 jump_forward: !(self.cli.no_jump_forward || self.file.no_jump_forward),
                 cost_model: !(self.cli.no_cost_model || self.file.no_cost_model),
                 speculation,
+                stall_after: RuntimeConfig::default().stall_after,
             },
             grammar: GrammarLimits {
                 compile_fuel: layered!(self, grammar_compile_fuel, DEFAULT_COMPILE_FUEL),
@@ -512,6 +542,8 @@ impl Layers<'_> {
                 .map(parse_tool_format)
                 .transpose()
                 .map_err(anyhow::Error::msg)?,
+            // Set per model once its id is known (`serve::serve_loaded`).
+            metrics: Default::default(),
         })
     }
 
@@ -555,6 +587,28 @@ impl Layers<'_> {
         } else {
             Vec::new()
         }
+    }
+
+    /// The rate limits: the preset, the file's model tables over it, and its organizations.
+    fn limit_policy(&self) -> Result<LimitPolicy> {
+        let name = layered!(self, rate_limit_preset, "none".to_string());
+        let mut models = preset(&name).ok_or_else(|| {
+            anyhow::anyhow!("unknown rate limit preset '{name}' (groq-free, none)")
+        })?;
+        models.extend(self.file.rate_limits.clone());
+        for (org, policy) in &self.file.orgs {
+            for tier in policy.service_tiers.iter().flatten() {
+                if !LimitPolicy::check_tier_name(tier) {
+                    anyhow::bail!(
+                        "[orgs.{org}] service_tiers: unknown tier '{tier}' (on_demand, flex, performance)"
+                    );
+                }
+            }
+        }
+        Ok(LimitPolicy {
+            models,
+            orgs: self.file.orgs.clone(),
+        })
     }
 
     /// The built-in tools: code execution's sandbox limits, output cap and call limit.
@@ -727,7 +781,17 @@ impl ServeArgs {
             every: Duration::from_secs(layered!(l, collect_interval_secs, 3600).max(1)),
             ..CollectorConfig::default()
         };
+        let database_url = (l.cli.database_url.clone()).or_else(|| l.file.database_url.clone());
+        let shared_limits = match layered!(l, rate_limit_store, String::new()).as_str() {
+            "memory" => false,
+            "database" => true,
+            _ => database_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("postgres")),
+        };
         Ok(ServeSettings {
+            limits: l.limit_policy()?,
+            shared_limits,
             tools: l.tool_kit(),
             search: l.search_source()?,
             http,
@@ -737,11 +801,7 @@ impl ServeArgs {
             api_keys,
             models,
             batch_lease_secs: layered!(l, batch_lease_secs, DEFAULT_BATCH_LEASE_SECS),
-            database_url: l
-                .cli
-                .database_url
-                .clone()
-                .or_else(|| l.file.database_url.clone()),
+            database_url,
             data_dir: l.cli.data_dir.clone().or_else(|| l.file.data_dir.clone()),
         })
     }

@@ -1,15 +1,16 @@
 //! [`Runtime`]: the async side's handle on the engine thread.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use peregrine_engine::{Engine, EngineError, ModelInfo, Vocab};
 use tokio::sync::mpsc;
 
-use crate::engine_loop::{EngineLoop, LoopConfig, Submission, Switches};
+use crate::engine_loop::{now_ms, EngineLoop, LoopConfig, Occupancy, Submission, Switches};
 use crate::events::Event;
-use crate::request::PreparedRequest;
+use crate::metrics::EngineMetrics;
+use crate::request::{PreparedRequest, ServiceTier};
 use crate::speculate::Speculation;
 use crate::stats::{MaskStats, StatsCell};
 
@@ -42,6 +43,10 @@ pub struct RuntimeConfig {
     /// the sequence's acceptance rate say a bigger pass gives more tokens per second (so it
     /// needs the cost model).
     pub speculation: Speculation,
+    /// How long the engine thread may hold work without going round its loop before
+    /// `/health` calls it stalled [60 s]. A step is one forward pass: the longest, a whole
+    /// batch of prompt tokens on a slow CPU, takes seconds.
+    pub stall_after: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -54,6 +59,7 @@ impl Default for RuntimeConfig {
             jump_forward: true,
             cost_model: true,
             speculation: Speculation::Auto,
+            stall_after: Duration::from_secs(60),
         }
     }
 }
@@ -65,13 +71,36 @@ pub enum AdmissionError {
     QueueFull(usize),
     #[error("the engine has stopped")]
     Stopped,
+    /// A flex-tier request found every slot taken.
+    #[error("no capacity for the flex tier")]
+    NoCapacity,
+}
+
+/// What the engine thread is doing, for `/health`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineState {
+    Running,
+    /// It has had work and not gone round its loop for longer than `stall_after`.
+    Stalled,
+    /// It failed or panicked.
+    Stopped,
+}
+
+impl EngineState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineState::Running => "running",
+            EngineState::Stalled => "stalled",
+            EngineState::Stopped => "stopped",
+        }
+    }
 }
 
 /// Handle on one model's engine thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
     inbox: mpsc::UnboundedSender<Submission>,
-    pending: Arc<AtomicUsize>,
+    occupancy: Arc<Occupancy>,
     info: Arc<ModelInfo>,
     cfg: RuntimeConfig,
     stats: StatsCell,
@@ -85,15 +114,16 @@ impl Runtime {
         make: F,
         vocab: Arc<dyn Vocab>,
         cfg: RuntimeConfig,
+        metrics: EngineMetrics,
     ) -> Result<(Self, std::thread::JoinHandle<()>), EngineError>
     where
         E: Engine + 'static,
         F: FnOnce() -> Result<E, EngineError> + Send + 'static,
     {
         let (tx, rx) = mpsc::unbounded_channel();
-        let pending = Arc::new(AtomicUsize::new(0));
+        let occupancy = Arc::new(Occupancy::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-        let loop_pending = pending.clone();
+        let loop_occupancy = occupancy.clone();
         let stats = StatsCell::default();
         let loop_stats = stats.clone();
         let switches = Arc::new(Switches {
@@ -120,12 +150,13 @@ impl Runtime {
                     mask_threads: cfg.mask_threads,
                     background_rows: cfg.background_rows,
                     cost_model: cfg.cost_model,
+                    metrics,
                 };
                 EngineLoop::new(
                     engine,
                     vocab,
                     rx,
-                    loop_pending,
+                    loop_occupancy,
                     cfg,
                     loop_stats,
                     loop_switches,
@@ -139,7 +170,7 @@ impl Runtime {
         Ok((
             Self {
                 inbox: tx,
-                pending,
+                occupancy,
                 info: Arc::new(info),
                 cfg,
                 stats,
@@ -185,21 +216,45 @@ impl Runtime {
         !self.inbox.is_closed()
     }
 
-    /// Requests waiting for a slot right now.
-    pub fn queue_depth(&self) -> usize {
-        self.pending.load(Ordering::Acquire)
+    /// Running, stalled (busy, and its loop has not gone round for `stall_after`) or
+    /// stopped.
+    pub fn state(&self) -> EngineState {
+        if !self.is_running() {
+            return EngineState::Stopped;
+        }
+        let occ = &self.occupancy;
+        let since = now_ms().saturating_sub(occ.beat_ms.load(Ordering::Acquire));
+        if occ.busy.load(Ordering::Acquire) && since > self.cfg.stall_after.as_millis() as u64 {
+            return EngineState::Stalled;
+        }
+        EngineState::Running
     }
 
-    /// Queues a request. Dropping the returned receiver cancels it.
+    /// Requests waiting for a slot right now.
+    pub fn queue_depth(&self) -> usize {
+        self.occupancy.waiting.load(Ordering::Acquire)
+    }
+
+    /// Queues a request. Dropping the returned receiver cancels it. A flex-tier request is
+    /// not queued: when every slot is taken or others wait, it is refused at once (Groq's
+    /// flex tier fails fast instead of queueing).
     pub fn submit(&self, req: PreparedRequest) -> Result<mpsc::Receiver<Event>, AdmissionError> {
+        let occ = &self.occupancy;
+        if req.service_tier == ServiceTier::Flex
+            && (occ.waiting.load(Ordering::Acquire) > 0
+                || occ.running.load(Ordering::Acquire) >= self.info.n_seq_max as usize)
+        {
+            return Err(AdmissionError::NoCapacity);
+        }
         let max = self.cfg.max_queue;
-        self.pending
+        self.occupancy
+            .waiting
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .map_err(AdmissionError::QueueFull)?;
         self.enqueue(req, false).inspect_err(|_| {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.occupancy.waiting.fetch_sub(1, Ordering::AcqRel);
         })
     }
 

@@ -21,6 +21,7 @@ pub mod cost;
 mod engine_loop;
 pub mod events;
 mod handle;
+pub mod metrics;
 pub mod model;
 pub mod prepare;
 pub mod request;
@@ -30,7 +31,8 @@ pub mod speculate;
 pub mod stats;
 
 pub use events::{Event, FinishReason, Finished, Rejection, TokenLogprob, TopLogprob, UsageStats};
-pub use handle::{AdmissionError, Runtime, RuntimeConfig};
+pub use handle::{AdmissionError, EngineState, Runtime, RuntimeConfig};
+pub use metrics::{EngineFamilies, EngineMetrics};
 pub use model::{build, BuildError, BuiltModel, ModelContext, ModelSettings};
 pub use prepare::{prepare, PrepareError};
 pub use request::{PreparedRequest, ServiceTier, ToolPlan};

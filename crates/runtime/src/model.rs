@@ -63,6 +63,8 @@ pub struct ModelSettings {
     pub grammar: GrammarLimits,
     /// How the model writes tool calls [detected from its chat template].
     pub tool_format: Option<ToolFormat>,
+    /// Its series in `/metrics` (registered nowhere by default).
+    pub metrics: crate::metrics::EngineMetrics,
 }
 
 /// A model whose engine thread is running.
@@ -109,6 +111,7 @@ pub fn build<S: ModelSource>(source: &S, s: &ModelSettings) -> Result<BuiltModel
         move || engine_source.engine(&engine_cs),
         vocab.clone(),
         s.runtime,
+        s.metrics.clone(),
     )?;
     Ok(BuiltModel {
         runtime,

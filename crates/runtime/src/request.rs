@@ -14,14 +14,29 @@ use crate::sampling::SamplingParams;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServiceTier {
     OnDemand,
+    /// On-demand limits first, then flex's: resolved by the rate limiter before the
+    /// request runs (without limits, on_demand).
+    Auto,
     Flex,
     Performance,
 }
 
 impl ServiceTier {
+    /// The tier a request names (`service_tier`), if it is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "on_demand" => Some(ServiceTier::OnDemand),
+            "auto" => Some(ServiceTier::Auto),
+            "flex" => Some(ServiceTier::Flex),
+            "performance" => Some(ServiceTier::Performance),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ServiceTier::OnDemand => "on_demand",
+            ServiceTier::Auto => "auto",
             ServiceTier::Flex => "flex",
             ServiceTier::Performance => "performance",
         }

@@ -12,11 +12,17 @@ use peregrine_protocol::chat::{
     ChoiceLogprobs, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta, XGroq,
 };
 use peregrine_protocol::chat::{ExecutedTool, UsageBreakdown};
+use peregrine_runtime::{AdmissionError, ServiceTier};
 use peregrine_runtime::{Event, Finished, Rejection, TokenLogprob, UsageStats};
 use peregrine_service::agent::{self, AgentEvent, AgentJob, Style};
 use peregrine_service::chat_wire::{self, call_id, chunk};
 use peregrine_service::completions::rejected;
-use peregrine_service::{ChatRun, Priority, ResponseMeta, ServiceError};
+use peregrine_service::limits::RateHeaders;
+use peregrine_service::metrics::Rejections;
+use peregrine_service::{
+    ChatRun, CompletionError, Grant, Principal, Priority, RateLimiter, ResponseMeta, ServiceError,
+};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
@@ -32,6 +38,7 @@ const MODEL_VERSION: &str = "groq-model-version";
 pub async fn create(
     State(state): State<SharedState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -47,26 +54,145 @@ pub async fn create(
         })?),
     };
     let completions = &state.completions;
-    let job = match completions.prepare_chat(&body, request_id, version).await? {
+    let limiter = &state.limiter;
+    let mut job = match completions.prepare_chat(&body, request_id, version).await? {
         ChatRun::Plain(job) => *job,
-        ChatRun::Agent(job) if job.stream => return Ok(agent_sse_response(job)),
-        ChatRun::Agent(job) => {
-            let done = agent::collect(job).await?;
-            return Ok(Json(chat_wire::agent_completion(done)).into_response());
-        }
+        ChatRun::Agent(job) => return agent_response(&state, &principal, job).await,
+    };
+    let grant = (limiter.admit(
+        &principal.org,
+        &job.meta.model,
+        job.request.service_tier,
+        job.reserved_tokens(),
+    ))
+    .await?;
+    job.set_tier(grant.tier);
+    let mut settle = Settlement {
+        limiter: limiter.clone(),
+        grant,
+        rejections: state.metrics.rejections.clone(),
+        model: job.meta.model.clone(),
     };
     let model_id = job.model.id.clone();
     let mut resp = if job.stream() {
-        let (meta, rx) = completions.start(job, Priority::Interactive)?;
-        sse_response(meta, rx)
+        let (meta, rx) = match completions.start(job, Priority::Interactive) {
+            Ok(started) => started,
+            Err(e) => return Err(settle.refund(e).await),
+        };
+        let headers = settle.grant.headers();
+        let mut settle = Some(settle);
+        let mut resp = sse_response(meta, rx, move |ev| {
+            if let Some(Event::Finished(f)) = ev {
+                if let Some(s) = settle.take() {
+                    s.spawn(&f.usage);
+                }
+            }
+        });
+        put_rate_headers(&mut resp, &headers);
+        resp
     } else {
-        let done = completions.complete(job, Priority::Interactive).await?;
-        Json(chat_wire::chat_completion(done)).into_response()
+        let done = match completions.complete(job, Priority::Interactive).await {
+            Ok(done) => done,
+            Err(CompletionError::Refused(e)) => return Err(settle.refund(e).await),
+            Err(e) => return Err(ApiError::from(e)),
+        };
+        settle.settle(&done.finished.usage).await;
+        let mut resp = Json(chat_wire::chat_completion(done)).into_response();
+        put_rate_headers(&mut resp, &settle.grant.headers());
+        resp
     };
     if let Ok(v) = HeaderValue::from_str(&model_id) {
         resp.headers_mut().insert("x-peregrine-model", v);
     }
     Ok(resp)
+}
+
+/// The built-in tool loop (a compound model, built-in tools): admitted as one request whose
+/// tokens, unknown until it ends, are charged then.
+async fn agent_response(
+    state: &SharedState,
+    principal: &Principal,
+    job: AgentJob,
+) -> Result<Response, ApiError> {
+    let tier = ServiceTier::from_name(job.meta.service_tier).unwrap_or(ServiceTier::OnDemand);
+    let grant = (state
+        .limiter
+        .admit(&principal.org, &job.meta.model, tier, 0))
+    .await?;
+    let mut settle = Settlement {
+        limiter: state.limiter.clone(),
+        grant,
+        rejections: state.metrics.rejections.clone(),
+        model: job.meta.model.clone(),
+    };
+    if job.stream {
+        let headers = settle.grant.headers();
+        let mut settle = Some(settle);
+        let mut resp = agent_sse_response(job, move |ev| {
+            if let Some(AgentEvent::Finished(f)) = ev {
+                if let Some(s) = settle.take() {
+                    s.spawn(&f.usage);
+                }
+            }
+        });
+        put_rate_headers(&mut resp, &headers);
+        return Ok(resp);
+    }
+    let done = agent::collect(job).await?;
+    settle.settle(&done.finish.usage).await;
+    let mut resp = Json(chat_wire::agent_completion(done)).into_response();
+    put_rate_headers(&mut resp, &settle.grant.headers());
+    Ok(resp)
+}
+
+/// An admitted request's grant, to correct once its usage is known.
+struct Settlement {
+    limiter: Arc<RateLimiter>,
+    grant: Grant,
+    /// Where a flex request refused for capacity is counted, under the model asked for.
+    rejections: Rejections,
+    model: String,
+}
+
+/// The tokens a request counts for: its prompt without the cached part, and its completion.
+fn counted_tokens(u: &UsageStats) -> u64 {
+    u64::from(u.prompt_tokens.saturating_sub(u.cached_tokens)) + u64::from(u.completion_tokens)
+}
+
+impl Settlement {
+    async fn settle(&mut self, usage: &UsageStats) {
+        let used = counted_tokens(usage);
+        if let Err(e) = self.limiter.settle(&mut self.grant, used).await {
+            tracing::warn!(error = %e, "rate limit correction failed");
+        }
+    }
+
+    /// Corrects in the background (a stream's end: its headers are long sent).
+    fn spawn(mut self, usage: &UsageStats) {
+        let usage = usage.clone();
+        tokio::spawn(async move { self.settle(&usage).await });
+    }
+
+    /// A request admitted but refused before it ran (the flex tier found no capacity):
+    /// its tokens are given back; the request still counts.
+    async fn refund(mut self, e: ServiceError) -> ApiError {
+        if matches!(e, ServiceError::Admission(AdmissionError::NoCapacity, _)) {
+            self.rejections.count(&self.model, "flex_capacity");
+        }
+        if let Err(err) = self.limiter.settle(&mut self.grant, 0).await {
+            tracing::warn!(error = %err, "rate limit refund failed");
+        }
+        ApiError(e)
+    }
+}
+
+/// Groq's `x-ratelimit-*` headers on an answer.
+pub(crate) fn put_rate_headers(resp: &mut Response, headers: &RateHeaders) {
+    for (name, value) in headers.pairs() {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
 }
 
 fn sse(out: &mut Vec<u8>, payload: &impl serde::Serialize) {
@@ -302,16 +428,27 @@ where
     resp
 }
 
-fn sse_response(meta: ResponseMeta, rx: mpsc::Receiver<Event>) -> Response {
+/// A completion's stream; `seen` looks at each event before it is encoded.
+fn sse_response(
+    meta: ResponseMeta,
+    rx: mpsc::Receiver<Event>,
+    mut seen: impl FnMut(Option<&Event>) + Send + 'static,
+) -> Response {
     let mut sent = Sent::default();
     let head = meta.clone();
-    sse_stream(&head, rx, move |ev, out| encode(&meta, ev, &mut sent, out))
+    sse_stream(&head, rx, move |ev, out| {
+        seen(ev.as_ref());
+        encode(&meta, ev, &mut sent, out)
+    })
 }
 
 /// The tool loop as a stream: the transcript as `delta.reasoning`, each finished tool as
 /// `delta.executed_tools`, the answer as `delta.content`, and on compound
 /// `x_groq.usage_breakdown` in the finish chunk.
-fn agent_sse_response(job: AgentJob) -> Response {
+fn agent_sse_response(
+    job: AgentJob,
+    mut seen: impl FnMut(Option<&AgentEvent>) + Send + 'static,
+) -> Response {
     let AgentJob {
         meta,
         style,
@@ -321,6 +458,7 @@ fn agent_sse_response(job: AgentJob) -> Response {
     let mut sent = Sent::default();
     let head = meta.clone();
     sse_stream(&head, events, move |ev, out| {
+        seen(ev.as_ref());
         encode_agent(&meta, style, ev, &mut sent, out)
     })
 }

@@ -1,5 +1,5 @@
 //! HTTP answers for [`ServiceError`]: its status, Groq's envelope as the JSON body, and
-//! `retry-after` on a 429. The map itself lives with the error (`peregrine_service::error`),
+//! `retry-after` on a 429 (with the `x-ratelimit-*` headers of a rate-limit refusal). The map itself lives with the error (`peregrine_service::error`),
 //! so batch error files carry the same status and body.
 
 use axum::http::{HeaderValue, StatusCode};
@@ -30,9 +30,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %e, "request failed");
         }
         let mut resp = (status, axum::Json(e.envelope())).into_response();
-        if let Some(secs) = e.retry_after() {
-            resp.headers_mut()
-                .insert("retry-after", HeaderValue::from_static(secs));
+        if let Some(headers) = e.rate_headers() {
+            crate::chat::put_rate_headers(&mut resp, headers);
+        }
+        if let Some(v) = e.retry_after().and_then(|s| HeaderValue::from_str(&s).ok()) {
+            resp.headers_mut().insert("retry-after", v);
         }
         resp
     }

@@ -1,8 +1,11 @@
 //! `GET /health`: whether every model's engine thread is running, with its queue depth. 200
-//! while all run; 503 once one has stopped (a load balancer then takes the replica out).
+//! while all run; 503 once one has stopped or stalled (a load balancer then takes the
+//! replica out). `GET /metrics`: the Prometheus series.
 
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 
@@ -18,7 +21,8 @@ pub struct Health {
 #[derive(Serialize)]
 struct ModelHealth {
     id: String,
-    /// `running` or `stopped`.
+    /// `running`, `stalled` (it has work and its loop has not gone round for a while) or
+    /// `stopped`.
     engine: &'static str,
     /// Requests waiting for a sequence slot.
     queue_depth: usize,
@@ -31,11 +35,7 @@ pub async fn health(State(state): State<SharedState>) -> (StatusCode, Json<Healt
         .iter()
         .map(|m| ModelHealth {
             id: m.id.clone(),
-            engine: if m.runtime.is_running() {
-                "running"
-            } else {
-                "stopped"
-            },
+            engine: m.runtime.state().as_str(),
             queue_depth: m.runtime.queue_depth(),
         })
         .collect();
@@ -50,6 +50,15 @@ pub async fn health(State(state): State<SharedState>) -> (StatusCode, Json<Healt
         models,
     };
     (status, Json(body))
+}
+
+/// `GET /metrics`: every series, in the OpenMetrics text format Prometheus scrapes. Not
+/// behind the API keys, like `/health`: it names models and counts, never keys or content.
+pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, peregrine_service::metrics::CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
 }
 
 /// `GET /ready`: 200 while the server takes new requests. It listens only once its models are

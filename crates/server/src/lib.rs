@@ -66,6 +66,7 @@ pub fn router(state: SharedState) -> Router {
         .nest("/v1", api_routes(state.clone()))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi))
         .fallback(unknown_url)
         .method_not_allowed_fallback(method_not_allowed)

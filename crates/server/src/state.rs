@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use peregrine_service::{ApiKeys, Completions, ModelRegistry, Storage};
+use peregrine_service::{ApiKeys, Completions, Metrics, ModelRegistry, RateLimiter, Storage};
 
 use crate::policy::HttpPolicy;
 
@@ -12,6 +12,10 @@ pub struct AppState {
     pub completions: Completions,
     /// Static and managed API keys; with none, requests are not authenticated.
     pub keys: ApiKeys,
+    /// Rate limits per organization and model (none configured: every request passes).
+    pub limiter: Arc<RateLimiter>,
+    /// What `GET /metrics` shows (the models' series are written by their engine threads).
+    pub metrics: Arc<Metrics>,
     /// File and batch storage; `None` answers that the Files API is not enabled.
     pub storage: Option<Arc<Storage>>,
     /// Allowed origins and hosts, body read timeout.

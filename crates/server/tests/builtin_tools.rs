@@ -436,6 +436,8 @@ fn mock_with_tools(script: String, kit: peregrine_tools::ToolKit) -> axum::Route
     peregrine_server::router(std::sync::Arc::new(peregrine_server::AppState {
         completions: peregrine_service::Completions::new(common::registry(&setup)).with_tools(kit),
         keys: peregrine_service::ApiKeys::new(&[], None),
+        limiter: std::sync::Arc::new(peregrine_service::RateLimiter::unlimited()),
+        metrics: Default::default(),
         storage: None,
         policy: Default::default(),
     }))

@@ -31,6 +31,12 @@ pub struct Setup {
     pub tool_format: ToolFormat,
     /// The engine thread dies (panics) after this many decodes.
     pub panic_after: Option<usize>,
+    /// Rate limits (none by default).
+    pub limits: peregrine_service::limits::LimitPolicy,
+    /// Where the model's series and the services' counters go (`GET /metrics`).
+    pub metrics: Arc<peregrine_service::Metrics>,
+    /// How long a busy engine may not go round its loop before `/health` says stalled.
+    pub stall_after: Duration,
 }
 
 impl Default for Setup {
@@ -44,6 +50,9 @@ impl Default for Setup {
             api_keys: vec![],
             tool_format: ToolFormat::Hermes,
             panic_after: None,
+            limits: Default::default(),
+            metrics: Default::default(),
+            stall_after: RuntimeConfig::default().stall_after,
         }
     }
 }
@@ -57,6 +66,8 @@ pub fn app_with_policy(s: Setup, policy: peregrine_server::HttpPolicy) -> Router
     peregrine_server::router(Arc::new(AppState {
         completions: Completions::new(registry(&s)),
         keys: peregrine_service::ApiKeys::new(&s.api_keys, None),
+        limiter: limiter(&s),
+        metrics: s.metrics.clone(),
         storage: None,
         policy,
     }))
@@ -86,10 +97,12 @@ pub fn model_settings(s: &Setup) -> ModelSettings {
             // Drafts need measured step costs: off with the cost model (router tests count
             // decodes).
             speculation: Speculation::Off,
+            stall_after: s.stall_after,
         },
         grammar: GrammarLimits::default(),
         // The mock's ChatML template has no tool syntax of its own.
         tool_format: Some(s.tool_format),
+        metrics: s.metrics.engine.for_model("mock-model"),
     }
 }
 
@@ -116,11 +129,24 @@ pub fn registry(s: &Setup) -> ModelRegistry {
     registry
 }
 
+/// The setup's rate limits, counted in memory.
+fn limiter(s: &Setup) -> Arc<peregrine_service::RateLimiter> {
+    Arc::new(
+        peregrine_service::RateLimiter::new(
+            s.limits.clone(),
+            Arc::new(peregrine_store::MemoryCounters::new()),
+        )
+        .with_metrics(s.metrics.rejections.clone()),
+    )
+}
+
 /// The state behind [`app`], with file and batch storage when `storage` is given.
 pub fn state(s: Setup, storage: Option<Storage>) -> Arc<AppState> {
     Arc::new(AppState {
         completions: Completions::new(registry(&s)),
         keys: peregrine_service::ApiKeys::new(&s.api_keys, None),
+        limiter: limiter(&s),
+        metrics: s.metrics.clone(),
         storage: storage.map(Arc::new),
         policy: Default::default(),
     })

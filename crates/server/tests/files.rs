@@ -20,6 +20,8 @@ async fn app(dir: &std::path::Path) -> Router {
     peregrine_server::router(Arc::new(AppState {
         completions: Completions::new(ModelRegistry::default()),
         keys: peregrine_service::ApiKeys::new(&[], None),
+        limiter: std::sync::Arc::new(peregrine_service::RateLimiter::unlimited()),
+        metrics: Default::default(),
         storage: Some(Arc::new(Storage::new(Arc::new(store), Arc::new(blobs)))),
         policy: Default::default(),
     }))

@@ -22,6 +22,8 @@ async fn app(dir: &std::path::Path) -> (Router, Arc<SqlStore>) {
     let app = peregrine_server::router(Arc::new(AppState {
         completions: Completions::new(ModelRegistry::default()),
         keys: ApiKeys::new(&["static-key".into()], Some(store.clone())),
+        limiter: std::sync::Arc::new(peregrine_service::RateLimiter::unlimited()),
+        metrics: Default::default(),
         storage: Some(Arc::new(Storage::new(store.clone(), Arc::new(blobs)))),
         policy: Default::default(),
     }));

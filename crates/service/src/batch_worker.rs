@@ -27,6 +27,7 @@ use crate::chat_wire::chat_completion;
 use crate::completions::{CompletionError, Completions, Priority};
 use crate::error::ServiceError;
 use crate::files::Storage;
+use crate::metrics::BatchLines;
 
 /// How the worker paces itself.
 #[derive(Clone, Debug)]
@@ -39,6 +40,8 @@ pub struct WorkerConfig {
     pub poll: Duration,
     /// Lines in flight at once (the engines' slots: more would only queue).
     pub max_in_flight: usize,
+    /// Where lines are counted by status (`/metrics`).
+    pub lines: BatchLines,
 }
 
 impl WorkerConfig {
@@ -48,6 +51,7 @@ impl WorkerConfig {
             lease: Duration::from_secs(30),
             poll: Duration::from_secs(1),
             max_in_flight: max_in_flight.max(1),
+            lines: BatchLines::default(),
         }
     }
 }
@@ -317,12 +321,22 @@ impl Worker {
         let text = serde_json::to_string(line).unwrap_or_default();
         let store = &self.storage.store;
         match store.finish_line(task, &self.cfg.owner, state, &text).await {
-            Ok(true) => debug!(batch = %task.batch_id, line = task.line_no, "batch line done"),
-            Ok(false) => warn!(
-                batch = %task.batch_id,
-                line = task.line_no,
-                "batch line lease lapsed: another worker has it; result dropped"
-            ),
+            Ok(true) => {
+                let status = match state {
+                    LineState::Done => "completed",
+                    _ => "failed",
+                };
+                self.cfg.lines.count(status);
+                debug!(batch = %task.batch_id, line = task.line_no, "batch line done")
+            }
+            Ok(false) => {
+                self.cfg.lines.count("lease_lost");
+                warn!(
+                    batch = %task.batch_id,
+                    line = task.line_no,
+                    "batch line lease lapsed: another worker has it; result dropped"
+                )
+            }
             Err(e) => warn!(error = %e, "batch worker: cannot store a line's result"),
         }
         self.storage.wake.notify_one();

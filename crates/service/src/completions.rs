@@ -46,11 +46,29 @@ pub struct ChatJob {
     pub model: Arc<ServedModel>,
     pub request: PreparedRequest,
     pub meta: ResponseMeta,
+    /// The completion tokens the client asked for at most (`max_completion_tokens`), if it
+    /// did: what the rate limiter reserves besides the prompt.
+    pub asked_max_tokens: Option<u32>,
 }
 
 impl ChatJob {
     pub fn stream(&self) -> bool {
         self.request.stream
+    }
+
+    /// The tokens the rate limiter reserves at admission: the prompt, and the completion
+    /// the client asked for at most.
+    pub fn reserved_tokens(&self) -> u64 {
+        let completion = self
+            .asked_max_tokens
+            .map_or(0, |n| n.min(self.request.max_tokens));
+        self.request.prompt.len() as u64 + u64::from(completion)
+    }
+
+    /// The tier the request runs in (`auto` resolved by the rate limiter).
+    pub fn set_tier(&mut self, tier: ServiceTier) {
+        self.request.service_tier = tier;
+        self.meta.service_tier = tier.as_str();
     }
 }
 
@@ -325,6 +343,8 @@ impl Completions {
         .await
         .map_err(|e| ServiceError::Internal(format!("preparation task: {e}")))?;
         let request = prepared?;
+        let asked_max_tokens = (req.max_completion_tokens.or(req.max_tokens))
+            .map(|n| n.clamp(0, i64::from(u32::MAX)) as u32);
         let meta = ResponseMeta {
             id: format!("chatcmpl-{}", uuid::Uuid::new_v4()),
             created: now_unix(),
@@ -332,7 +352,11 @@ impl Completions {
             fingerprint: model.fingerprint.clone(),
             request_id,
             seed: request.sampling.seed as i64,
-            service_tier: request.service_tier.as_str(),
+            // `auto` without a rate limiter to resolve it runs as on_demand.
+            service_tier: match request.service_tier {
+                ServiceTier::Auto => ServiceTier::OnDemand.as_str(),
+                t => t.as_str(),
+            },
             include_usage: request.include_usage,
             logprobs: request.sampling.logprobs.is_some(),
             track_text: request.constraint.is_some(),
@@ -341,6 +365,7 @@ impl Completions {
             model,
             request,
             meta,
+            asked_max_tokens,
         })
     }
 

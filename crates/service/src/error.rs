@@ -5,6 +5,8 @@
 use peregrine_protocol::error::{ErrorEnvelope, ErrorObject};
 use peregrine_runtime::{AdmissionError, PrepareError};
 
+use crate::limits::{RateHeaders, Refusal};
+
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -29,6 +31,12 @@ pub enum ServiceError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     Admission(AdmissionError, /* flex tier */ bool),
+    /// Over a rate limit of the organization (429), or larger than a whole budget (413).
+    #[error("{}", .0.message)]
+    RateLimited(Box<Refusal>),
+    /// The organization may not use this service tier.
+    #[error("The service tier `{tier}` is not available for organization `{org}`.")]
+    TierNotAvailable { tier: &'static str, org: String },
     #[error("Unknown request URL: {method} {path}. Please check the URL for typos, or see the docs at https://console.groq.com/docs/")]
     UnknownUrl { method: String, path: String },
     #[error("Method {0} is not allowed for this endpoint.")]
@@ -93,7 +101,7 @@ fn shown(text: &str) -> std::borrow::Cow<'_, str> {
     format!("{}…", &text[..end]).into()
 }
 
-/// Seconds a client should wait after a 429 (sent as `retry-after`).
+/// Seconds a client should wait after a 429 of a full queue (sent as `retry-after`).
 pub const RETRY_AFTER_SECS: &str = "1";
 
 /// Groq's flex-tier status when its capacity is exceeded.
@@ -107,9 +115,22 @@ impl ServiceError {
         self.parts().0
     }
 
-    /// Whether the client is told when to come back (`retry-after`).
-    pub fn retry_after(&self) -> Option<&'static str> {
-        (self.status() == 429).then_some(RETRY_AFTER_SECS)
+    /// Whether the client is told when to come back (`retry-after`, whole seconds): on a
+    /// 429 only, as Groq sends it.
+    pub fn retry_after(&self) -> Option<String> {
+        match self {
+            ServiceError::RateLimited(r) => r.wait.map(|w| (w.ceil().max(1.0) as u64).to_string()),
+            e if e.status() == 429 => Some(RETRY_AFTER_SECS.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The `x-ratelimit-*` headers an error answer carries (a rate-limit refusal's).
+    pub fn rate_headers(&self) -> Option<&RateHeaders> {
+        match self {
+            ServiceError::RateLimited(r) => Some(&r.headers),
+            _ => None,
+        }
     }
 
     fn parts(&self) -> (u16, &'static str, Option<&'static str>) {
@@ -122,7 +143,8 @@ impl ServiceError {
             E::InvalidApiKey => (401, INVALID, Some("invalid_api_key")),
             E::ShuttingDown => (503, "internal_server_error", Some("service_unavailable")),
             E::PayloadTooLarge(_) => (413, INVALID, Some("request_too_large")),
-            E::Admission(AdmissionError::QueueFull(_), true) => (
+            E::Admission(AdmissionError::QueueFull(_), true)
+            | E::Admission(AdmissionError::NoCapacity, _) => (
                 CAPACITY_EXCEEDED,
                 "capacity_exceeded",
                 Some("capacity_exceeded"),
@@ -133,6 +155,8 @@ impl ServiceError {
             E::Admission(AdmissionError::Stopped, _) | E::Internal(_) => {
                 (500, "internal_server_error", None)
             }
+            E::RateLimited(r) => (r.status, r.kind, Some("rate_limit_exceeded")),
+            E::TierNotAvailable { .. } => (400, INVALID, Some("service_tier_not_available")),
             E::UnknownUrl { .. } => (404, INVALID, Some("unknown_url")),
             E::UnsupportedMediaType(_) => (415, INVALID, Some("unsupported_media_type")),
             E::OriginNotAllowed(_) => (403, INVALID, Some("origin_not_allowed")),
@@ -160,7 +184,8 @@ impl ServiceError {
             E::Internal(_) | E::Admission(AdmissionError::Stopped, _) => {
                 "The server had an error while processing your request. Please try again.".into()
             }
-            E::Admission(AdmissionError::QueueFull(_), true) => {
+            E::Admission(AdmissionError::QueueFull(_), true)
+            | E::Admission(AdmissionError::NoCapacity, _) => {
                 "The `flex` tier capacity exceeded. Please try again later with a backoff.".into()
             }
             E::Admission(AdmissionError::QueueFull(n), false) => format!(
@@ -174,6 +199,7 @@ impl ServiceError {
         match self {
             ServiceError::InvalidParam { param, .. } => Some((*param).to_string()),
             ServiceError::Prepare(e) => Some(e.param()),
+            ServiceError::TierNotAvailable { .. } => Some("service_tier".into()),
             _ => None,
         }
     }

@@ -10,6 +10,8 @@
 //! - [`chat_wire`]: domain results in Groq's chat-completion shapes.
 //! - [`files`] and [`batches`]: the Files and Batch APIs over `Store` and `Blobs`
 //!   ([`Storage`]); [`batch_worker`] runs batches (validation in `batch_lines`).
+//! - [`limits`]: Groq's rate limits (token buckets per organization, model and tier) and
+//!   their `x-ratelimit-*` headers.
 //! - [`error`]: [`ServiceError`], the one map from every failure to Groq's status and
 //!   envelope, shared by HTTP answers and batch error files.
 
@@ -23,6 +25,8 @@ pub mod completions;
 pub mod error;
 pub mod files;
 pub mod keys;
+pub mod limits;
+pub mod metrics;
 pub mod registry;
 
 pub use completions::{
@@ -32,6 +36,8 @@ pub use completions::{
 pub use error::ServiceError;
 pub use files::Storage;
 pub use keys::{ApiKeys, Principal};
+pub use limits::{Grant, RateLimiter};
+pub use metrics::Metrics;
 pub use registry::{ModelMeta, ModelRegistry, Resolved, ServedModel};
 
 /// A new request id, `req_` + a lower-case ULID (also `x_groq.id`).

@@ -3,6 +3,8 @@
 //! - [`Store`]: the metadata, behind a trait; [`SqlStore`] implements it with sqlx's Any
 //!   driver over one portable schema (crates/store/migrations), on SQLite (a file under the
 //!   data directory, the default) or PostgreSQL (`postgres://...`, shared by replicas).
+//! - [`Counters`]: rate-limit token buckets, in memory ([`MemoryCounters`]) or in the
+//!   database ([`SqlStore`]), shared by replicas.
 //! - [`Blobs`]: file contents, on local disk by default; the trait leaves room for an object
 //!   store.
 //!
@@ -11,11 +13,13 @@
 
 mod batches;
 mod blobs;
+mod counters;
 mod sql;
 
 pub use batches::{BatchRecord, BatchStatus, LineCounts, LineResult, LineState, LineTask, NewLine};
 
 pub use blobs::{BlobEntry, BlobReader, BlobWriter, Blobs, LocalBlobs};
+pub use counters::{Counters, Draw, Drawn, MemoryCounters};
 pub use sql::SqlStore;
 
 /// A stored file's metadata (Groq's File object, plus the line count).

@@ -609,3 +609,90 @@ impl Store for SqlStore {
         Ok(done.rows_affected() > 0)
     }
 }
+
+/// Rate-limit buckets in the database: one transaction per draw. On PostgreSQL the bucket
+/// rows are locked (in key order, so two draws cannot deadlock) until the draw commits, so
+/// replicas drawing from the same bucket take turns and never admit more than it holds.
+/// On SQLite the single connection serialises draws.
+#[async_trait::async_trait]
+impl crate::Counters for SqlStore {
+    async fn draw(&self, draws: &[crate::Draw], now: f64) -> Result<crate::Drawn, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Buckets used for the first time start full.
+        let values = (0..draws.len())
+            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // `$n` values, not literals: keys hold organization and model ids.
+        let sql = format!(
+            "INSERT INTO rate_buckets (key, level, at) VALUES {values} ON CONFLICT (key) DO NOTHING"
+        );
+        let mut insert = sqlx::query(&sql);
+        for d in draws {
+            insert = insert.bind(&d.key).bind(d.capacity).bind(now);
+        }
+        insert.execute(&mut *tx).await?;
+        let mut found = std::collections::HashMap::new();
+        let mut sorted: Vec<&crate::Draw> = draws.iter().collect();
+        sorted.sort_by(|a, b| a.key.cmp(&b.key));
+        let lock = if self.postgres { " FOR UPDATE" } else { "" };
+        for d in sorted {
+            let row = sqlx::query(&format!(
+                "SELECT level, at FROM rate_buckets WHERE key = $1{lock}"
+            ))
+            .bind(&d.key)
+            .fetch_one(&mut *tx)
+            .await?;
+            let (level, at): (f64, f64) = (row.try_get("level")?, row.try_get("at")?);
+            found.insert(d.key.as_str(), (level, at));
+        }
+        let levels: Vec<f64> = draws
+            .iter()
+            .map(|d| {
+                let (level, at) = found[d.key.as_str()];
+                crate::counters::refill(level, at, now, d.capacity, d.per_sec)
+            })
+            .collect();
+        let admitted = crate::counters::admits(draws, &levels);
+        if admitted {
+            for (d, l) in draws.iter().zip(&levels) {
+                sqlx::query("UPDATE rate_buckets SET level = $1, at = $2 WHERE key = $3")
+                    .bind(l - d.cost)
+                    .bind(now)
+                    .bind(&d.key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(crate::Drawn { admitted, levels })
+    }
+
+    async fn credit(&self, d: &crate::Draw, amount: f64, now: f64) -> Result<f64, StoreError> {
+        // One statement: the refill, the amount and the cap computed by the database, so
+        // concurrent credits and draws on other replicas cannot interleave with it.
+        let (min, max) = if self.postgres {
+            ("LEAST", "GREATEST")
+        } else {
+            ("MIN", "MAX")
+        };
+        let sql = format!(
+            "UPDATE rate_buckets SET \
+             level = {min}($1, {min}($1, level + {max}(0.0, $2 - at) * $3) + $4), at = $2 \
+             WHERE key = $5 RETURNING level"
+        );
+        let row = sqlx::query(&sql)
+            .bind(d.capacity)
+            .bind(now)
+            .bind(d.per_sec)
+            .bind(amount)
+            .bind(&d.key)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(row.try_get("level")?),
+            // Never drawn from (or dropped): it starts full.
+            None => Ok(d.capacity),
+        }
+    }
+}

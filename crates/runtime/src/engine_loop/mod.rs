@@ -4,9 +4,9 @@
 //! slot freed before the next step.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use peregrine_engine::{Batch, BatchToken, Engine, SeqId, TokenId, Vocab};
 use peregrine_grammar::{Constraint, OutputError};
@@ -17,7 +17,8 @@ use tracing::{debug, warn};
 
 use crate::cost::StepCosts;
 use crate::events::{Event, FinishReason};
-use crate::request::PreparedRequest;
+use crate::metrics::{Ended, EngineMetrics};
+use crate::request::{PreparedRequest, ServiceTier};
 use crate::sampling::{Sampled, Sampler};
 use crate::scheduler::{self, Budget, SeqView};
 use crate::speculate::{self, Acceptance, Speculation};
@@ -40,13 +41,14 @@ pub(crate) struct Submission {
     pub background: bool,
 }
 
-/// Tuning of the loop.
-#[derive(Clone, Copy, Debug)]
+/// Tuning of the loop, and where it reports.
+#[derive(Clone, Debug)]
 pub(crate) struct LoopConfig {
     pub busy_prefill: usize,
     pub background_rows: usize,
     pub mask_threads: usize,
     pub cost_model: bool,
+    pub metrics: EngineMetrics,
 }
 
 /// Most tokens jump-forward appends in one step, whatever the batch allows: forced runs are
@@ -122,11 +124,32 @@ impl Active {
     }
 }
 
+/// How full the engine is, shared with the async side: the flex tier is refused rather
+/// than queued when no slot is free.
+#[derive(Debug, Default)]
+pub(crate) struct Occupancy {
+    /// Interactive requests waiting for a slot.
+    pub waiting: AtomicUsize,
+    /// Interactive sequences holding a slot.
+    pub running: AtomicUsize,
+    /// Whether the loop has work (sequences in flight or waiting); idle, it sleeps.
+    pub busy: AtomicBool,
+    /// When the loop last went round (ms since the Unix epoch): a busy loop that has not
+    /// gone round for long is stalled (`Runtime::state`).
+    pub beat_ms: AtomicU64,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 pub(crate) struct EngineLoop<E: Engine> {
     engine: E,
     vocab: Arc<dyn Vocab>,
     inbox: mpsc::UnboundedReceiver<Submission>,
-    pending_count: Arc<AtomicUsize>,
+    occupancy: Arc<Occupancy>,
     waiting: VecDeque<Submission>,
     active: Vec<Active>,
     slots: Vec<Slot>,
@@ -148,10 +171,35 @@ pub(crate) struct EngineLoop<E: Engine> {
     /// Whether steps of single decode rows may be split by `costs`.
     cost_model: bool,
     costs: StepCosts,
+    metrics: EngineMetrics,
     /// The costs as measured at load, which decide drafting: fixed, so the same request on
     /// the same server drafts the same way and runs passes of the same shapes (its logits,
     /// and so a seeded sample, then repeat; see decision 0003).
     load_costs: StepCosts,
+}
+
+/// What `/metrics` records of a sequence that ends with `outcome`.
+fn ended(a: &Active, outcome: &Outcome) -> Ended {
+    let now = Instant::now();
+    Ended {
+        prompt_tokens: a.prompt.len(),
+        completion_tokens: a.generated,
+        queue: a.started - a.submitted,
+        first_token: a.first_token.map(|t| t - a.submitted),
+        total: now - a.submitted,
+        reason: match outcome {
+            // `finish` turns a stop after tool calls into `tool_calls`.
+            Outcome::Finish(FinishReason::Stop)
+                if a.tools.as_ref().is_some_and(|t| t.calls > 0) =>
+            {
+                "tool_calls"
+            }
+            Outcome::Finish(r) => r.as_str(),
+            Outcome::Reject(_) | Outcome::RejectTool(_) => "rejected",
+            Outcome::Failed => "failed",
+            Outcome::Continue | Outcome::Gone => "abort",
+        },
+    }
 }
 
 /// How many leading tokens `a` and `b` have in common.
@@ -268,7 +316,7 @@ impl<E: Engine> EngineLoop<E> {
         engine: E,
         vocab: Arc<dyn Vocab>,
         inbox: mpsc::UnboundedReceiver<Submission>,
-        pending_count: Arc<AtomicUsize>,
+        occupancy: Arc<Occupancy>,
         cfg: LoopConfig,
         stats: StatsCell,
         switches: Arc<Switches>,
@@ -284,7 +332,7 @@ impl<E: Engine> EngineLoop<E> {
             engine,
             vocab,
             inbox,
-            pending_count,
+            occupancy,
             waiting: VecDeque::new(),
             active: Vec::new(),
             slots: (0..n_slots).map(|_| Slot::default()).collect(),
@@ -300,6 +348,7 @@ impl<E: Engine> EngineLoop<E> {
             drops_suffix: false,
             cost_model: cfg.cost_model,
             costs: StepCosts::new(n_slots.max(1 + DRAFT_MAX)),
+            metrics: cfg.metrics,
             load_costs: StepCosts::new(n_slots.max(1 + DRAFT_MAX)),
         }
     }
@@ -312,6 +361,7 @@ impl<E: Engine> EngineLoop<E> {
         }
         loop {
             if self.active.is_empty() && self.waiting.is_empty() {
+                self.publish(false);
                 match self.inbox.blocking_recv() {
                     Some(s) => self.waiting.push_back(s),
                     None => return,
@@ -322,10 +372,28 @@ impl<E: Engine> EngineLoop<E> {
             }
             self.drop_departed();
             self.admit();
+            self.publish(true);
             if !self.active.is_empty() {
                 self.step();
             }
         }
+    }
+
+    /// Tells the async side and `/metrics` how full the engine is, and that the loop is
+    /// alive.
+    fn publish(&self, busy: bool) {
+        let running = self.active.iter().filter(|a| !a.background).count();
+        self.occupancy.running.store(running, Ordering::Release);
+        self.occupancy.busy.store(busy, Ordering::Release);
+        self.occupancy.beat_ms.store(now_ms(), Ordering::Release);
+        let info = self.engine.info();
+        let cells = (info.n_ctx_seq as usize * info.n_seq_max as usize).max(1);
+        let held: usize = self.active.iter().map(|a| a.kv.len()).sum();
+        self.metrics.occupancy(
+            self.active.len(),
+            (self.waiting.iter()).map(|s| (s.req.service_tier, s.background)),
+            held as f64 / cells as f64,
+        );
     }
 
     fn drop_departed(&mut self) {
@@ -336,7 +404,7 @@ impl<E: Engine> EngineLoop<E> {
             !closed
         });
         if gone > 0 {
-            self.pending_count.fetch_sub(gone, Ordering::AcqRel);
+            self.occupancy.waiting.fetch_sub(gone, Ordering::AcqRel);
         }
         let mut i = 0;
         while i < self.active.len() {
@@ -354,11 +422,11 @@ impl<E: Engine> EngineLoop<E> {
     }
 
     fn admit(&mut self) {
-        // Interactive requests first, in arrival order; batch work after them.
-        while let Some(next) = self
-            .waiting
-            .iter()
-            .position(|s| !s.background)
+        // The performance tier first, then other interactive requests, each in arrival
+        // order; batch work after them.
+        while let Some(next) = (self.waiting.iter())
+            .position(|s| !s.background && s.req.service_tier == ServiceTier::Performance)
+            .or_else(|| self.waiting.iter().position(|s| !s.background))
             .or((!self.waiting.is_empty()).then_some(0))
         {
             let slot = match self.pick_slot(&self.waiting[next].req.prompt) {
@@ -370,7 +438,7 @@ impl<E: Engine> EngineLoop<E> {
                 return;
             };
             if !sub.background {
-                self.pending_count.fetch_sub(1, Ordering::AcqRel);
+                self.occupancy.waiting.fetch_sub(1, Ordering::AcqRel);
             }
             let active = self.start_in_slot(sub, slot);
             self.active.push(active);
@@ -397,6 +465,7 @@ impl<E: Engine> EngineLoop<E> {
             None if self.engine.clear_seq(seq, own as u32) => own,
             None => 0,
         };
+        self.metrics.prefix_lookup(prompt.len(), common);
         // Forced tokens carry no log-probabilities of their own, so a request that asks for
         // them samples every token.
         let jump = if self.switches.jump_forward.load(Ordering::Relaxed)
@@ -820,6 +889,7 @@ impl<E: Engine> EngineLoop<E> {
         done.sort_by_key(|d| std::cmp::Reverse(d.0));
         for (i, outcome) in done {
             let mut a = self.active.remove(i);
+            self.metrics.ended(&ended(&a, &outcome));
             match outcome {
                 Outcome::Finish(reason) => finish(&mut a, reason),
                 Outcome::Reject(e) => reject(&a, &e),
@@ -860,6 +930,7 @@ impl<E: Engine> EngineLoop<E> {
                 .collect();
             let times: Vec<Duration> = work.iter().map(|(_, c)| c.last_mask_time()).collect();
             self.stats.record(&times, Duration::ZERO);
+            self.metrics.masks(&times);
             return (self.engine.decode(&self.batch), errors);
         }
         let (res, errors, wait) =
@@ -873,6 +944,7 @@ impl<E: Engine> EngineLoop<E> {
             }
         }
         self.stats.record(&times, wait);
+        self.metrics.masks(&times);
         (res, errors)
     }
 

@@ -150,10 +150,10 @@ pub(super) fn sampling_mode(req: &ChatCompletionRequest) -> Sampling {
 
 pub(super) fn service_tier(tier: Option<&str>) -> Result<ServiceTier, PrepareError> {
     match tier {
-        None | Some("auto") | Some("on_demand") => Ok(ServiceTier::OnDemand),
-        Some("flex") => Ok(ServiceTier::Flex),
-        Some("performance") => Ok(ServiceTier::Performance),
-        Some(other) => Err(PrepareError::ServiceTier(other.to_string())),
+        None => Ok(ServiceTier::OnDemand),
+        Some(name) => {
+            ServiceTier::from_name(name).ok_or_else(|| PrepareError::ServiceTier(name.to_string()))
+        }
     }
 }
 
