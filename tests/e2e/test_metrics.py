@@ -128,3 +128,70 @@ def test_prometheus_scrapes_series_that_move_with_the_traffic(prometheus, module
     # A histogram Prometheus can take quantiles of, and gauges back at rest.
     assert query(prometheus, f"histogram_quantile(0.5, rate(vllm:e2e_request_latency_seconds_bucket{{{label}}}[1m]))") is not None
     assert wait_for_value(prometheus, f"vllm:num_requests_running{{{label}}}", lambda v: v == 0) == 0
+
+
+def test_ready_says_loading_until_the_models_are_loaded_and_each_request_leaves_a_json_log_line(
+    served_model, api_key, tmp_path
+):
+    """The listener is bound before the models load: `/ready` answers 503 `loading`, then 200.
+    With `--log-format json`, every request leaves one JSON line naming it."""
+    import json
+    import os
+
+    from conftest import DEFAULT_BIN, LISTEN_RE
+
+    port = free_port()
+    stderr = open(tmp_path / "stderr", "wb")
+    proc = subprocess.Popen(
+        [os.environ.get("PEREGRINE_BIN", str(DEFAULT_BIN)), "serve", "--port", str(port),
+         "--model", served_model, "--data-dir", str(tmp_path / "data"), "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PEREGRINE_API_KEYS": api_key},
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        seen = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                r = httpx.get(f"{url}/ready", timeout=5)
+                seen.append((r.status_code, r.json()))
+                if r.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass  # not bound yet
+            time.sleep(0.02)
+        assert seen and seen[-1] == (200, {"status": "ready"}), seen[-3:]
+        assert (503, {"status": "loading"}) in seen, seen[:3]
+        assert LISTEN_RE.match(proc.stdout.readline())
+
+        client = groq.Groq(base_url=url, api_key=api_key, max_retries=0, timeout=CLIENT_TIMEOUT_S)
+        raw = client.chat.completions.with_raw_response.create(
+            model=served_model, messages=[{"role": "user", "content": "Say hi."}], max_tokens=5,
+            service_tier="on_demand",
+        )
+        chat = raw.parse()
+        request_id = raw.headers["x-request-id"]
+        client.close()
+
+        line = None
+        deadline = time.monotonic() + 10
+        while line is None and time.monotonic() < deadline:
+            for text in (tmp_path / "stderr").read_text().splitlines():
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError:
+                    continue
+                if record.get("target") == "peregrine::request" and record["fields"].get("request_id") == request_id:
+                    line = record["fields"]
+            time.sleep(0.1)
+        assert line is not None, "no request log line"
+        assert line["path"] == "/openai/v1/chat/completions"
+        assert (line["status"], line["model"], line["tier"]) == (200, served_model, "on_demand")
+        assert line["prompt_tokens"] == chat.usage.prompt_tokens
+        assert line["completion_tokens"] == chat.usage.completion_tokens
+        assert line["total_s"] > 0 and line["queue_s"] >= 0 and line["prompt_s"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        stderr.close()

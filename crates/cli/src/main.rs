@@ -86,17 +86,25 @@ fn hide_keys_from_process_list() -> Result<()> {
     ))
 }
 
+/// Logs to stderr at info (every request's line included) unless `RUST_LOG` says otherwise.
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,llama_cpp_2=warn".into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+}
+
 fn main() -> Result<()> {
     #[cfg(unix)]
     hide_keys_from_process_list()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,llama_cpp_2=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(&cli.common.log_format);
     match cli.cmd {
         Cmd::Serve(args) => {
             let settings = args.resolve()?;

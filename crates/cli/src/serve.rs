@@ -181,6 +181,41 @@ async fn local_index(dir: PathBuf) -> Result<Arc<dyn SearchBackend>> {
 }
 
 pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
+    // Bound first, so a load balancer's probes get `/ready` 503 `loading` (not a refused
+    // connection) while the models load.
+    let listener = tokio::net::TcpListener::bind((s.host.as_str(), s.port))
+        .await
+        .with_context(|| format!("binding {}:{}", s.host, s.port))?;
+    tracing::info!(addr = %listener.local_addr()?, "bound; loading models");
+    let loaded = tokio::select! {
+        app = build_app(&common, &s) => app?,
+        () = peregrine_server::listen::refuse_while_loading(&listener, s.http.header_timeout) => {
+            unreachable!("answering while loading runs until dropped")
+        }
+    };
+    let (app, worker) = loaded;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find a port-0 server: it comes once it is ready.
+    println!("peregrine listening on http://{addr}");
+    std::io::stdout().flush()?;
+    let timeouts = Timeouts {
+        header: s.http.header_timeout,
+        drain: s.http.drain,
+    };
+    let signal = async {
+        shutdown().await;
+        // Batch lines go back to the other replicas at once; streams keep draining.
+        worker.stop().await;
+    };
+    peregrine_server::listen::serve(listener, app, timeouts, signal).await?;
+    Ok(())
+}
+
+/// Loads the models, opens the storage and starts the batch worker: the app to serve.
+async fn build_app(
+    common: &CommonArgs,
+    s: &ServeSettings,
+) -> Result<(axum::Router, batch_worker::BatchWorker)> {
     let metrics = Arc::new(Metrics::new());
     let mut registry = ModelRegistry::default();
     for spec in &s.models {
@@ -189,15 +224,15 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
         tracing::info!(model = %served.id, aliases = spec.aliases.len(), "serving");
         registry.add(served, spec.aliases.clone());
     }
-    let (storage, store) = open_storage(&common, &s).await?;
+    let (storage, store) = open_storage(common, s).await?;
     let storage = Arc::new(storage);
-    let limiter = Arc::new(rate_limiter(&s, store).with_metrics(metrics.rejections.clone()));
+    let limiter = Arc::new(rate_limiter(s, store).with_metrics(metrics.rejections.clone()));
     let completions = Completions::with_limits(
         registry,
         s.http.max_preparing,
         peregrine_service::completions::DEFAULT_MAX_WAITING,
     )
-    .with_tools(tool_kit(&common, &s).await?);
+    .with_tools(tool_kit(common, s).await?);
     if let Err(why) = &completions.tool_kit().python {
         tracing::warn!(%why, "code execution is off");
     }
@@ -218,24 +253,7 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
             body_timeout: s.http.body_timeout,
         },
     }));
-    let listener = tokio::net::TcpListener::bind((s.host.as_str(), s.port))
-        .await
-        .with_context(|| format!("binding {}:{}", s.host, s.port))?;
-    let addr = listener.local_addr()?;
-    // Tests and scripts read this line to find a port-0 server.
-    println!("peregrine listening on http://{addr}");
-    std::io::stdout().flush()?;
-    let timeouts = Timeouts {
-        header: s.http.header_timeout,
-        drain: s.http.drain,
-    };
-    let signal = async {
-        shutdown().await;
-        // Batch lines go back to the other replicas at once; streams keep draining.
-        worker.stop().await;
-    };
-    peregrine_server::listen::serve(listener, app, timeouts, signal).await?;
-    Ok(())
+    Ok((app, worker))
 }
 
 async fn shutdown() {

@@ -68,6 +68,15 @@ pub struct CommonArgs {
         global = true
     )]
     pub python: String,
+    /// Log format: `text`, or `json` (one object per line, for log shippers).
+    #[arg(
+        long,
+        env = "PEREGRINE_LOG_FORMAT",
+        default_value = "text",
+        value_parser = ["text", "json"],
+        global = true
+    )]
+    pub log_format: String,
 }
 
 impl CommonArgs {

@@ -25,6 +25,7 @@ use peregrine_service::{
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+use crate::access_log::LogLine;
 use crate::error::ApiError;
 use crate::middleware::RequestId;
 use crate::state::SharedState;
@@ -39,6 +40,7 @@ pub async fn create(
     State(state): State<SharedState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
+    Extension(log): Extension<LogLine>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -57,7 +59,7 @@ pub async fn create(
     let limiter = &state.limiter;
     let mut job = match completions.prepare_chat(&body, request_id, version).await? {
         ChatRun::Plain(job) => *job,
-        ChatRun::Agent(job) => return agent_response(&state, &principal, job).await,
+        ChatRun::Agent(job) => return agent_response(&state, &principal, log, job).await,
     };
     let grant = (limiter.admit(
         &principal.org,
@@ -67,11 +69,13 @@ pub async fn create(
     ))
     .await?;
     job.set_tier(grant.tier);
+    log.model(&job.meta.model, grant.tier.as_str());
     let mut settle = Settlement {
         limiter: limiter.clone(),
         grant,
         rejections: state.metrics.rejections.clone(),
         model: job.meta.model.clone(),
+        log,
     };
     let model_id = job.model.id.clone();
     let mut resp = if job.stream() {
@@ -112,6 +116,7 @@ pub async fn create(
 async fn agent_response(
     state: &SharedState,
     principal: &Principal,
+    log: LogLine,
     job: AgentJob,
 ) -> Result<Response, ApiError> {
     let tier = ServiceTier::from_name(job.meta.service_tier).unwrap_or(ServiceTier::OnDemand);
@@ -119,11 +124,13 @@ async fn agent_response(
         .limiter
         .admit(&principal.org, &job.meta.model, tier, 0))
     .await?;
+    log.model(&job.meta.model, grant.tier.as_str());
     let mut settle = Settlement {
         limiter: state.limiter.clone(),
         grant,
         rejections: state.metrics.rejections.clone(),
         model: job.meta.model.clone(),
+        log,
     };
     if job.stream {
         let headers = settle.grant.headers();
@@ -152,6 +159,8 @@ struct Settlement {
     /// Where a flex request refused for capacity is counted, under the model asked for.
     rejections: Rejections,
     model: String,
+    /// The request's log line, which gets the usage.
+    log: LogLine,
 }
 
 /// The tokens a request counts for: its prompt without the cached part, and its completion.
@@ -161,6 +170,7 @@ fn counted_tokens(u: &UsageStats) -> u64 {
 
 impl Settlement {
     async fn settle(&mut self, usage: &UsageStats) {
+        self.log.usage(usage);
         let used = counted_tokens(usage);
         if let Err(e) = self.limiter.settle(&mut self.grant, used).await {
             tracing::warn!(error = %e, "rate limit correction failed");
@@ -169,6 +179,8 @@ impl Settlement {
 
     /// Corrects in the background (a stream's end: its headers are long sent).
     fn spawn(mut self, usage: &UsageStats) {
+        // Before the stream's last chunk goes out, so the request's log line has it.
+        self.log.usage(usage);
         let usage = usage.clone();
         tokio::spawn(async move { self.settle(&usage).await });
     }

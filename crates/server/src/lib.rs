@@ -6,6 +6,7 @@
 //! `tower::ServiceExt::oneshot` and no socket. Routes are served under both `/openai/v1`
 //! (Groq's OpenAI-compatible prefix) and `/v1`.
 
+pub mod access_log;
 pub mod batches;
 pub mod chat;
 pub mod error;
@@ -57,7 +58,7 @@ fn api_routes(state: SharedState) -> Router<SharedState> {
 }
 
 /// The whole application. Outermost first: CORS answers (when origins are listed), request
-/// id, Groq's envelope on every error, the policy guard (headers size, `Host`, `Origin`),
+/// id, the request's log line, Groq's envelope on every error, the policy guard (headers size, `Host`, `Origin`),
 /// the body read timeout, then the routes.
 pub fn router(state: SharedState) -> Router {
     let cors = state.policy.cors();
@@ -80,6 +81,7 @@ pub fn router(state: SharedState) -> Router {
             policy::guard,
         ))
         .layer(axum::middleware::from_fn(middleware::envelope_errors))
+        .layer(axum::middleware::from_fn(access_log::access_log))
         .layer(axum::middleware::from_fn(middleware::request_id))
         .with_state(state);
     match cors {

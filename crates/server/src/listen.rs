@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -93,16 +93,43 @@ pub async fn serve(
     Ok(())
 }
 
+/// 503 in Groq's envelope, closing the connection.
+fn unavailable(why: ServiceError) -> Response {
+    let mut resp = crate::error::ApiError(why).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    resp
+}
+
 /// While draining: answers every request on a new connection with 503 and closes it.
 async fn refuse_new(listener: &TcpListener, builder: &http1::Builder) {
-    let refuse = Router::new().fallback(|| async {
-        let mut resp = crate::error::ApiError(ServiceError::ShuttingDown).into_response();
-        resp.headers_mut().insert(
-            axum::http::header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
+    let refuse = Router::new().fallback(|| async { unavailable(ServiceError::ShuttingDown) });
+    refuse_with(listener, builder, refuse).await
+}
+
+/// While the models load (the listener is bound first, so probes get an answer): `/ready`
+/// and `/health` say `loading` with 503, every other request gets Groq's 503 envelope.
+/// Runs until dropped.
+pub async fn refuse_while_loading(listener: &TcpListener, header_timeout: Duration) {
+    let loading = || async {
+        let mut resp = axum::Json(serde_json::json!({"status": "loading"})).into_response();
+        *resp.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
         resp
-    });
+    };
+    let refuse = Router::new()
+        .route("/ready", axum::routing::get(loading))
+        .route("/health", axum::routing::get(loading))
+        .fallback(|| async { unavailable(ServiceError::Loading) });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    refuse_with(listener, &builder, refuse).await
+}
+
+async fn refuse_with(listener: &TcpListener, builder: &http1::Builder, refuse: Router) {
     let mut builder = builder.clone();
     builder.keep_alive(false);
     loop {

@@ -39,6 +39,9 @@ pub async fn auth(State(state): State<SharedState>, mut req: Request, next: Next
         .map(str::trim);
     match state.keys.authenticate(key).await {
         Ok(principal) => {
+            if let Some(line) = req.extensions().get::<crate::access_log::LogLine>() {
+                line.key(principal.key_id.as_deref());
+            }
             req.extensions_mut().insert(principal);
             next.run(req).await
         }

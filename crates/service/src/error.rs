@@ -27,6 +27,9 @@ pub enum ServiceError {
     /// The server is shutting down: requests in flight finish, new ones go elsewhere.
     #[error("The server is shutting down and accepts no new requests. Please try again.")]
     ShuttingDown,
+    /// The server is still loading its models.
+    #[error("The server is starting up and loading its models. Please try again shortly.")]
+    Loading,
     #[error("Request body is too large: the limit is {0} bytes.")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -141,7 +144,9 @@ impl ServiceError {
             E::ModelNotFound(_) => (404, INVALID, Some("model_not_found")),
             E::NotFound(_) => (404, INVALID, Some("not_found")),
             E::InvalidApiKey => (401, INVALID, Some("invalid_api_key")),
-            E::ShuttingDown => (503, "internal_server_error", Some("service_unavailable")),
+            E::ShuttingDown | E::Loading => {
+                (503, "internal_server_error", Some("service_unavailable"))
+            }
             E::PayloadTooLarge(_) => (413, INVALID, Some("request_too_large")),
             E::Admission(AdmissionError::QueueFull(_), true)
             | E::Admission(AdmissionError::NoCapacity, _) => (
