@@ -61,6 +61,9 @@ pub struct PreparedRequest {
     pub stream: bool,
     pub include_usage: bool,
     pub service_tier: ServiceTier,
+    /// The request's span (its request id): the engine thread's events about this
+    /// sequence are logged inside it. `Span::none()` until the service sets it.
+    pub span: tracing::Span,
 }
 
 /// Groq's message for a call that cannot be parsed.

@@ -342,7 +342,8 @@ impl Completions {
         })
         .await
         .map_err(|e| ServiceError::Internal(format!("preparation task: {e}")))?;
-        let request = prepared?;
+        let mut request = prepared?;
+        request.span = tracing::info_span!("request", request_id = %request_id);
         let asked_max_tokens = (req.max_completion_tokens.or(req.max_tokens))
             .map(|n| n.clamp(0, i64::from(u32::MAX)) as u32);
         let meta = ResponseMeta {

@@ -113,6 +113,8 @@ struct Active {
     /// Tokens the first completion token may not be.
     first_banned: Option<Arc<[TokenId]>>,
     cached: usize,
+    /// The request's span: this sequence's events are logged in it (its request id).
+    span: tracing::Span,
     submitted: Instant,
     started: Instant,
     first_token: Option<Instant>,
@@ -409,11 +411,8 @@ impl<E: Engine> EngineLoop<E> {
         let mut i = 0;
         while i < self.active.len() {
             if self.active[i].events.is_closed() {
-                debug!(
-                    slot = self.active[i].slot.0,
-                    "client left; freeing its sequence"
-                );
                 let a = self.active.remove(i);
+                debug!(parent: &a.span, slot = a.slot.0, "client left; freeing its sequence");
                 self.release(a);
             } else {
                 i += 1;
@@ -497,6 +496,7 @@ impl<E: Engine> EngineLoop<E> {
             tools: sub.req.tools.map(ToolState::new),
             first_banned: sub.req.first_banned,
             cached: common,
+            span: sub.req.span,
             submitted: sub.submitted,
             started: Instant::now(),
             first_token: None,
@@ -519,7 +519,7 @@ impl<E: Engine> EngineLoop<E> {
             return false;
         };
         let a = self.active.remove(i);
-        debug!(slot = a.slot.0, "batch sequence preempted");
+        debug!(parent: &a.span, slot = a.slot.0, "batch sequence preempted");
         let _ = a.events.try_send(Event::Preempted);
         self.release(a);
         true
@@ -889,7 +889,9 @@ impl<E: Engine> EngineLoop<E> {
         done.sort_by_key(|d| std::cmp::Reverse(d.0));
         for (i, outcome) in done {
             let mut a = self.active.remove(i);
-            self.metrics.ended(&ended(&a, &outcome));
+            let e = ended(&a, &outcome);
+            debug!(parent: &a.span, slot = a.slot.0, reason = e.reason, tokens = a.generated, "sequence ended");
+            self.metrics.ended(&e);
             match outcome {
                 Outcome::Finish(reason) => finish(&mut a, reason),
                 Outcome::Reject(e) => reject(&a, &e),

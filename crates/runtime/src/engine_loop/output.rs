@@ -202,7 +202,7 @@ pub(super) fn finish(a: &mut Active, mut reason: FinishReason) {
 /// Ends a constrained request whose text is not an acceptable answer: a JSON format's
 /// `json_validate_failed`, or a call grammar's `tool_use_failed`.
 pub(super) fn reject(a: &Active, e: &OutputError) {
-    debug!(slot = a.slot.0, error = %e, "constrained output rejected");
+    debug!(parent: &a.span, slot = a.slot.0, error = %e, "constrained output rejected");
     if a.tools.is_some() {
         reject_tool(a, crate::request::FAILED_CALL.to_string());
         return;
@@ -212,7 +212,7 @@ pub(super) fn reject(a: &Active, e: &OutputError) {
 
 /// Ends a request whose tool calls were refused.
 pub(super) fn reject_tool(a: &Active, message: String) {
-    debug!(slot = a.slot.0, %message, "tool call rejected");
+    debug!(parent: &a.span, slot = a.slot.0, %message, "tool call rejected");
     let failed_generation = a.tools.as_ref().map(|t| t.text.clone()).unwrap_or_default();
     send(
         a,

@@ -90,6 +90,7 @@ pub fn prepare(
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         service_tier,
+        span: tracing::Span::none(),
     })
 }
 
