@@ -1,5 +1,5 @@
 //! `peregrine bench-limits`: what authentication and rate limiting add to a request, p50 and
-//! p99, with the counters in the process and in the database the replicas share, against no
+//! p99, with the counters in the process, in the database the replicas share or in Redis, against no
 //! keys and no limits measured in the same run. Each request is what the chat handler does
 //! around the model: the key looked up (a managed key, through its 2 s cache), one draw
 //! from four buckets (RPM, RPD, TPM, TPD of one organization and model) and the token
@@ -21,6 +21,9 @@ pub struct LimitsBenchArgs {
     /// a key and the bench's buckets are written to it).
     #[arg(long, env = "PEREGRINE_DATABASE_URL")]
     database_url: Option<String>,
+    /// A Redis server to measure the shared counters on (keys under `peregrine:rl:`).
+    #[arg(long, env = "PEREGRINE_REDIS_URL")]
+    redis_url: Option<String>,
     /// Requests per client.
     #[arg(long, default_value_t = 2000)]
     requests: usize,
@@ -143,6 +146,19 @@ async fn run_async(args: LimitsBenchArgs) -> Result<()> {
     if let Some(url) = &args.database_url {
         let pg = Arc::new(SqlStore::connect(url).await.context("opening PostgreSQL")?);
         setups.push(keyed("managed key + limits in PostgreSQL", pg.clone(), pg).await?);
+    }
+    if let Some(url) = &args.redis_url {
+        let redis = peregrine_store::RedisCounters::connect(url)
+            .await
+            .context("connecting to Redis")?;
+        setups.push(
+            keyed(
+                "managed key + limits in Redis",
+                sqlite.clone(),
+                Arc::new(redis),
+            )
+            .await?,
+        );
     }
     println!(
         "{:<38} {:>7} {:>10} {:>10} {:>12}",

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog;
 use crate::pull;
-use crate::settings::{CommonArgs, ModelSpec, SearchSource, ServeSettings};
+use crate::settings::{CommonArgs, LimitStore, ModelSpec, SearchSource, ServeSettings};
 
 /// A model file and how to present it.
 pub struct Located {
@@ -137,14 +137,21 @@ async fn open_storage(
     Ok((Storage::new(store.clone(), Arc::new(blobs)), store))
 }
 
-/// The rate limiter: counters in the database when shared by replicas, else in memory.
-fn rate_limiter(s: &ServeSettings, store: Arc<peregrine_store::SqlStore>) -> RateLimiter {
-    let counters: Arc<dyn peregrine_store::Counters> = if s.shared_limits {
-        store
-    } else {
-        Arc::new(peregrine_store::MemoryCounters::new())
+/// The rate limiter, its counters where the settings put them.
+async fn rate_limiter(
+    s: &ServeSettings,
+    store: Arc<peregrine_store::SqlStore>,
+) -> Result<RateLimiter> {
+    let counters: Arc<dyn peregrine_store::Counters> = match &s.limit_store {
+        LimitStore::Memory => Arc::new(peregrine_store::MemoryCounters::new()),
+        LimitStore::Database => store,
+        LimitStore::Redis(url) => Arc::new(
+            peregrine_store::RedisCounters::connect(url)
+                .await
+                .context("connecting to Redis for the rate-limit counters")?,
+        ),
     };
-    RateLimiter::new(s.limits.clone(), counters)
+    Ok(RateLimiter::new(s.limits.clone(), counters))
 }
 
 /// The built-in tools, with the web search backend built (a local index is read now).
@@ -226,7 +233,8 @@ async fn build_app(
     }
     let (storage, store) = open_storage(common, s).await?;
     let storage = Arc::new(storage);
-    let limiter = Arc::new(rate_limiter(s, store).with_metrics(metrics.rejections.clone()));
+    let limiter =
+        Arc::new((rate_limiter(s, store).await?).with_metrics(metrics.rejections.clone()));
     let completions = Completions::with_limits(
         registry,
         s.http.max_preparing,

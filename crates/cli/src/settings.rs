@@ -311,10 +311,14 @@ pub struct ServeOptions {
     /// TOML tables `[rate_limits."<model>"]` and `[orgs.<org>]` refine them [default: none].
     #[arg(long, env = "PEREGRINE_RATE_LIMIT_PRESET", value_parser = check_preset)]
     pub rate_limit_preset: Option<String>,
-    /// Where rate-limit counters live: `memory` (this process) or `database` (shared by the
-    /// replicas on one PostgreSQL) [default: database with a `postgres://` URL, else memory].
-    #[arg(long, env = "PEREGRINE_RATE_LIMIT_STORE", value_parser = ["memory", "database"])]
+    /// Where rate-limit counters live: `memory` (this process), `database` (shared by the
+    /// replicas on one PostgreSQL) or `redis` (shared through `--redis-url`) [default: redis
+    /// with a Redis URL, else database with a `postgres://` URL, else memory].
+    #[arg(long, env = "PEREGRINE_RATE_LIMIT_STORE", value_parser = ["memory", "database", "redis"])]
     pub rate_limit_store: Option<String>,
+    /// Redis for shared rate-limit counters (`redis://host:6379/0`).
+    #[arg(long, env = "PEREGRINE_REDIS_URL")]
+    pub redis_url: Option<String>,
     /// `[rate_limits."<model id>"]` (TOML only): `rpm`, `rpd`, `tpm`, `tpd` for a model id
     /// as clients name it, `*` for any other; over the preset's.
     #[arg(skip)]
@@ -385,8 +389,19 @@ pub struct ServeSettings {
     /// The web search backend to build at start.
     pub search: SearchSource,
     pub limits: LimitPolicy,
-    /// Keep rate-limit counters in the database (shared by replicas) rather than in memory.
-    pub shared_limits: bool,
+    /// Where rate-limit counters live.
+    pub limit_store: LimitStore,
+}
+
+/// Where rate-limit counters live.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LimitStore {
+    /// In this process (one replica).
+    Memory,
+    /// In the SQL database (shared by the replicas on one PostgreSQL).
+    Database,
+    /// In a Redis server (shared by every replica that uses it).
+    Redis(String),
 }
 
 /// Where web search looks, resolved from the flags.
@@ -791,16 +806,22 @@ impl ServeArgs {
             ..CollectorConfig::default()
         };
         let database_url = (l.cli.database_url.clone()).or_else(|| l.file.database_url.clone());
-        let shared_limits = match layered!(l, rate_limit_store, String::new()).as_str() {
-            "memory" => false,
-            "database" => true,
-            _ => database_url
-                .as_deref()
-                .is_some_and(|u| u.starts_with("postgres")),
+        let redis_url = (l.cli.redis_url.clone()).or_else(|| l.file.redis_url.clone());
+        let postgres = (database_url.as_deref()).is_some_and(|u| u.starts_with("postgres"));
+        let limit_store = match (
+            layered!(l, rate_limit_store, String::new()).as_str(),
+            redis_url,
+        ) {
+            ("memory", _) => LimitStore::Memory,
+            ("database", _) => LimitStore::Database,
+            ("redis" | "", Some(url)) => LimitStore::Redis(url),
+            ("redis", None) => anyhow::bail!("--rate-limit-store redis needs --redis-url"),
+            _ if postgres => LimitStore::Database,
+            _ => LimitStore::Memory,
         };
         Ok(ServeSettings {
             limits: l.limit_policy()?,
-            shared_limits,
+            limit_store,
             tools: l.tool_kit(),
             search: l.search_source()?,
             http,
@@ -834,6 +855,33 @@ mod tests {
         let mut argv = vec!["peregrine", "--config", file.to_str().unwrap()];
         argv.extend_from_slice(args);
         Cli::parse_from(argv).serve.resolve().unwrap()
+    }
+
+    #[test]
+    fn rate_limit_counters_go_where_the_urls_say() {
+        assert_eq!(resolve(&[], "").limit_store, LimitStore::Memory);
+        let pg = ["--database-url", "postgres://db/peregrine"];
+        assert_eq!(resolve(&pg, "").limit_store, LimitStore::Database);
+        let redis = ["--redis-url", "redis://127.0.0.1:6379/0"];
+        assert_eq!(
+            resolve(&redis, "").limit_store,
+            LimitStore::Redis("redis://127.0.0.1:6379/0".into())
+        );
+        let both = [
+            pg[0],
+            pg[1],
+            "--rate-limit-store",
+            "database",
+            redis[0],
+            redis[1],
+        ];
+        assert_eq!(resolve(&both, "").limit_store, LimitStore::Database);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("peregrine.toml");
+        std::fs::write(&file, "rate_limit_store = \"redis\"\n").unwrap();
+        let argv = ["peregrine", "--config", file.to_str().unwrap()];
+        let err = Cli::parse_from(argv).serve.resolve().unwrap_err();
+        assert!(err.to_string().contains("--redis-url"), "{err}");
     }
 
     #[test]

@@ -101,23 +101,23 @@ impl Counters for MemoryCounters {
     }
 }
 
+/// The behaviour every [`Counters`] must have, run on each implementation's own buckets
+/// (`tag` keeps the keys of one run apart from others in a shared server).
 #[cfg(test)]
-mod tests {
+pub(crate) mod suite {
     use super::*;
 
-    fn draw(key: &str, capacity: f64, cost: f64) -> Draw {
+    fn draw(tag: &str, key: &str, capacity: f64, cost: f64) -> Draw {
         Draw {
-            key: key.into(),
+            key: format!("{tag}{key}"),
             capacity,
             per_sec: capacity / 60.0,
             cost,
         }
     }
 
-    #[tokio::test]
-    async fn a_bucket_admits_until_empty_then_refills_with_time() {
-        let c = MemoryCounters::new();
-        let d = [draw("rpm", 3.0, 1.0)];
+    pub async fn a_bucket_admits_until_empty_then_refills_with_time(c: &dyn Counters, tag: &str) {
+        let d = [draw(tag, "rpm", 3.0, 1.0)];
         for expected in [3.0, 2.0, 1.0] {
             let got = c.draw(&d, 100.0).await.unwrap();
             assert!(got.admitted);
@@ -131,10 +131,8 @@ mod tests {
         assert!(c.draw(&d, 120.0).await.unwrap().admitted);
     }
 
-    #[tokio::test]
-    async fn nothing_is_taken_unless_every_bucket_holds_its_cost() {
-        let c = MemoryCounters::new();
-        let both = [draw("rpm", 10.0, 1.0), draw("tpm", 100.0, 80.0)];
+    pub async fn nothing_is_taken_unless_every_bucket_holds_its_cost(c: &dyn Counters, tag: &str) {
+        let both = [draw(tag, "rpm", 10.0, 1.0), draw(tag, "tpm", 100.0, 80.0)];
         assert!(c.draw(&both, 0.0).await.unwrap().admitted);
         let refused = c.draw(&both, 0.0).await.unwrap();
         assert!(!refused.admitted);
@@ -143,22 +141,36 @@ mod tests {
         assert_eq!(c.draw(&both[..1], 0.0).await.unwrap().levels, vec![9.0]);
     }
 
-    #[tokio::test]
-    async fn credits_correct_a_reservation_and_never_overfill() {
-        let c = MemoryCounters::new();
-        let tpm = draw("tpm", 100.0, 90.0);
+    pub async fn credits_correct_a_reservation_and_never_overfill(c: &dyn Counters, tag: &str) {
+        let tpm = draw(tag, "tpm", 100.0, 90.0);
         c.draw(std::slice::from_ref(&tpm), 0.0).await.unwrap();
         // The request used 30 of the 90 reserved.
         assert_eq!(c.credit(&tpm, 60.0, 0.0).await.unwrap(), 70.0);
         // It used 50 more than reserved: the bucket goes below zero and the next waits.
         assert_eq!(c.credit(&tpm, -120.0, 0.0).await.unwrap(), -50.0);
         assert!(
-            !c.draw(&[draw("tpm", 100.0, 1.0)], 0.0)
+            !c.draw(&[draw(tag, "tpm", 100.0, 1.0)], 0.0)
                 .await
                 .unwrap()
                 .admitted
         );
         assert_eq!(c.credit(&tpm, 1e9, 0.0).await.unwrap(), 100.0);
+    }
+
+    pub async fn all(c: &dyn Counters, tag: &str) {
+        a_bucket_admits_until_empty_then_refills_with_time(c, &format!("{tag}a:")).await;
+        nothing_is_taken_unless_every_bucket_holds_its_cost(c, &format!("{tag}b:")).await;
+        credits_correct_a_reservation_and_never_overfill(c, &format!("{tag}c:")).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_counters_behave() {
+        suite::all(&MemoryCounters::new(), "").await;
     }
 
     #[test]

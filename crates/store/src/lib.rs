@@ -14,12 +14,14 @@
 mod batches;
 mod blobs;
 mod counters;
+mod redis_counters;
 mod sql;
 
 pub use batches::{BatchRecord, BatchStatus, LineCounts, LineResult, LineState, LineTask, NewLine};
 
 pub use blobs::{BlobEntry, BlobReader, BlobWriter, Blobs, LocalBlobs};
 pub use counters::{Counters, Draw, Drawn, MemoryCounters};
+pub use redis_counters::RedisCounters;
 pub use sql::SqlStore;
 
 /// A stored file's metadata (Groq's File object, plus the line count).
@@ -73,6 +75,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("file storage: {0}")]
     Io(#[from] std::io::Error),
+    /// The rate-limit counters' server (Redis) failed or answered nonsense.
+    #[error("rate-limit counters: {0}")]
+    Counters(String),
 }
 
 /// File and batch metadata.
