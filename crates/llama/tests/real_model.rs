@@ -212,6 +212,7 @@ async fn first_token(f: &Fixture, body: &str) -> FirstToken {
             Event::Failed(e) => panic!("generation failed: {e}"),
             Event::Preempted => panic!("interactive work is never preempted"),
             Event::ToolCall { .. } => panic!("no tools were offered"),
+            Event::Reasoning { .. } => panic!("the test models do not reason"),
             Event::Rejected(r) => panic!("output rejected: {r:?}"),
         }
     }

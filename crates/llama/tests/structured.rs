@@ -60,6 +60,7 @@ async fn run(f: &Fixture, body: Value) -> Outcome {
             Event::Failed(e) => panic!("generation failed: {e}"),
             Event::Preempted => panic!("interactive work is never preempted"),
             Event::ToolCall { .. } => panic!("no tools were offered"),
+            Event::Reasoning { .. } => panic!("the test models do not reason"),
         }
     }
     panic!("no finish event");

@@ -66,6 +66,7 @@ async fn run(f: &Fixture, case: &Value) -> Answer {
             }
             Event::Failed(e) => panic!("{}: generation failed: {e}", case["id"]),
             Event::Preempted => panic!("interactive work is never preempted"),
+            Event::Reasoning { .. } => panic!("the test models do not reason"),
         }
     }
     panic!("no finish event");

@@ -435,7 +435,9 @@ impl Modify for ClosedMessages {
 
 /// Request fields of Groq's API that Peregrine refuses with a 400 (`... is not supported
 /// with this model`) unless they are `null` (or the given empty value). Mirrors
-/// `reject_unsupported` in peregrine-runtime's `prepare/params.rs`.
+/// `reject_unsupported` in peregrine-runtime's `prepare/params.rs`, and its
+/// `prepare/reasoning.rs` for a model without reasoning (a reasoning model accepts the
+/// reasoning fields: a per-model rule the document does not express).
 const REFUSED_FIELDS: &[(&str, Option<Unset>)] = &[
     ("functions", Some(Unset::EmptyArray)),
     ("function_call", None),

@@ -10,6 +10,10 @@ pub enum Event {
         text: String,
         logprobs: Vec<TokenLogprob>,
     },
+    /// Reasoning text of a reasoning model (`reasoning_format: parsed`), before the answer.
+    Reasoning {
+        text: String,
+    },
     /// A complete, checked tool call (`arguments`: compact JSON of an object).
     ToolCall {
         name: String,
@@ -72,6 +76,8 @@ pub struct UsageStats {
     /// Prompt tokens whose KV cache was reused from an earlier request.
     pub cached_tokens: u32,
     pub completion_tokens: u32,
+    /// Completion tokens spent reasoning (`None`: the model does not reason).
+    pub reasoning_tokens: Option<u32>,
     /// From submission until the request got a sequence slot.
     pub queue_time: f64,
     /// From getting a slot until the first completion token was sampled.

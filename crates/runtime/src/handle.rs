@@ -274,7 +274,8 @@ impl Runtime {
     ) -> Result<mpsc::Receiver<Event>, AdmissionError> {
         // Room for one event per completion token, the flush and the finish: the engine
         // thread's `try_send` can then only fail when the client is gone.
-        let per_token = if req.tools.is_some() { 2 } else { 1 };
+        // A token may yield reasoning, answer text and a call.
+        let per_token = 1 + usize::from(req.tools.is_some()) + usize::from(req.reasoning.is_some());
         let (tx, rx) = mpsc::channel(req.max_tokens as usize * per_token + 8);
         let sub = Submission {
             req,

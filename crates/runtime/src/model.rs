@@ -5,9 +5,11 @@
 
 use std::sync::Arc;
 
+use peregrine_engine::TokenId;
 use peregrine_engine::{ContextSettings, EngineError, ModelInfo, ModelSource, Vocab};
 use peregrine_grammar::{CallSyntax, GrammarLimits, Grammars};
 use peregrine_text::control::ControlTexts;
+use peregrine_text::reasoning::{EffortControl, ReasoningSyntax};
 use peregrine_text::template::ChatTemplate;
 use peregrine_text::tools::ToolFormat;
 
@@ -29,6 +31,39 @@ pub struct ModelContext {
     pub tool_syntax: CallSyntax,
     /// What the prompt step needs of the vocabulary beyond tokenizing.
     pub prompt_text: PromptText,
+    /// How the model reasons, when it does [detected from its chat template].
+    pub reasoning: Option<ReasoningInfo>,
+}
+
+/// A reasoning model's family, resolved against its template and vocabulary.
+#[derive(Clone, Debug)]
+pub struct ReasoningInfo {
+    pub syntax: ReasoningSyntax,
+    /// Which `reasoning_effort` values the template understands.
+    pub effort: EffortControl,
+    /// The syntax's tags that are single control tokens (their pieces are empty), with their
+    /// text for the parser.
+    pub markers: Arc<[(TokenId, String)]>,
+}
+
+impl ReasoningInfo {
+    /// The family a template reasons in, if any.
+    pub fn detect(template_source: &str, vocab: &dyn Vocab) -> Option<Self> {
+        let syntax = ReasoningSyntax::detect(template_source)?;
+        let markers: Vec<(TokenId, String)> = syntax
+            .tags()
+            .iter()
+            .filter_map(|tag| match vocab.tokenize_piece(tag, true).as_slice() {
+                [id] if vocab.token_bytes(*id).is_empty() => Some((*id, tag.to_string())),
+                _ => None,
+            })
+            .collect();
+        Some(ReasoningInfo {
+            syntax,
+            effort: syntax.effort_control(template_source),
+            markers: markers.into(),
+        })
+    }
 }
 
 /// Facts of the vocabulary read once at build: its control-token texts (read as text in
@@ -106,6 +141,10 @@ pub fn build<S: ModelSource>(source: &S, s: &ModelSettings) -> Result<BuiltModel
         Grammars::new(vocab.clone(), s.grammar).map_err(|e| BuildError::Grammar(e.to_string()))?;
     let tool_syntax = CallSyntax::resolve(tool_format, vocab.as_ref());
     let prompt_text = PromptText::of(vocab.as_ref());
+    let reasoning = ReasoningInfo::detect(template_source, vocab.as_ref());
+    if let Some(r) = &reasoning {
+        tracing::info!(syntax = r.syntax.name(), "reasoning model");
+    }
     let (engine_source, engine_cs) = (source.clone(), s.context.clone());
     let (runtime, _join) = Runtime::spawn(
         move || engine_source.engine(&engine_cs),
@@ -123,6 +162,7 @@ pub fn build<S: ModelSource>(source: &S, s: &ModelSettings) -> Result<BuiltModel
             grammars: Arc::new(grammars),
             tool_syntax,
             prompt_text,
+            reasoning,
             info,
         }),
     })

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use peregrine_engine::TokenId;
 use peregrine_grammar::Constraint;
+use peregrine_text::reasoning::{ReasoningSyntax, Start};
 use peregrine_text::tools::{ParsedCall, ToolFormat};
 
 use crate::sampling::SamplingParams;
@@ -58,12 +59,48 @@ pub struct PreparedRequest {
     pub tools: Option<ToolPlan>,
     /// Tokens the answer may not begin with.
     pub first_banned: Option<Arc<[TokenId]>>,
+    /// How a reasoning model's reasoning is split from its answer (`None`: it does not
+    /// reason). The constraint and tool calls then apply to the answer only.
+    pub reasoning: Option<ReasoningPlan>,
     pub stream: bool,
     pub include_usage: bool,
     pub service_tier: ServiceTier,
     /// The request's span (its request id): the engine thread's events about this
     /// sequence are logged inside it. `Span::none()` until the service sets it.
     pub span: tracing::Span,
+}
+
+/// How reasoning is returned (`reasoning_format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReasoningMode {
+    /// In `message.reasoning` / `delta.reasoning`; `content` is the answer.
+    Parsed,
+    /// Inline in `content`, in its tags.
+    Raw,
+    /// Dropped (still counted as completion tokens).
+    Hidden,
+}
+
+impl ReasoningMode {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "parsed" => Some(ReasoningMode::Parsed),
+            "raw" => Some(ReasoningMode::Raw),
+            "hidden" => Some(ReasoningMode::Hidden),
+            _ => None,
+        }
+    }
+}
+
+/// A reasoning model's request, resolved at preparation.
+#[derive(Debug, Clone)]
+pub struct ReasoningPlan {
+    pub syntax: ReasoningSyntax,
+    pub mode: ReasoningMode,
+    /// Where the output starts (from the end of the rendered prompt).
+    pub start: Start,
+    /// Control tokens of the syntax, shown to the parser as their text.
+    pub markers: Arc<[(TokenId, String)]>,
 }
 
 /// Groq's message for a call that cannot be parsed.

@@ -237,6 +237,7 @@ fn delta_choice(delta: Delta, logprobs: Option<ChoiceLogprobs>) -> Vec<ChunkChoi
 fn encode(meta: &ResponseMeta, ev: Option<Event>, sent: &mut Sent, out: &mut Vec<u8>) -> bool {
     match ev {
         Some(Event::Delta { text, logprobs }) => delta_chunk(meta, text, logprobs, sent, out),
+        Some(Event::Reasoning { text }) => reasoning_chunk(meta, text, out),
         Some(Event::ToolCall { name, arguments }) => {
             tool_call_chunk(meta, name, arguments, sent, out)
         }
@@ -266,6 +267,16 @@ fn delta_chunk(
         ..Default::default()
     };
     sse(out, &chunk(meta, delta_choice(delta, logprobs)));
+    false
+}
+
+/// Parsed reasoning, as `delta.reasoning`.
+fn reasoning_chunk(meta: &ResponseMeta, text: String, out: &mut Vec<u8>) -> bool {
+    let delta = Delta {
+        reasoning: Some(text),
+        ..Default::default()
+    };
+    sse(out, &chunk(meta, delta_choice(delta, None)));
     false
 }
 
@@ -483,14 +494,7 @@ fn encode_agent(
     out: &mut Vec<u8>,
 ) -> bool {
     match ev {
-        Some(AgentEvent::Reasoning(text)) => {
-            let delta = Delta {
-                reasoning: Some(text),
-                ..Default::default()
-            };
-            sse(out, &chunk(meta, delta_choice(delta, None)));
-            false
-        }
+        Some(AgentEvent::Reasoning(text)) => reasoning_chunk(meta, text, out),
         Some(AgentEvent::Executed(tool)) => executed_chunk(meta, tool, out),
         Some(AgentEvent::Content { text, logprobs }) => {
             delta_chunk(meta, text, logprobs, sent, out)

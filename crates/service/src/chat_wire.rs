@@ -3,8 +3,8 @@
 
 use peregrine_protocol::chat::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice,
-    FunctionCall, ModelUsage, PromptTokensDetails, TokenLogprob, ToolCall, TopLogprob, Usage,
-    UsageBreakdown, XGroq,
+    CompletionTokensDetails, FunctionCall, ModelUsage, PromptTokensDetails, TokenLogprob, ToolCall,
+    TopLogprob, Usage, UsageBreakdown, XGroq,
 };
 use peregrine_runtime::UsageStats;
 
@@ -38,7 +38,9 @@ pub fn usage(u: &UsageStats) -> Usage {
         prompt_tokens_details: (u.cached_tokens > 0).then_some(PromptTokensDetails {
             cached_tokens: u64::from(u.cached_tokens),
         }),
-        completion_tokens_details: None,
+        completion_tokens_details: u.reasoning_tokens.map(|n| CompletionTokensDetails {
+            reasoning_tokens: u64::from(n),
+        }),
     }
 }
 
@@ -121,7 +123,10 @@ fn completion(
 
 /// The non-streaming response.
 pub fn chat_completion(c: Completion) -> ChatCompletion {
-    let message = answer(c.content, c.tool_calls);
+    let message = AssistantMessage {
+        reasoning: (!c.reasoning.is_empty()).then_some(c.reasoning),
+        ..answer(c.content, c.tool_calls)
+    };
     let reason = c.finished.reason.as_str();
     completion(c.meta, message, c.logprobs, reason, &c.finished.usage)
 }

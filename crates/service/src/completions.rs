@@ -94,6 +94,8 @@ pub struct GeneratedCall {
 pub struct Completion {
     pub meta: ResponseMeta,
     pub content: String,
+    /// Parsed reasoning (`reasoning_format: parsed`); empty otherwise.
+    pub reasoning: String,
     pub logprobs: Vec<TokenLogprob>,
     pub tool_calls: Vec<GeneratedCall>,
     pub finished: Finished,
@@ -403,12 +405,14 @@ pub async fn collect(
     mut rx: mpsc::Receiver<Event>,
 ) -> Result<Completion, CompletionError> {
     let (mut content, mut logprobs, mut tool_calls) = (String::new(), Vec::new(), Vec::new());
+    let mut reasoning = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Delta { text, logprobs: lp } => {
                 content.push_str(&text);
                 logprobs.extend(lp);
             }
+            Event::Reasoning { text } => reasoning.push_str(&text),
             Event::ToolCall { name, arguments } => {
                 tool_calls.push(GeneratedCall { name, arguments })
             }
@@ -416,6 +420,7 @@ pub async fn collect(
                 return Ok(Completion {
                     meta,
                     content,
+                    reasoning,
                     logprobs,
                     tool_calls,
                     finished,

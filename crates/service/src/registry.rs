@@ -38,11 +38,23 @@ impl ServedModel {
             owned_by: meta.owned_by,
             created: meta.created,
             fingerprint: meta.fingerprint,
-            features: Vec::new(),
+            features: features(&built.ctx),
             runtime: built.runtime,
             ctx: built.ctx,
         }
     }
+}
+
+/// What every served model does (constrained decoding makes JSON mode, schemas and tool
+/// calls work on any model), and `reasoning` for a model that reasons.
+fn features(ctx: &ModelContext) -> Vec<String> {
+    let mut f: Vec<String> = ["tools", "json_mode", "structured_outputs"]
+        .map(String::from)
+        .into();
+    if ctx.reasoning.is_some() {
+        f.push("reasoning".into());
+    }
+    f
 }
 
 /// The models a server answers for, and the alias ids that resolve to them.

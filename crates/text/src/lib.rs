@@ -18,6 +18,7 @@
 
 pub mod control;
 pub mod detok;
+pub mod reasoning;
 pub mod stop;
 pub mod template;
 pub mod tools;
@@ -26,4 +27,5 @@ pub use detok::IncrementalDecoder;
 pub use stop::{StopMatcher, StopStep};
 pub use template::{
     ChatTemplate, RenderedPrompt, TemplateError, TemplateInput, TemplateMessage, TemplateToolCall,
+    TemplateVars,
 };

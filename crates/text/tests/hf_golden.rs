@@ -77,6 +77,7 @@ fn renders_match_jinja2_with_transformers_settings() {
             messages,
             tools: case.tools,
             add_generation_prompt: case.add_generation_prompt,
+            vars: Default::default(),
         };
         // Render first, then read the date, retrying across midnight.
         loop {

@@ -125,6 +125,7 @@ fn qwen_multi_turn_without_generation_prompt() {
         ],
         tools: None,
         add_generation_prompt: false,
+        vars: Default::default(),
     };
     assert_eq!(
         qwen().render(&input).unwrap(),
@@ -436,6 +437,7 @@ fn render_inline(source: &str, messages: Vec<TemplateMessage>) -> Result<String,
         messages,
         tools: None,
         add_generation_prompt: false,
+        vars: Default::default(),
     })
 }
 
@@ -446,6 +448,7 @@ fn tojson_is_python_json_dumps() {
         messages: vec![],
         tools: Some(vec![tool]),
         add_generation_prompt: false,
+        vars: Default::default(),
     };
     let t = ChatTemplate::new("{{ tools[0] | tojson }}", "", "").unwrap();
     assert_eq!(

@@ -103,6 +103,7 @@ pub async fn complete(f: &Fixture, body: &str) -> (String, Finished) {
             Event::Failed(e) => panic!("generation failed: {e}"),
             Event::Preempted => panic!("interactive work is never preempted"),
             Event::ToolCall { .. } => panic!("no tools were offered"),
+            Event::Reasoning { .. } => panic!("the test models do not reason"),
             Event::Rejected(r) => panic!("output rejected: {r:?}"),
         }
     }

@@ -23,9 +23,11 @@ use crate::sampling::{Sampled, Sampler};
 use crate::scheduler::{self, Budget, SeqView};
 use crate::speculate::{self, Acceptance, Speculation};
 use crate::stats::StatsCell;
+use reasoning::ReasoningState;
 use tools::ToolState;
 
 mod output;
+mod reasoning;
 mod tools;
 
 use output::{finish, process_token, reject, reject_tool, take_forced};
@@ -110,8 +112,16 @@ struct Active {
     text: String,
     /// Tool calls parsed out of the output, when the request may call tools.
     tools: Option<ToolState>,
-    /// Tokens the first completion token may not be.
+    /// Tokens the first token of the answer may not be.
     first_banned: Option<Arc<[TokenId]>>,
+    /// A reasoning model's parser: the reasoning is split off before the answer goes on to
+    /// stop strings, tool calls and the grammar.
+    reasoning: Option<ReasoningState>,
+    /// The answer's grammar while the model still reasons: it starts with the answer.
+    deferred: Option<Constraint>,
+    /// `generated` when the answer began (`None` while reasoning): the first-token ban
+    /// applies to the answer's first token.
+    answer_at: Option<u32>,
     cached: usize,
     /// The request's span: this sequence's events are logged in it (its request id).
     span: tracing::Span,
@@ -263,7 +273,10 @@ fn masks_beside_decode<E: Engine>(
 /// The next token of `a` from its logits row: under its grammar, or with its first-token ban
 /// while it has generated nothing, or freely.
 fn sample(a: &mut Active, logits: &[f32]) -> Sampled {
-    let ban = a.first_banned.as_deref().filter(|_| a.generated == 0);
+    let ban = a
+        .first_banned
+        .as_deref()
+        .filter(|_| a.answer_at == Some(a.generated));
     match (&a.constraint, ban) {
         (Some(c), _) => a
             .sampler
@@ -474,6 +487,12 @@ impl<E: Engine> EngineLoop<E> {
         } else {
             0
         };
+        let reasoning = sub.req.reasoning.map(ReasoningState::new);
+        // The grammar applies to the answer: while the model reasons it waits.
+        let (constraint, deferred) = match &reasoning {
+            Some(r) if !r.in_answer() => (None, sub.req.constraint),
+            _ => (sub.req.constraint, None),
+        };
         Active {
             slot: seq,
             background: sub.background,
@@ -491,10 +510,16 @@ impl<E: Engine> EngineLoop<E> {
             stop: StopMatcher::new(sub.req.stops),
             hit_stop: false,
             detok: IncrementalDecoder::default(),
-            constraint: sub.req.constraint,
             text: String::new(),
             tools: sub.req.tools.map(ToolState::new),
             first_banned: sub.req.first_banned,
+            answer_at: reasoning
+                .as_ref()
+                .is_none_or(|r| r.in_answer())
+                .then_some(0),
+            constraint,
+            deferred,
+            reasoning,
             cached: common,
             span: sub.req.span,
             submitted: sub.submitted,

@@ -90,6 +90,15 @@ fn take_token(
     }
     let bytes = output_bytes(a, vocab, tok);
     let text = a.detok.push(&bytes);
+    let text = if a.reasoning.is_none() {
+        record(a, tok, &bytes);
+        text
+    } else {
+        match reason(a, tok, &text) {
+            Ok(answer) => answer,
+            Err(outcome) => return outcome,
+        }
+    };
     let step = a.stop.push(&text);
     if let Some(outcome) = emit(a, step.emit, logprobs) {
         return outcome;
@@ -105,19 +114,65 @@ fn take_token(
     Outcome::Continue
 }
 
-/// The bytes `tok` adds to the output; a control token of the call syntax counts as its
-/// text, so the call parser sees it. Recorded for the lazy tool grammar.
-fn output_bytes(a: &mut Active, vocab: &dyn Vocab, tok: TokenId) -> Vec<u8> {
-    let mut bytes = vocab.token_bytes(tok);
-    if let Some(t) = &mut a.tools {
-        if bytes.is_empty() {
-            if let Some(m) = t.marker_text(tok) {
-                bytes = m.as_bytes().to_vec();
-            }
-        }
-        t.record(tok, &bytes);
+/// The bytes `tok` adds to the output; a control token of the call or reasoning syntax
+/// counts as its text, so the parsers see it.
+fn output_bytes(a: &Active, vocab: &dyn Vocab, tok: TokenId) -> Vec<u8> {
+    let bytes = vocab.token_bytes(tok);
+    if !bytes.is_empty() {
+        return bytes;
     }
-    bytes
+    let marker = (a.tools.as_ref().and_then(|t| t.marker_text(tok)))
+        .or_else(|| a.reasoning.as_ref().and_then(|r| r.marker_text(tok)));
+    marker.map_or(bytes, |m| m.as_bytes().to_vec())
+}
+
+/// Records the answer bytes of `tok` for the lazy tool grammar.
+fn record(a: &mut Active, tok: TokenId, bytes: &[u8]) {
+    if let Some(t) = &mut a.tools {
+        t.record(tok, bytes);
+    }
+}
+
+/// Splits a reasoning model's text: reasoning goes out (or is dropped) here, the answer is
+/// returned for the stop matcher and tool calls; the answer's grammar starts with it.
+/// `Err` when the sequence ends here.
+fn reason(a: &mut Active, tok: TokenId, text: &str) -> Result<String, Outcome> {
+    let Some(r) = &mut a.reasoning else {
+        return Ok(text.to_string());
+    };
+    let split = r.push(text);
+    let in_answer = r.in_answer();
+    record(a, tok, split.answer.as_bytes());
+    deliver(a, split.reasoning, split.calls)?;
+    if in_answer && a.answer_at.is_none() {
+        a.answer_at = Some(a.generated);
+        if let Some(mut c) = a.deferred.take() {
+            if let Err(e) = c.feed(split.answer.as_bytes(), &[]) {
+                return Err(Outcome::Reject(e));
+            }
+            a.constraint = Some(c);
+        }
+    }
+    Ok(split.answer)
+}
+
+/// Sends reasoning text, and calls written in the reasoning syntax (Harmony) through the
+/// request's tool checks.
+fn deliver(a: &mut Active, reasoning: String, calls: Vec<(String, String)>) -> Result<(), Outcome> {
+    if !reasoning.is_empty() && !send(a, Event::Reasoning { text: reasoning }) {
+        return Err(Outcome::Gone);
+    }
+    for (name, arguments) in calls {
+        let Some(t) = &mut a.tools else {
+            debug!(parent: &a.span, %name, "a call without tools offered is dropped");
+            continue;
+        };
+        let outputs = t.push_call(name, &arguments).map_err(Outcome::RejectTool)?;
+        if !send_outputs(a, outputs, Vec::new()) {
+            return Err(Outcome::Gone);
+        }
+    }
+    Ok(())
 }
 
 /// Sends text the stop matcher released (through the call parser when tools are on).
@@ -145,7 +200,16 @@ pub(super) fn finish(a: &mut Active, mut reason: FinishReason) {
     // A stop string ends the text where it began: nothing held back is released then.
     let mut rest = String::new();
     if !a.hit_stop {
-        let tail = a.detok.flush();
+        let mut tail = a.detok.flush();
+        if let Some(r) = &mut a.reasoning {
+            let split = r.finish(&tail);
+            tail = split.answer;
+            match deliver(a, split.reasoning, split.calls) {
+                Ok(()) => {}
+                Err(Outcome::RejectTool(message)) => return reject_tool(a, message),
+                Err(_) => return,
+            }
+        }
         let step = a.stop.push(&tail);
         rest = step.emit;
         if !step.stopped {
@@ -192,6 +256,7 @@ pub(super) fn finish(a: &mut Active, mut reason: FinishReason) {
         prompt_tokens: a.prompt.len() as u32,
         cached_tokens: a.cached as u32,
         completion_tokens: a.generated,
+        reasoning_tokens: a.reasoning.as_ref().map(|r| r.tokens),
         queue_time: (a.started - a.submitted).as_secs_f64(),
         prompt_time: (first - a.started).as_secs_f64(),
         completion_time: (now - first).as_secs_f64(),

@@ -3,7 +3,7 @@
 
 use peregrine_engine::TokenId;
 use peregrine_grammar::Constraint;
-use peregrine_text::tools::{ParseError, Piece, ToolParser};
+use peregrine_text::tools::{ParseError, ParsedCall, Piece, ToolParser};
 
 use crate::request::{ToolPlan, FAILED_CALL};
 
@@ -81,6 +81,17 @@ impl ToolState {
             }
         }
         self.convert(pieces)
+    }
+
+    /// A call the model wrote in its reasoning syntax's own form (Harmony's
+    /// `to=functions.NAME`): checked like any other.
+    pub fn push_call(&mut self, name: String, arguments: &str) -> Result<Vec<ToolOutput>, String> {
+        self.text.push_str(arguments);
+        let arguments = match serde_json::from_str::<serde_json::Value>(arguments) {
+            Ok(v) if v.is_object() => v,
+            _ => return Err(FAILED_CALL.to_string()),
+        };
+        self.convert(vec![Piece::Call(ParsedCall { name, arguments })])
     }
 
     /// Ends the output: what the parser held back, and the final checks. `length`: the

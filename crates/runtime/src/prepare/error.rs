@@ -108,6 +108,16 @@ pub enum PrepareError {
     ToolChoiceUnknown(String),
     #[error("`tool_choice` is 'required' but the request has no `tools`")]
     ToolChoiceRequiredWithoutTools,
+    #[error("`reasoning_format` and `include_reasoning` cannot both be set")]
+    FormatWithInclude,
+    #[error("`reasoning_format` 'raw' is not supported with JSON mode or tool calls; use 'parsed' or 'hidden'")]
+    RawWithJsonOrTools,
+    #[error("`reasoning_format` must be one of hidden, raw or parsed, got '{0}'")]
+    ReasoningFormat(String),
+    #[error(
+        "`reasoning_effort` '{got}' is not supported with this model; supported values: {allowed}"
+    )]
+    ReasoningEffort { got: String, allowed: &'static str },
 }
 
 impl PrepareError {
@@ -152,6 +162,10 @@ impl PrepareError {
             | E::ToolChoiceUnchecked
             | E::ToolChoiceUnknown(_)
             | E::ToolChoiceRequiredWithoutTools => "tool_choice".into(),
+            E::FormatWithInclude | E::RawWithJsonOrTools | E::ReasoningFormat(_) => {
+                "reasoning_format".into()
+            }
+            E::ReasoningEffort { .. } => "reasoning_effort".into(),
         }
     }
 

@@ -15,6 +15,7 @@ mod error;
 mod format;
 mod params;
 mod prompt;
+mod reasoning;
 mod tools;
 
 use peregrine_protocol::chat::ChatCompletionRequest;
@@ -22,7 +23,7 @@ use peregrine_protocol::chat::ChatCompletionRequest;
 pub use error::PrepareError;
 
 use crate::model::ModelContext;
-use crate::request::PreparedRequest;
+use crate::request::{PreparedRequest, ReasoningPlan};
 use crate::sampling::SamplingParams;
 
 /// The most stop sequences a request may carry (Groq's limit).
@@ -59,7 +60,25 @@ pub fn prepare(
     let mut resolved = tools::resolve(req, model)?;
     let banned = resolved.banned.iter().map(|&t| (t, f32::NEG_INFINITY));
     sampling.logit_bias.extend(banned);
-    let prompt = prompt::render_and_tokenize(&req.messages, model, format.as_ref(), &mut resolved)?;
+    let json_or_tools = format.is_some() || resolved.plan.is_some();
+    let choice = reasoning::resolve(req, model, json_or_tools)?;
+    let rendered = prompt::render_and_tokenize(
+        &req.messages,
+        model,
+        format.as_ref(),
+        &mut resolved,
+        choice.vars,
+    )?;
+    let reasoning = choice
+        .mode
+        .zip(model.reasoning.as_ref())
+        .map(|(mode, info)| ReasoningPlan {
+            syntax: info.syntax,
+            mode,
+            start: info.syntax.start(&rendered.text),
+            markers: info.markers.clone(),
+        });
+    let prompt = rendered.tokens;
     if prompt.is_empty() {
         return Err(PrepareError::EmptyPrompt);
     }
@@ -80,6 +99,7 @@ pub fn prepare(
         constraint,
         tools: resolved.plan.take(),
         first_banned: resolved.first_banned.take(),
+        reasoning,
         max_tokens,
         sampling,
         stops,
@@ -136,6 +156,7 @@ mod tests {
             grammars: Arc::new(Grammars::new(vocab.clone(), GrammarLimits::default()).unwrap()),
             tool_syntax: CallSyntax::resolve(ToolFormat::Hermes, vocab.as_ref()),
             prompt_text: crate::model::PromptText::of(vocab.as_ref()),
+            reasoning: None,
             vocab,
             max_completion_tokens: 256,
             info,

@@ -46,15 +46,6 @@ pub(super) fn reject_unsupported(req: &ChatCompletionRequest) -> Result<(), Prep
     if req.function_call.is_some() {
         return unsupported("function_call");
     }
-    if req.reasoning_format.is_some() {
-        return unsupported("reasoning_format");
-    }
-    if req.include_reasoning == Some(true) {
-        return unsupported("include_reasoning");
-    }
-    if req.reasoning_effort.is_some() {
-        return unsupported("reasoning_effort");
-    }
     if req.documents.as_ref().is_some_and(|d| !d.is_empty()) {
         return unsupported("documents");
     }

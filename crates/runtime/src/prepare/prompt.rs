@@ -9,12 +9,20 @@
 use peregrine_engine::{TokenId, Vocab};
 use peregrine_protocol::chat::{ChatMessage, ContentPart, MessageContent, ToolCall};
 use peregrine_text::control::{self, ControlTexts, Marker, Piece};
-use peregrine_text::template::{TemplateMessage, TemplateToolCall};
+use peregrine_text::template::{TemplateMessage, TemplateToolCall, TemplateVars};
 
 use super::format::OutputFormat;
 use super::tools::{self, ResolvedTools};
 use super::PrepareError;
 use crate::model::ModelContext;
+
+/// A rendered and tokenized prompt.
+pub(super) struct Prompt {
+    pub tokens: Vec<TokenId>,
+    /// The text (with the client's strings marked): where reasoning starts is read off its
+    /// end.
+    pub text: String,
+}
 
 /// Renders the conversation with the model's template and tokenizes it.
 pub(super) fn render_and_tokenize(
@@ -22,7 +30,8 @@ pub(super) fn render_and_tokenize(
     model: &ModelContext,
     format: Option<&OutputFormat>,
     resolved: &mut ResolvedTools,
-) -> Result<Vec<TokenId>, PrepareError> {
+    vars: TemplateVars,
+) -> Result<Prompt, PrepareError> {
     check_prompt_bytes(messages, model)?;
     let mut msgs = messages
         .iter()
@@ -57,12 +66,15 @@ pub(super) fn render_and_tokenize(
     }
     let rendered = model
         .template
-        .render_prompt(msgs, template_tools)
+        .render_prompt_with(msgs, template_tools, vars)
         .map_err(|e| PrepareError::Template(control::unmark(&e.to_string(), &marker)))?;
     // Again on the whole prompt (tool definitions and instructions included), before the
     // tokenizer: the markers only add bytes, so the bound stays a lower bound.
     check_bytes(rendered.text.len(), model)?;
-    Ok(tokenize(model.vocab.as_ref(), &rendered.text, &marker))
+    Ok(Prompt {
+        tokens: tokenize(model.vocab.as_ref(), &rendered.text, &marker),
+        text: rendered.text,
+    })
 }
 
 /// Refuses, before any rendering or tokenizing, a conversation whose text cannot fit the

@@ -188,6 +188,12 @@ impl Runner {
                     out.text.push_str(&text);
                     out.logprobs.extend(logprobs);
                 }
+                // A reasoning model's own reasoning joins the loop's transcript.
+                Event::Reasoning { text } => {
+                    if self.reason(text).await.is_err() {
+                        return Ok(None);
+                    }
+                }
                 Event::ToolCall { name, arguments } => {
                     out.calls.push(GeneratedCall { name, arguments })
                 }
@@ -362,6 +368,9 @@ fn add(sum: &mut UsageStats, u: &UsageStats) {
     sum.prompt_tokens += u.prompt_tokens;
     sum.cached_tokens += u.cached_tokens;
     sum.completion_tokens += u.completion_tokens;
+    if let Some(n) = u.reasoning_tokens {
+        *sum.reasoning_tokens.get_or_insert(0) += n;
+    }
     sum.queue_time += u.queue_time;
     sum.prompt_time += u.prompt_time;
     sum.completion_time += u.completion_time;

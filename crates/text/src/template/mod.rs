@@ -65,6 +65,18 @@ pub struct TemplateInput {
     pub tools: Option<Vec<serde_json::Value>>,
     /// Append the header that opens the assistant's turn.
     pub add_generation_prompt: bool,
+    /// Keyword arguments beyond the conversation (transformers' `**kwargs`).
+    pub vars: TemplateVars,
+}
+
+/// The extra variables some templates read, as `apply_chat_template(..., **kwargs)` passes
+/// them; unset ones are left undefined (templates test `is defined`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TemplateVars {
+    /// Qwen3: `false` renders an empty reasoning block, so the model answers at once.
+    pub enable_thinking: Option<bool>,
+    /// gpt-oss: `low`, `medium` or `high`, written into its system message.
+    pub reasoning_effort: Option<String>,
 }
 
 /// One chat message, in the shape templates read it.
@@ -178,6 +190,8 @@ impl ChatTemplate {
             add_generation_prompt: input.add_generation_prompt,
             bos_token: &self.bos_token,
             eos_token: &self.eos_token,
+            enable_thinking: input.vars.enable_thinking,
+            reasoning_effort: input.vars.reasoning_effort.as_deref(),
         };
         let template = self
             .env
@@ -197,8 +211,18 @@ impl ChatTemplate {
     /// marker. Otherwise the generation prompt opens a new assistant turn.
     pub fn render_prompt(
         &self,
+        messages: Vec<TemplateMessage>,
+        tools: Option<Vec<serde_json::Value>>,
+    ) -> Result<RenderedPrompt, TemplateError> {
+        self.render_prompt_with(messages, tools, TemplateVars::default())
+    }
+
+    /// [`Self::render_prompt`] with extra template variables.
+    pub fn render_prompt_with(
+        &self,
         mut messages: Vec<TemplateMessage>,
         tools: Option<Vec<serde_json::Value>>,
+        vars: TemplateVars,
     ) -> Result<RenderedPrompt, TemplateError> {
         let sentinel = prefill_sentinel();
         let prefill = match messages.last_mut() {
@@ -217,6 +241,7 @@ impl ChatTemplate {
                 messages,
                 tools,
                 add_generation_prompt: true,
+                vars,
             };
             return Ok(RenderedPrompt {
                 text: self.render(&input)?,
@@ -227,6 +252,7 @@ impl ChatTemplate {
             messages,
             tools,
             add_generation_prompt: false,
+            vars,
         };
         let rendered = self.render(&input)?;
         let text = match rendered.find(&sentinel) {
@@ -256,6 +282,10 @@ struct Context<'a> {
     add_generation_prompt: bool,
     bos_token: &'a str,
     eos_token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enable_thinking: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'a str>,
 }
 
 /// A message as a Python dict in transformers: optional keys are absent, not `None`, so
