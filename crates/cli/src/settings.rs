@@ -362,6 +362,10 @@ pub struct FileModel {
     pub default_aliases: Option<bool>,
     /// Tool-call syntax: hermes, llama3, mistral or json [default: from the chat template].
     pub tool_format: Option<String>,
+    /// `"llama-guard"`: serve it as a content-moderation model (Groq's
+    /// `meta-llama/llama-guard-4-12b`): the conversation becomes Llama Guard's task prompt
+    /// and the answer is `safe` or `unsafe` with S1-S14 categories.
+    pub guard: Option<String>,
 }
 
 /// One model to serve, resolved.
@@ -566,6 +570,8 @@ impl Layers<'_> {
                 .map(parse_tool_format)
                 .transpose()
                 .map_err(anyhow::Error::msg)?,
+            // A `[[models]]` entry's own (`listed_model`).
+            guard: false,
             // Set per model once its id is known (`serve::serve_loaded`).
             metrics: Default::default(),
         })
@@ -752,11 +758,19 @@ impl Layers<'_> {
             aliases.extend(self.file.aliases.iter().cloned());
             aliases.extend(self.cli.aliases.iter().cloned());
         }
+        let mut settings = self.model_settings(m.ctx_size, m.parallel, m.tool_format.as_deref())?;
+        settings.guard = match m.guard.as_deref() {
+            None => false,
+            Some("llama-guard") => true,
+            Some(other) => anyhow::bail!(
+                "models[{i}].guard: unknown guard format `{other}` (the one known is `llama-guard`)"
+            ),
+        };
         Ok(ModelSpec {
             source: m.model.clone(),
             id: m.id.clone(),
             aliases,
-            settings: self.model_settings(m.ctx_size, m.parallel, m.tool_format.as_deref())?,
+            settings,
         })
     }
 }

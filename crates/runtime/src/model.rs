@@ -33,6 +33,8 @@ pub struct ModelContext {
     pub prompt_text: PromptText,
     /// How the model reasons, when it does [detected from its chat template].
     pub reasoning: Option<ReasoningInfo>,
+    /// Served as a Llama Guard (content moderation): requests become the guard's prompt.
+    pub guard: bool,
 }
 
 /// A reasoning model's family, resolved against its template and vocabulary.
@@ -98,6 +100,9 @@ pub struct ModelSettings {
     pub grammar: GrammarLimits,
     /// How the model writes tool calls [detected from its chat template].
     pub tool_format: Option<ToolFormat>,
+    /// Serve it as a Llama Guard: the conversation becomes the guard's task prompt and the
+    /// answer follows the guard's format [false].
+    pub guard: bool,
     /// Its series in `/metrics` (registered nowhere by default).
     pub metrics: crate::metrics::EngineMetrics,
 }
@@ -163,6 +168,7 @@ pub fn build<S: ModelSource>(source: &S, s: &ModelSettings) -> Result<BuiltModel
             tool_syntax,
             prompt_text,
             reasoning,
+            guard: s.guard,
             info,
         }),
     })

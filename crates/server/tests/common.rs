@@ -102,6 +102,7 @@ pub fn model_settings(s: &Setup) -> ModelSettings {
         grammar: GrammarLimits::default(),
         // The mock's ChatML template has no tool syntax of its own.
         tool_format: Some(s.tool_format),
+        guard: false,
         metrics: s.metrics.engine.for_model("mock-model"),
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod control;
 pub mod detok;
+pub mod guard;
 pub mod reasoning;
 pub mod stop;
 pub mod template;

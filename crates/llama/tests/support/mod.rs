@@ -65,6 +65,7 @@ pub fn settings(
         runtime,
         grammar: GrammarLimits::default(),
         tool_format: None,
+        guard: false,
         metrics: Default::default(),
     }
 }

@@ -13,11 +13,13 @@
 
 mod error;
 mod format;
+mod guard;
 mod params;
 mod prompt;
 mod reasoning;
 mod tools;
 
+use peregrine_grammar::GrammarSpec;
 use peregrine_protocol::chat::ChatCompletionRequest;
 
 pub use error::PrepareError;
@@ -46,6 +48,8 @@ pub fn prepare(
 ) -> Result<PreparedRequest, PrepareError> {
     params::check_basics(req)?;
     params::reject_unsupported(req)?;
+    let guarded = guard::rewrite(req, model)?;
+    let req = guarded.as_ref().unwrap_or(req);
     let stops = params::stops(req.stop.as_ref())?;
     let mut sampling = SamplingParams {
         logprobs: params::logprobs(req.logprobs, req.top_logprobs)?,
@@ -86,6 +90,14 @@ pub fn prepare(
     let max_tokens = params::max_tokens(req, model.max_completion_tokens, context, prompt.len())?;
     // Compiled last: it is the most expensive check, and cached for repeated schemas.
     let constraint = match &format {
+        None if model.guard => Some(
+            model
+                .grammars
+                .compile(&GrammarSpec::Lark(
+                    peregrine_text::guard::ANSWER_GRAMMAR.into(),
+                ))
+                .map_err(PrepareError::SchemaGrammar)?,
+        ),
         None => resolved.forced_grammar.take(),
         Some(f) => Some(
             model
@@ -157,6 +169,7 @@ mod tests {
             tool_syntax: CallSyntax::resolve(ToolFormat::Hermes, vocab.as_ref()),
             prompt_text: crate::model::PromptText::of(vocab.as_ref()),
             reasoning: None,
+            guard: false,
             vocab,
             max_completion_tokens: 256,
             info,

@@ -236,7 +236,7 @@ fn history_calls(i: usize, calls: &[ToolCall]) -> Result<Vec<TemplateToolCall>, 
 }
 
 /// The text of a message's content; parts other than text are refused.
-fn text_of(content: &MessageContent, idx: usize) -> Result<String, PrepareError> {
+pub(super) fn text_of(content: &MessageContent, idx: usize) -> Result<String, PrepareError> {
     if let MessageContent::Parts(parts) = content {
         if parts.is_empty() {
             return Err(PrepareError::EmptyContent(idx));

@@ -25,6 +25,7 @@ pub fn start(model: &MockModel, n_ctx_seq: u32, runtime: RuntimeConfig) -> Built
         runtime,
         grammar: GrammarLimits::default(),
         tool_format: None,
+        guard: false,
         metrics: Default::default(),
     };
     build(model, &settings).expect("the mock builds")

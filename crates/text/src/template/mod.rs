@@ -50,6 +50,7 @@ fn prefill_sentinel() -> String {
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     handles_tools: bool,
     bos_token: String,
     eos_token: String,
@@ -170,11 +171,17 @@ impl ChatTemplate {
         env.add_template_owned(TEMPLATE_NAME, source.to_owned())
             .map_err(|e| TemplateError::Compile(describe(&e)))?;
         Ok(ChatTemplate {
+            source: source.to_owned(),
             handles_tools: source.contains("tools"),
             env,
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
         })
+    }
+
+    /// The template's Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Whether the template renders tool definitions (`tools`) itself.
