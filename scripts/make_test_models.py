@@ -3,6 +3,7 @@
 
     python3 scripts/make_test_models.py reasoning   # prints the model's path on stdout
     python3 scripts/make_test_models.py templates   # prints the extracted templates' folder
+    python3 scripts/make_test_models.py lora        # prints a JSON object of paths
 
 Models land in ${PEREGRINE_TEST_MODELS:-~/.cache/peregrine/test-models}. Each is keyed by a
 hash of this file, of its inputs and of the `gguf` package's version (a `.key` file beside
@@ -37,8 +38,31 @@ temperature > 0 its output is still the script only because the margins are huge
 `templates` also leaves openai-gpt-oss-120b.jinja and
 deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja from the same sdist in the templates folder.
 
-Later models (a vision model with its projector, LoRA adapters) go in as further entries
-of MODELS below.
+`lora` -> LoRA test material for SmolLM2-135M-Instruct (the cached
+models/smollm2-135m-instruct.gguf: llama, Q4_1), printed as
+{"base", "zero", "a", "b", "merged_a", "peft_a_zip"}, written with `gguf` and numpy:
+
+* smollm2-lora-base.gguf: the SmolLM2 GGUF with all its metadata (tokenizer, chat
+  template) and tensors, but every blk.N.attn_q / attn_v dequantized to F32; every other
+  tensor byte-identical (still Q4_1 / Q8_0 / F32);
+* smollm2-lora-{zero,a,b}.gguf: adapters in llama.cpp's format (what its
+  convert_lora_to_gguf.py writes: general.type "adapter", adapter.type "lora",
+  adapter.lora.alpha 16, blk.N.<attn_q|attn_v>.weight.lora_a numpy (r, n_in) and .lora_b
+  (n_out, r), F32, r = 8, so scale alpha/r = 2). zero: random A, B = 0. a, b (seeds 2, 3):
+  random A and B sized so that ||scale * B @ A||_F is about half of ||W||_F per tensor;
+* smollm2-lora-merged-a.gguf: the base copy with W + scale * B @ A of adapter a in place of
+  each target (float32): serving base + adapter a must give the merged file's greedy tokens;
+* smollm2-lora-a-peft.zip (only when the `safetensors` package is installed, else null):
+  adapter a as PEFT saves it (adapter_model.safetensors, float16, q_proj/v_proj lora_A/B,
+  and adapter_config.json), in HF space: q_proj's lora_B rows carry the inverse of
+  convert_hf_to_gguf.py's rotary permutation, so converting the zip gives adapter a.
+
+What they prove: that adapters load and apply through llama.cpp (names, shapes, alpha,
+scale), that a zero-B adapter reproduces the base exactly, that a and b change greedy
+output and differ from each other, and that base + a matches the merged oracle. Not any
+quality: the adapters are random.
+
+Later models (a vision model with its projector) go in as further entries of MODELS below.
 """
 
 from __future__ import annotations
@@ -46,12 +70,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.metadata
+import json
 import os
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -555,10 +581,363 @@ def build_templates(force: bool = False) -> Path:
     return ensure_templates()
 
 
-# name -> (builder returning the path to print, help)
+# --------------------------------------------------------------------------------------
+# lora: LoRA adapters for SmolLM2-135M-Instruct, with a merged oracle
+# --------------------------------------------------------------------------------------
+
+LORA_SOURCE_MODEL = "smollm2-135m-instruct.gguf"
+LORA_TARGETS = ("attn_q", "attn_v")
+LORA_RANK = 8
+LORA_ALPHA = 16.0
+LORA_SCALE = np.float32(LORA_ALPHA / LORA_RANK)
+LORA_ZERO_A_STD = 0.05
+LORA_RATIO = 0.12  # ||scale * B @ A||_F / ||W||_F aimed at for adapters a and b
+LORA_SEEDS = {"zero": 1, "a": 2, "b": 3}
+LORA_FILES = {
+    "base": "smollm2-lora-base.gguf",
+    "zero": "smollm2-lora-zero.gguf",
+    "a": "smollm2-lora-a.gguf",
+    "b": "smollm2-lora-b.gguf",
+    "merged_a": "smollm2-lora-merged-a.gguf",
+    "peft_a_zip": "smollm2-lora-a-peft.zip",
+}
+PEFT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+PEFT_MODULES = {"attn_q": "q_proj", "attn_v": "v_proj"}
+
+
+def lora_target(name: str) -> bool:
+    parts = name.split(".")
+    return len(parts) == 4 and parts[0] == "blk" and parts[2] in LORA_TARGETS \
+        and parts[3] == "weight"
+
+
+def lora_source_info(r) -> dict:
+    def field(name):
+        f = r.get_field(name)
+        if f is None:
+            raise SystemExit(f"{LORA_SOURCE_MODEL}: no {name}")
+        return f.contents()
+
+    arch = field("general.architecture")
+    info = {
+        "arch": arch,
+        "n_layer": int(field(f"{arch}.block_count")),
+        "n_embd": int(field(f"{arch}.embedding_length")),
+        "n_head": int(field(f"{arch}.attention.head_count")),
+        "n_head_kv": int(field(f"{arch}.attention.head_count_kv")),
+    }
+    if arch != "llama":
+        raise SystemExit(f"{LORA_SOURCE_MODEL}: architecture {arch}, expected llama")
+    return info
+
+
+def dequantized_targets(r) -> dict[str, np.ndarray]:
+    """attn_q / attn_v of every layer as float32, numpy shape (n_out, n_in)."""
+    import gguf
+
+    out = {}
+    for t in r.tensors:
+        if lora_target(t.name):
+            w = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).astype(np.float32)
+            assert w.shape == (int(t.shape[1]), int(t.shape[0])), (t.name, w.shape, t.shape)
+            out[t.name] = np.ascontiguousarray(w)
+    return out
+
+
+def design_adapters(targets: dict[str, np.ndarray]) -> dict[str, dict[str, tuple]]:
+    """adapter -> base tensor name -> (A (r, n_in), B (n_out, r)), float32.
+
+    zero: A ~ N(0, 0.05), B = 0. a, b: A ~ N(0, 1/sqrt(n_in)), B ~ N(0, s) with s chosen
+    per tensor so that E||scale * B @ A||_F = LORA_RATIO * ||W||_F (the expectation of
+    ||B @ A||_F^2 is n_out * n_in * r * std_A^2 * std_B^2)."""
+    adapters = {}
+    for which, seed in LORA_SEEDS.items():
+        rng = np.random.default_rng(seed)
+        pairs = {}
+        for name, w in targets.items():
+            n_out, n_in = w.shape
+            if which == "zero":
+                a = rng.normal(0.0, LORA_ZERO_A_STD, (LORA_RANK, n_in))
+                b = np.zeros((n_out, LORA_RANK))
+            else:
+                std_a = 1.0 / np.sqrt(n_in)
+                std_b = LORA_RATIO * float(np.linalg.norm(w)) / (
+                    float(LORA_SCALE) * np.sqrt(n_out * n_in * LORA_RANK) * std_a)
+                a = rng.normal(0.0, std_a, (LORA_RANK, n_in))
+                b = rng.normal(0.0, std_b, (n_out, LORA_RANK))
+            pairs[name] = (a.astype(np.float32), b.astype(np.float32))
+        adapters[which] = pairs
+    return adapters
+
+
+def merged(w: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """W + (alpha / r) * (B @ A), in float32."""
+    return (w + LORA_SCALE * (b @ a)).astype(np.float32)
+
+
+def write_base_copy(path: Path, r, replace: dict[str, np.ndarray]) -> None:
+    """The source GGUF with every metadata key and every tensor as it is, but the tensors
+    named in `replace` written as the given float32 arrays (numpy shape (n_out, n_in)).
+
+    As gguf-py's own gguf_new_metadata.py copies: every field but the writer's own
+    (general.architecture, GGUF.*), with its types; quantized tensors go in as the
+    reader's raw bytes (uint8, byte shape) with raw_dtype, which the writer turns back
+    into the element shape."""
+    import gguf
+
+    arch = r.get_field("general.architecture").contents()
+    w = gguf.GGUFWriter(path, arch, endianess=r.endianess)
+    for field in r.fields.values():
+        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue
+        vtype = field.types[0]
+        sub_type = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(field.name, field.contents(), vtype, sub_type=sub_type)
+    for t in r.tensors:
+        if t.name in replace:
+            w.add_tensor(t.name, replace[t.name])
+        else:
+            w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type, tensor_endianess=r.endianess)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def write_adapter(path: Path, arch: str, which: str, pairs: dict[str, tuple]) -> None:
+    """llama.cpp's adapter format, as its convert_lora_to_gguf.py writes it.
+
+    For a base weight of GGUF ne [n_in, n_out] (numpy (n_out, n_in)): `<name>.lora_a`
+    numpy (r, n_in) = ne [n_in, r] and `<name>.lora_b` numpy (n_out, r) = ne [r, n_out],
+    which is what src/llama-adapter.cpp checks (model ne0 == a ne0, model ne1 == b ne1,
+    a ne1 == b ne0)."""
+    import gguf
+
+    w = gguf.GGUFWriter(path, arch)
+    w.add_type(gguf.GGUFType.ADAPTER)
+    w.add_name(f"Peregrine test LoRA {which} for SmolLM2-135M-Instruct")
+    w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, LORA_ALPHA)
+    for name, (a, b) in pairs.items():
+        w.add_tensor(name + ".lora_a", a)
+        w.add_tensor(name + ".lora_b", b)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def hf_permute(rows: np.ndarray, n_head: int) -> np.ndarray:
+    """convert_hf_to_gguf.py's LlamaModel.permute (HF -> GGUF rotary layout), on rows."""
+    return (rows.reshape(n_head, 2, rows.shape[0] // n_head // 2, *rows.shape[1:])
+            .swapaxes(1, 2).reshape(rows.shape))
+
+
+def hf_unpermute(rows: np.ndarray, n_head: int) -> np.ndarray:
+    """The inverse of hf_permute (GGUF -> HF rotary layout)."""
+    return (rows.reshape(n_head, rows.shape[0] // n_head // 2, 2, *rows.shape[1:])
+            .swapaxes(1, 2).reshape(rows.shape))
+
+
+def peft_name(name: str, half: str) -> str:
+    _, layer, target, _ = name.split(".")
+    return (f"base_model.model.model.layers.{layer}.self_attn."
+            f"{PEFT_MODULES[target]}.lora_{half}.weight")
+
+
+def peft_tensors(pairs: dict[str, tuple], n_head: int) -> dict[str, np.ndarray]:
+    """Adapter a in PEFT's layout (HF space), float16.
+
+    llama.cpp's converters permute q_proj's output rows from HF's rotary layout into
+    GGUF's (LlamaModel.permute, n_head heads); for a LoRA pair only lora_B carries output
+    rows, so convert_lora_to_gguf.py permutes lora_B of q_proj and leaves lora_A alone
+    (v_proj is not permuted at all). So q_proj.lora_B here is the INVERSE permutation of
+    adapter a's GGUF-space attn_q lora_b: converting this zip gives back adapter a."""
+    out = {}
+    for name, (a, b) in pairs.items():
+        if name.split(".")[2] == "attn_q":
+            b = hf_unpermute(b, n_head)
+        out[peft_name(name, "A")] = np.ascontiguousarray(a.astype(np.float16))
+        out[peft_name(name, "B")] = np.ascontiguousarray(b.astype(np.float16))
+    return out
+
+
+def peft_config() -> dict:
+    return {
+        "peft_type": "LORA",
+        "r": LORA_RANK,
+        "lora_alpha": int(LORA_ALPHA),
+        "target_modules": [PEFT_MODULES[t] for t in LORA_TARGETS],
+        "base_model_name_or_path": PEFT_BASE_MODEL,
+        "task_type": "CAUSAL_LM",
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "lora_dropout": 0.0,
+    }
+
+
+def write_peft_zip(path: Path, pairs: dict[str, tuple], n_head: int) -> None:
+    import safetensors.numpy
+
+    with tempfile.TemporaryDirectory() as tmp:
+        st = Path(tmp) / "adapter_model.safetensors"
+        safetensors.numpy.save_file(peft_tensors(pairs, n_head), str(st))
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+            z.write(st, "adapter_model.safetensors")
+            z.writestr("adapter_config.json", json.dumps(peft_config(), indent=2) + "\n")
+
+
+def safetensors_available() -> bool:
+    try:
+        import safetensors.numpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def verify_lora(parts: dict[str, Path], source, info, targets, adapters) -> None:
+    """Reads every file back and checks it against the source and the design."""
+    import gguf
+
+    log("verifying (read back) ...")
+    src_tensors = {t.name: t for t in source.tensors}
+    src_fields = {k: f for k, f in source.fields.items() if not k.startswith("GGUF.")}
+    n_targets = 2 * info["n_layer"]
+    assert len(targets) == n_targets, len(targets)
+
+    def check_model_copy(path: Path, want: dict[str, np.ndarray]) -> None:
+        r = gguf.GGUFReader(path)
+        fields = {k: f for k, f in r.fields.items() if not k.startswith("GGUF.")}
+        assert fields.keys() == src_fields.keys(), set(fields) ^ set(src_fields)
+        for k, f in src_fields.items():
+            assert fields[k].types == f.types, k
+            assert fields[k].contents() == f.contents(), k
+        assert [t.name for t in r.tensors] == list(src_tensors), path
+        for t in r.tensors:
+            s = src_tensors[t.name]
+            assert list(t.shape) == list(s.shape), (t.name, t.shape, s.shape)
+            if t.name in want:
+                assert t.tensor_type == gguf.GGMLQuantizationType.F32, t.name
+                assert np.array_equal(np.asarray(t.data), want[t.name]), t.name
+            else:
+                assert t.tensor_type == s.tensor_type, t.name
+                assert np.asarray(t.data).tobytes() == np.asarray(s.data).tobytes(), t.name
+        log(f"  {path.name}: metadata and {len(r.tensors)} tensors as intended "
+            f"({len(want)} F32, the rest byte-identical)")
+
+    check_model_copy(parts["base"], targets)
+    merged_a = {n: merged(w, *adapters["a"][n]) for n, w in targets.items()}
+    check_model_copy(parts["merged_a"], merged_a)
+    name = "blk.7.attn_q.weight"
+    a, b = adapters["a"][name]
+    diff = merged_a[name].astype(np.float64) - targets[name] - 2.0 * (b.astype(np.float64) @ a)
+    assert np.abs(diff).max() < 1e-5, np.abs(diff).max()
+
+    for which in LORA_SEEDS:
+        r = gguf.GGUFReader(parts[which])
+        assert r.get_field("general.architecture").contents() == info["arch"]
+        assert r.get_field("general.type").contents() == "adapter"
+        assert r.get_field("adapter.type").contents() == "lora"
+        alpha = r.get_field("adapter.lora.alpha")
+        assert alpha.types == [gguf.GGUFValueType.FLOAT32] and alpha.contents() == LORA_ALPHA
+        got = {t.name: t for t in r.tensors}
+        assert len(got) == 2 * n_targets
+        ratios = []
+        for name, w in targets.items():
+            ta, tb = got[name + ".lora_a"], got[name + ".lora_b"]
+            m = src_tensors[name]
+            for t in (ta, tb):
+                assert t.tensor_type == gguf.GGMLQuantizationType.F32, t.name
+            # GGUF ne order, as llama.cpp checks it
+            assert int(m.shape[0]) == int(ta.shape[0]) and int(m.shape[1]) == int(tb.shape[1])
+            assert int(ta.shape[1]) == int(tb.shape[0]) == LORA_RANK
+            a, b = np.asarray(ta.data), np.asarray(tb.data)
+            assert a.shape == (LORA_RANK, w.shape[1]) and b.shape == (w.shape[0], LORA_RANK)
+            assert np.array_equal(a, adapters[which][name][0])
+            assert np.array_equal(b, adapters[which][name][1])
+            ratios.append(np.linalg.norm(LORA_SCALE * (b @ a)) / np.linalg.norm(w))
+        if which == "zero":
+            assert max(ratios) == 0.0
+        else:
+            assert 0.7 * LORA_RATIO < min(ratios) and max(ratios) < 1.3 * LORA_RATIO, (min(ratios), max(ratios))
+        log(f"  {parts[which].name}: {len(got)} tensors, alpha {LORA_ALPHA}, "
+            f"||scale BA||/||W|| in [{min(ratios):.3f}, {max(ratios):.3f}]")
+
+    zp = parts.get("peft_a_zip")
+    if zp is not None:
+        import safetensors.numpy
+
+        with zipfile.ZipFile(zp) as z:
+            assert sorted(z.namelist()) == ["adapter_config.json", "adapter_model.safetensors"]
+            assert json.loads(z.read("adapter_config.json")) == peft_config()
+            st = safetensors.numpy.load(z.read("adapter_model.safetensors"))
+        assert len(st) == 2 * n_targets
+        for name, (a, b) in adapters["a"].items():
+            pa, pb = st[peft_name(name, "A")], st[peft_name(name, "B")]
+            assert pa.dtype == pb.dtype == np.float16
+            if name.split(".")[2] == "attn_q":
+                pb = hf_permute(pb, info["n_head"])  # what the converter does
+            assert np.array_equal(pa, a.astype(np.float16)), name
+            assert np.array_equal(pb, b.astype(np.float16)), name
+        log(f"  {zp.name}: {len(st)} float16 tensors; converting them (q_proj lora_B "
+            "permuted) gives adapter a")
+
+
+def build_lora(force: bool = False) -> dict:
+    import gguf
+
+    source_path = peregrine_home() / "models" / LORA_SOURCE_MODEL
+    if not source_path.is_file():
+        raise SystemExit(f"{source_path} is missing: run `peregrine pull` for it first")
+    with_zip = safetensors_available()
+    paths = {k: cache_dir() / v for k, v in LORA_FILES.items()}
+    if not with_zip:
+        del paths["peft_a_zip"]
+    key = cache_key(sha256_memo(source_path))
+
+    def result() -> dict:
+        return {k: str(paths[k]) if k in paths else None for k in LORA_FILES}
+
+    if not force and all(is_fresh(p, key) for p in paths.values()):
+        log(f"LoRA files in {cache_dir()} are up to date")
+        return result()
+    started = time.monotonic()
+    log(f"reading {source_path} ...")
+    source = gguf.GGUFReader(source_path)
+    info = lora_source_info(source)
+    log("  " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    targets = dequantized_targets(source)
+    adapters = design_adapters(targets)
+
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    parts = {k: p.with_name(p.name + ".part") for k, p in paths.items()}
+    log("writing the base copy (attn_q / attn_v dequantized to F32) ...")
+    write_base_copy(parts["base"], source, targets)
+    log("writing the merged copy (W + alpha/r * B @ A of adapter a) ...")
+    write_base_copy(parts["merged_a"], source,
+                    {n: merged(w, *adapters["a"][n]) for n, w in targets.items()})
+    for which in LORA_SEEDS:
+        log(f"writing adapter {which} ...")
+        write_adapter(parts[which], info["arch"], which, adapters[which])
+    if with_zip:
+        log("writing the PEFT zip of adapter a ...")
+        write_peft_zip(parts["peft_a_zip"], adapters["a"], info["n_head"])
+    else:
+        log("safetensors is not installed (pip install safetensors): no PEFT zip")
+    verify_lora(parts, source, info, targets, adapters)
+    for k, p in paths.items():
+        parts[k].replace(p)
+        mark_fresh(p, key)
+        log(f"{p}: {p.stat().st_size / 1e6:.1f} MB")
+    log(f"LoRA files done in {time.monotonic() - started:.1f}s")
+    return result()
+
+
+# name -> (builder returning the path, or a dict of paths as JSON, to print; help)
 MODELS = {
     "reasoning": (build_reasoning, "qwen3-reasoning-tiny.gguf: a designed Qwen3 reasoning model"),
     "templates": (build_templates, "chat templates from the pinned llama-cpp-python sdist"),
+    "lora": (build_lora, "LoRA adapters for SmolLM2-135M-Instruct, base and merged copies"),
 }
 
 
@@ -569,7 +948,8 @@ def main() -> None:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = ap.parse_args()
-    print(MODELS[args.what][0](force=args.force))
+    result = MODELS[args.what][0](force=args.force)
+    print(json.dumps(result) if isinstance(result, dict) else result)
 
 
 if __name__ == "__main__":

@@ -247,6 +247,7 @@ fn bench_spec(args: &BenchArgs, source: String, max_c: usize) -> Result<ModelSpe
         source,
         id: Some("bench".into()),
         aliases: vec![],
+        adapters: vec![],
         settings,
     })
 }

@@ -218,6 +218,23 @@ pub async fn run(common: CommonArgs, s: ServeSettings) -> Result<()> {
     Ok(())
 }
 
+/// Loads a model's LoRA adapters into its engine: each served under its own id.
+async fn load_adapters(
+    base: &ServedModel,
+    adapters: &[(String, std::path::PathBuf)],
+) -> Result<Vec<ServedModel>> {
+    let mut out = Vec::new();
+    for (id, path) in adapters {
+        let (runtime, p) = (base.runtime.clone(), path.clone());
+        let adapter = tokio::task::spawn_blocking(move || runtime.load_adapter(&p))
+            .await?
+            .with_context(|| format!("loading adapter `{id}` over {}", base.id))?;
+        tracing::info!(model = %id, base = %base.id, "serving LoRA adapter");
+        out.push(base.with_adapter(id.clone(), adapter));
+    }
+    Ok(out)
+}
+
 /// Loads the models, opens the storage and starts the batch worker: the app to serve.
 async fn build_app(
     common: &CommonArgs,
@@ -229,7 +246,11 @@ async fn build_app(
         let (c, sp, f) = (common.clone(), spec.clone(), metrics.engine.clone());
         let served = tokio::task::spawn_blocking(move || start_model(&c, &sp, &f)).await??;
         tracing::info!(model = %served.id, aliases = spec.aliases.len(), "serving");
+        let adapters = load_adapters(&served, &spec.adapters).await?;
         registry.add(served, spec.aliases.clone());
+        for a in adapters {
+            registry.add(a, Vec::new());
+        }
     }
     let (storage, store) = open_storage(common, s).await?;
     let storage = Arc::new(storage);

@@ -366,6 +366,20 @@ pub struct FileModel {
     /// `meta-llama/llama-guard-4-12b`): the conversation becomes Llama Guard's task prompt
     /// and the answer is `safe` or `unsafe` with S1-S14 categories.
     pub guard: Option<String>,
+    /// LoRA adapters (llama.cpp's GGUF adapter format) served over this model, each under
+    /// its own model id: `[[models.adapters]]` with `id` and `path`.
+    #[serde(default)]
+    pub adapters: Vec<FileAdapter>,
+}
+
+/// One `[[models.adapters]]` entry.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdapter {
+    /// The model id requests name it by.
+    pub id: String,
+    /// Its GGUF file.
+    pub path: PathBuf,
 }
 
 /// One model to serve, resolved.
@@ -374,6 +388,8 @@ pub struct ModelSpec {
     pub source: String,
     pub id: Option<String>,
     pub aliases: Vec<String>,
+    /// LoRA adapters over it: (model id, GGUF path).
+    pub adapters: Vec<(String, PathBuf)>,
     pub settings: ModelSettings,
 }
 
@@ -746,6 +762,7 @@ impl Layers<'_> {
             source: layered!(self, model, DEFAULT_MODEL.to_string()),
             id: None,
             aliases,
+            adapters: Vec::new(),
             settings: self.model_settings(None, None, None)?,
         })
     }
@@ -770,6 +787,9 @@ impl Layers<'_> {
             source: m.model.clone(),
             id: m.id.clone(),
             aliases,
+            adapters: (m.adapters.iter())
+                .map(|a| (a.id.clone(), a.path.clone()))
+                .collect(),
             settings,
         })
     }

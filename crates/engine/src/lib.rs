@@ -164,7 +164,28 @@ pub trait Engine {
     /// sequences then share those cells (no copy). Returns `false` when the cache cannot share
     /// only a prefix; `dst` then holds nothing.
     fn share_prefix(&mut self, src: SeqId, dst: SeqId, len: u32) -> bool;
+    /// Loads a LoRA adapter (llama.cpp's GGUF adapter format) for this model, without
+    /// applying it. Engines that cannot refuse.
+    fn load_adapter(&mut self, path: &std::path::Path) -> Result<AdapterId, EngineError> {
+        Err(EngineError::Load(format!(
+            "this engine cannot load LoRA adapters ({})",
+            path.display()
+        )))
+    }
+    /// Applies `adapter` to every forward pass from the next [`Engine::decode`] on (`None`:
+    /// the base model alone). llama.cpp applies adapters per context, so one pass runs one
+    /// adapter: the engine loop groups sequences by adapter.
+    fn set_adapter(&mut self, adapter: Option<AdapterId>) -> Result<(), EngineError> {
+        match adapter {
+            None => Ok(()),
+            Some(a) => Err(EngineError::Decode(format!("no adapter {}", a.0))),
+        }
+    }
 }
+
+/// A LoRA adapter an engine loaded ([`Engine::load_adapter`]), by load order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AdapterId(pub u32);
 
 /// How to size the context of an engine.
 #[derive(Clone, Debug)]

@@ -3,9 +3,12 @@
 //! Call order: [`LoadedModel::load`] (once per GGUF) -> [`LoadedModel::vocab`] (shared with
 //! request validation) and [`LoadedModel::engine`] (one context, owned by the engine thread).
 //!
-//! This is the only crate that talks to C. The unsafe code itself lives in `llama-cpp-2`;
+//! This is the only crate that talks to C. The unsafe code itself lives in `llama-cpp-2`,
+//! but for loading LoRA adapters into a shared model ([`adapter`], where the reason is);
 //! what this crate must get right is lifetimes: a context borrows its model, so the engine
 //! keeps both together in a self-referential cell.
+
+mod adapter;
 
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -16,10 +19,12 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 pub use peregrine_engine::ContextSettings;
-use peregrine_engine::{Batch, Engine, EngineError, ModelInfo, ModelSource, SeqId, TokenId, Vocab};
+use peregrine_engine::{
+    AdapterId, Batch, Engine, EngineError, ModelInfo, ModelSource, SeqId, TokenId, Vocab,
+};
 
 /// llama.cpp keeps process-wide backend state and refuses a second initialisation, so the
 /// handle is made once and shared read-only.
@@ -110,6 +115,8 @@ impl LoadedModel {
             cell,
             info,
             batch: LlamaBatch::new(ctx.n_batch as usize, 1),
+            adapters: Vec::new(),
+            applied: None,
         })
     }
 }
@@ -143,6 +150,10 @@ pub struct LlamaEngine {
     cell: ModelContext,
     info: ModelInfo,
     batch: LlamaBatch<'static>,
+    /// LoRA adapters loaded for this engine, by [`AdapterId`].
+    adapters: Vec<LlamaLoraAdapter>,
+    /// The adapter the context applies now.
+    applied: Option<AdapterId>,
 }
 
 impl Engine for LlamaEngine {
@@ -203,6 +214,40 @@ impl Engine for LlamaEngine {
         // Recurrent memories copy a whole state, whatever the range: dropping what lies past
         // `len` is then refused and the sequence is emptied (see `clear_seq`).
         copied && self.clear_seq(dst, len)
+    }
+
+    fn load_adapter(&mut self, path: &std::path::Path) -> Result<AdapterId, EngineError> {
+        let adapter = adapter::load(self.cell.borrow_owner(), path)?;
+        self.adapters.push(adapter);
+        Ok(AdapterId(self.adapters.len() as u32 - 1))
+    }
+
+    fn set_adapter(&mut self, adapter: Option<AdapterId>) -> Result<(), EngineError> {
+        if adapter == self.applied {
+            return Ok(());
+        }
+        let adapters = &mut self.adapters;
+        let result = self.cell.with_dependent_mut(|_, ctx| match adapter {
+            Some(id) => {
+                let a = adapters
+                    .get_mut(id.0 as usize)
+                    .ok_or_else(|| EngineError::Decode(format!("no adapter {}", id.0)))?;
+                // The scale multiplies the adapter's own alpha / r, as `--lora` does.
+                ctx.lora_adapter_set(a, 1.0)
+                    .map_err(|e| EngineError::Decode(e.to_string()))
+            }
+            None => match adapters.first_mut() {
+                // Clears every adapter of the context (the argument is not read).
+                Some(any) => ctx
+                    .lora_adapter_remove(any)
+                    .map_err(|e| EngineError::Decode(e.to_string())),
+                None => Ok(()),
+            },
+        });
+        if result.is_ok() {
+            self.applied = adapter;
+        }
+        result
     }
 }
 

@@ -4,10 +4,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use peregrine_engine::{Engine, EngineError, ModelInfo, Vocab};
+use peregrine_engine::{AdapterId, Engine, EngineError, ModelInfo, Vocab};
 use tokio::sync::mpsc;
 
-use crate::engine_loop::{now_ms, EngineLoop, LoopConfig, Occupancy, Submission, Switches};
+use crate::engine_loop::{now_ms, EngineLoop, Inbox, LoopConfig, Occupancy, Submission, Switches};
 use crate::events::Event;
 use crate::metrics::EngineMetrics;
 use crate::request::{PreparedRequest, ServiceTier};
@@ -99,7 +99,7 @@ impl EngineState {
 /// Handle on one model's engine thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
-    inbox: mpsc::UnboundedSender<Submission>,
+    inbox: mpsc::UnboundedSender<Inbox>,
     occupancy: Arc<Occupancy>,
     info: Arc<ModelInfo>,
     cfg: RuntimeConfig,
@@ -283,9 +283,24 @@ impl Runtime {
             submitted: Instant::now(),
             background,
         };
-        if self.inbox.send(sub).is_err() {
+        if self.inbox.send(Inbox::Work(Box::new(sub))).is_err() {
             return Err(AdmissionError::Stopped);
         }
         Ok(rx)
+    }
+
+    /// Loads a LoRA adapter (llama.cpp's GGUF adapter format) into the running engine,
+    /// between two of its steps; requests name it by the returned id
+    /// ([`PreparedRequest::adapter`]). Blocks until the engine thread has loaded it: call it
+    /// off the async workers.
+    pub fn load_adapter(&self, path: &std::path::Path) -> Result<AdapterId, EngineError> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let msg = Inbox::LoadAdapter {
+            path: path.to_path_buf(),
+            reply,
+        };
+        let stopped = || EngineError::Load("the engine has stopped".into());
+        self.inbox.send(msg).map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
     }
 }

@@ -34,6 +34,7 @@ pub use events::{Event, FinishReason, Finished, Rejection, TokenLogprob, TopLogp
 pub use handle::{AdmissionError, EngineState, Runtime, RuntimeConfig};
 pub use metrics::{EngineFamilies, EngineMetrics};
 pub use model::{build, BuildError, BuiltModel, ModelContext, ModelSettings};
+pub use peregrine_engine::AdapterId;
 pub use prepare::{prepare, PrepareError};
 pub use request::{PreparedRequest, ServiceTier, ToolPlan};
 pub use speculate::Speculation;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use peregrine_engine::TokenId;
+use peregrine_engine::{AdapterId, TokenId};
 use peregrine_grammar::Constraint;
 use peregrine_text::reasoning::{ReasoningSyntax, Start};
 use peregrine_text::tools::{ParsedCall, ToolFormat};
@@ -62,6 +62,9 @@ pub struct PreparedRequest {
     /// How a reasoning model's reasoning is split from its answer (`None`: it does not
     /// reason). The constraint and tool calls then apply to the answer only.
     pub reasoning: Option<ReasoningPlan>,
+    /// The LoRA adapter the request runs with (`None`: the base model); set by the service
+    /// from the model id it asked for.
+    pub adapter: Option<AdapterId>,
     pub stream: bool,
     pub include_usage: bool,
     pub service_tier: ServiceTier,

@@ -345,6 +345,7 @@ impl Completions {
         .await
         .map_err(|e| ServiceError::Internal(format!("preparation task: {e}")))?;
         let mut request = prepared?;
+        request.adapter = model.adapter;
         request.span = tracing::info_span!("request", request_id = %request_id);
         let asked_max_tokens = (req.max_completion_tokens.or(req.max_tokens))
             .map(|n| n.clamp(0, i64::from(u32::MAX)) as u32);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use peregrine_runtime::{BuiltModel, ModelContext, Runtime};
+use peregrine_runtime::{AdapterId, BuiltModel, ModelContext, Runtime};
 
 /// One model being served.
 pub struct ServedModel {
@@ -19,6 +19,8 @@ pub struct ServedModel {
     pub features: Vec<String>,
     pub runtime: Runtime,
     pub ctx: Arc<ModelContext>,
+    /// A LoRA adapter over the base model's engine (`None`: the base model itself).
+    pub adapter: Option<AdapterId>,
 }
 
 /// How a served model is presented, beside what [`peregrine_runtime::build`] made.
@@ -41,6 +43,23 @@ impl ServedModel {
             features: features(&built.ctx),
             runtime: built.runtime,
             ctx: built.ctx,
+            adapter: None,
+        }
+    }
+
+    /// A LoRA adapter the engine has loaded, served as model `id` on this model's engine
+    /// (it shares the engine's slots and queue with the base).
+    pub fn with_adapter(&self, id: String, adapter: AdapterId) -> Self {
+        Self {
+            name: id.clone(),
+            fingerprint: format!("{}-lora{}", self.fingerprint, adapter.0),
+            id,
+            owned_by: self.owned_by.clone(),
+            created: self.created,
+            features: self.features.clone(),
+            runtime: self.runtime.clone(),
+            ctx: self.ctx.clone(),
+            adapter: Some(adapter),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use peregrine_engine::{Batch, BatchToken, Engine, SeqId, TokenId, Vocab};
+use peregrine_engine::{AdapterId, Batch, BatchToken, Engine, SeqId, TokenId, Vocab};
 use peregrine_grammar::{Constraint, OutputError};
 use peregrine_text::detok::IncrementalDecoder;
 use peregrine_text::stop::StopMatcher;
@@ -31,6 +31,16 @@ mod reasoning;
 mod tools;
 
 use output::{finish, process_token, reject, reject_tool, take_forced};
+
+/// What the engine thread's inbox carries: work, or an adapter to load between steps.
+pub(crate) enum Inbox {
+    /// Boxed: a prepared request is large, an adapter message small.
+    Work(Box<Submission>),
+    LoadAdapter {
+        path: std::path::PathBuf,
+        reply: std::sync::mpsc::SyncSender<Result<AdapterId, peregrine_engine::EngineError>>,
+    },
+}
 
 /// A request on its way to the engine thread.
 pub(crate) struct Submission {
@@ -74,12 +84,17 @@ pub(crate) struct Switches {
 #[derive(Default)]
 struct Slot {
     tokens: Vec<TokenId>,
+    /// The adapter those tokens' cells were computed with: a prefix is only reused under
+    /// the same one.
+    adapter: Option<AdapterId>,
     busy: bool,
     last_used: u64,
 }
 
 struct Active {
     slot: SeqId,
+    /// The LoRA adapter its passes run with (`None`: the base model).
+    adapter: Option<AdapterId>,
     background: bool,
     events: mpsc::Sender<Event>,
     prompt: Vec<TokenId>,
@@ -160,7 +175,7 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) struct EngineLoop<E: Engine> {
     engine: E,
     vocab: Arc<dyn Vocab>,
-    inbox: mpsc::UnboundedReceiver<Submission>,
+    inbox: mpsc::UnboundedReceiver<Inbox>,
     occupancy: Arc<Occupancy>,
     waiting: VecDeque<Submission>,
     active: Vec<Active>,
@@ -330,7 +345,7 @@ impl<E: Engine> EngineLoop<E> {
     pub fn new(
         engine: E,
         vocab: Arc<dyn Vocab>,
-        inbox: mpsc::UnboundedReceiver<Submission>,
+        inbox: mpsc::UnboundedReceiver<Inbox>,
         occupancy: Arc<Occupancy>,
         cfg: LoopConfig,
         stats: StatsCell,
@@ -378,18 +393,35 @@ impl<E: Engine> EngineLoop<E> {
             if self.active.is_empty() && self.waiting.is_empty() {
                 self.publish(false);
                 match self.inbox.blocking_recv() {
-                    Some(s) => self.waiting.push_back(s),
+                    Some(m) => self.take(m),
                     None => return,
                 }
             }
-            while let Ok(s) = self.inbox.try_recv() {
-                self.waiting.push_back(s);
+            while let Ok(m) = self.inbox.try_recv() {
+                self.take(m);
             }
             self.drop_departed();
             self.admit();
             self.publish(true);
             if !self.active.is_empty() {
                 self.step();
+            }
+        }
+    }
+
+    /// Queues work, or loads an adapter now (between forward passes, on this thread).
+    fn take(&mut self, m: Inbox) {
+        match m {
+            Inbox::Work(s) => self.waiting.push_back(*s),
+            Inbox::LoadAdapter { path, reply } => {
+                let loaded = self.engine.load_adapter(&path);
+                match &loaded {
+                    Ok(id) => {
+                        tracing::info!(path = %path.display(), adapter = id.0, "LoRA adapter loaded")
+                    }
+                    Err(e) => warn!(path = %path.display(), error = %e, "LoRA adapter not loaded"),
+                }
+                let _ = reply.send(loaded);
             }
         }
     }
@@ -441,7 +473,8 @@ impl<E: Engine> EngineLoop<E> {
             .or_else(|| self.waiting.iter().position(|s| !s.background))
             .or((!self.waiting.is_empty()).then_some(0))
         {
-            let slot = match self.pick_slot(&self.waiting[next].req.prompt) {
+            let w = &self.waiting[next].req;
+            let slot = match self.pick_slot(&w.prompt, w.adapter) {
                 Some(slot) => slot,
                 None if !self.waiting[next].background && self.preempt_background() => continue,
                 None => return,
@@ -462,15 +495,22 @@ impl<E: Engine> EngineLoop<E> {
     /// computing the last prompt token: its logits choose the first completion token.
     fn start_in_slot(&mut self, sub: Submission, slot: usize) -> Active {
         let prompt = sub.req.prompt;
+        let adapter = sub.req.adapter;
         let most = prompt.len().saturating_sub(1);
-        let own = common_prefix(&self.slots[slot].tokens, &prompt).min(most);
+        // Cells computed under another adapter hold other keys and values: not reused.
+        let own = if self.slots[slot].adapter == adapter {
+            common_prefix(&self.slots[slot].tokens, &prompt).min(most)
+        } else {
+            0
+        };
         let donor = self
-            .cached_prefixes()
+            .cached_prefixes(adapter)
             .filter(|(i, _)| *i != slot)
             .map(|(i, tokens)| (i, common_prefix(tokens, &prompt).min(most)))
             .max_by_key(|(_, n)| *n)
             .filter(|(_, n)| *n > own);
         self.slots[slot].busy = true;
+        self.slots[slot].adapter = adapter;
         let seq = SeqId(slot as u32);
         let common = match donor {
             Some((from, n)) => self.share(SeqId(from as u32), seq, n),
@@ -495,6 +535,7 @@ impl<E: Engine> EngineLoop<E> {
         };
         Active {
             slot: seq,
+            adapter,
             background: sub.background,
             events: sub.events,
             kv: prompt[..common].to_vec(),
@@ -552,14 +593,18 @@ impl<E: Engine> EngineLoop<E> {
 
     /// The free slot whose cached tokens share the longest prefix with `next`; among
     /// equals, the least recently used.
-    fn pick_slot(&self, next: &[TokenId]) -> Option<usize> {
+    fn pick_slot(&self, next: &[TokenId], adapter: Option<AdapterId>) -> Option<usize> {
         self.slots
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.busy)
             .max_by_key(|(_, s)| {
                 (
-                    common_prefix(&s.tokens, next),
+                    if s.adapter == adapter {
+                        common_prefix(&s.tokens, next)
+                    } else {
+                        0
+                    },
                     std::cmp::Reverse(s.last_used),
                 )
             })
@@ -568,10 +613,15 @@ impl<E: Engine> EngineLoop<E> {
 
     /// What each slot holds in the KV cache: a running sequence's tokens so far, or what an
     /// idle slot's last sequence left.
-    fn cached_prefixes(&self) -> impl Iterator<Item = (usize, &[TokenId])> {
-        let running = (self.active.iter()).map(|a| (a.slot.0 as usize, a.kv.as_slice()));
+    fn cached_prefixes(
+        &self,
+        adapter: Option<AdapterId>,
+    ) -> impl Iterator<Item = (usize, &[TokenId])> {
+        let running = (self.active.iter())
+            .filter(move |a| a.adapter == adapter)
+            .map(|a| (a.slot.0 as usize, a.kv.as_slice()));
         let idle = (self.slots.iter().enumerate())
-            .filter(|(_, s)| !s.busy)
+            .filter(move |(_, s)| !s.busy && s.adapter == adapter)
             .map(|(i, s)| (i, s.tokens.as_slice()));
         running.chain(idle)
     }
@@ -677,9 +727,32 @@ impl<E: Engine> EngineLoop<E> {
         }
     }
 
-    /// The plan as forward passes: one, unless every sequence in it feeds a single decode
-    /// token and the measured step costs say smaller passes cost less in total.
+    /// The plan as forward passes: one per LoRA adapter among its sequences (llama.cpp
+    /// applies adapters per context, so a pass runs one), each split further where the step
+    /// costs say so ([`Self::passes_of`]). Every adapter's sequences advance every step.
     fn passes(&self, plan: &[usize]) -> Vec<Vec<usize>> {
+        let mut adapters: Vec<Option<AdapterId>> = (self.active.iter().zip(plan))
+            .filter(|(_, &n)| n > 0)
+            .map(|(a, _)| a.adapter)
+            .collect();
+        adapters.sort_unstable();
+        adapters.dedup();
+        if adapters.len() < 2 {
+            return self.passes_of(plan);
+        }
+        let mut out = Vec::new();
+        for adapter in adapters {
+            let part: Vec<usize> = (self.active.iter().zip(plan))
+                .map(|(a, &n)| if a.adapter == adapter { n } else { 0 })
+                .collect();
+            out.extend(self.passes_of(&part));
+        }
+        out
+    }
+
+    /// One group's forward passes: one, unless every sequence in it feeds a single decode
+    /// token and the measured step costs say smaller passes cost less in total.
+    fn passes_of(&self, plan: &[usize]) -> Vec<Vec<usize>> {
         let Some(rows) = self.single_decode_rows(plan) else {
             return vec![plan.to_vec()];
         };
@@ -719,6 +792,18 @@ impl<E: Engine> EngineLoop<E> {
     /// One forward pass over the sequences `plan` gives tokens, then their samples; ends go
     /// to `done` (a failed pass fails its sequences).
     fn run_pass(&mut self, plan: &[usize], done: &mut Vec<(usize, Outcome)>) {
+        let adapter = (self.active.iter().zip(plan))
+            .find(|(_, &n)| n > 0)
+            .and_then(|(a, _)| a.adapter);
+        if let Err(e) = self.engine.set_adapter(adapter) {
+            warn!(error = %e, "cannot apply the adapter; failing the sequences of this pass");
+            done.extend(
+                (plan.iter().enumerate())
+                    .filter(|(_, &n)| n > 0)
+                    .map(|(i, _)| (i, Outcome::Failed)),
+            );
+            return;
+        }
         let decode_only =
             (self.active.iter().zip(plan)).all(|(a, &n)| n == 0 || !a.pending.is_empty());
         let rows = self.fill_batch(plan);

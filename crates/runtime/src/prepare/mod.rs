@@ -112,6 +112,7 @@ pub fn prepare(
         tools: resolved.plan.take(),
         first_banned: resolved.first_banned.take(),
         reasoning,
+        adapter: None,
         max_tokens,
         sampling,
         stops,
