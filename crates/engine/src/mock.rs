@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::{
-    Batch, ContextSettings, Engine, EngineError, ModelInfo, ModelSource, SeqId, TokenId, Vocab,
+    AdapterId, Batch, ContextSettings, Engine, EngineError, ModelInfo, ModelSource, SeqId, TokenId,
+    Vocab,
 };
 
 const IM_START: TokenId = 256;
@@ -152,6 +153,14 @@ pub struct MockEngine {
     decodes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// See [`MockModel::row_delays`].
     row_delays: Vec<Duration>,
+    /// Loaded adapters: each a script of its own (the adapter file's contents), answered by
+    /// the sequences decoded under it.
+    adapters: Vec<Vec<u8>>,
+    applied: Option<AdapterId>,
+    /// The adapter each cached token was computed under, by sequence: a pass that feeds a
+    /// sequence whose cache holds another adapter's cells fails, as it would be wrong on a
+    /// real model (tests of the engine loop's grouping and its prefix cache).
+    kv_adapter: HashMap<SeqId, Vec<Option<AdapterId>>>,
 }
 
 impl MockEngine {
@@ -180,6 +189,9 @@ impl MockEngine {
             max_seqs_in_batch: 0,
             decodes: Default::default(),
             row_delays: Vec::new(),
+            adapters: Vec::new(),
+            applied: None,
+            kv_adapter: HashMap::new(),
         }
     }
 
@@ -203,10 +215,15 @@ impl MockEngine {
         opened.saturating_sub(1)
     }
 
-    /// Reply `turn` of the script (the last one for later turns).
+    /// Reply `turn` of the script (the last one for later turns): the applied adapter's
+    /// script, or the model's.
     fn reply(&self, turn: usize) -> &[u8] {
         let sep = REPLY_SEPARATOR as u8;
-        let replies: Vec<&[u8]> = self.script.split(|&b| b == sep).collect();
+        let script = match self.applied {
+            Some(a) => &self.adapters[a.0 as usize],
+            None => &self.script,
+        };
+        let replies: Vec<&[u8]> = script.split(|&b| b == sep).collect();
         replies[turn.min(replies.len() - 1)]
     }
 
@@ -268,6 +285,14 @@ impl Engine for MockEngine {
         self.max_seqs_in_batch = self.max_seqs_in_batch.max(seqs.len());
         self.rows.clear();
         for t in &batch.tokens {
+            let tags = self.kv_adapter.entry(t.seq).or_default();
+            if let Some(other) = tags.iter().find(|&&a| a != self.applied) {
+                return Err(EngineError::Decode(format!(
+                    "sequence {:?} fed under adapter {:?} but its cache holds cells of {other:?}",
+                    t.seq, self.applied
+                )));
+            }
+            tags.push(self.applied);
             let hist = self.kv.entry(t.seq).or_default();
             if t.pos as usize != hist.len() {
                 return Err(EngineError::Decode(format!(
@@ -302,6 +327,9 @@ impl Engine for MockEngine {
         if let Some(h) = self.kv.get_mut(&seq) {
             h.truncate(from as usize);
         }
+        if let Some(h) = self.kv_adapter.get_mut(&seq) {
+            h.truncate(from as usize);
+        }
         true
     }
 
@@ -310,9 +338,29 @@ impl Engine for MockEngine {
             .kv
             .get(&src)
             .map_or_else(Vec::new, |h| h[..(len as usize).min(h.len())].to_vec());
+        let tags: Vec<Option<AdapterId>> = (self.kv_adapter.get(&src))
+            .map_or_else(Vec::new, |h| h[..(len as usize).min(h.len())].to_vec());
         let ok = prefix.len() == len as usize;
         self.kv.insert(dst, if ok { prefix } else { Vec::new() });
+        self.kv_adapter
+            .insert(dst, if ok { tags } else { Vec::new() });
         ok
+    }
+
+    /// An adapter for the mock is a file holding the script its sequences answer.
+    fn load_adapter(&mut self, path: &std::path::Path) -> Result<AdapterId, EngineError> {
+        let script = std::fs::read(path)
+            .map_err(|e| EngineError::Load(format!("adapter {}: {e}", path.display())))?;
+        self.adapters.push(script);
+        Ok(AdapterId(self.adapters.len() as u32 - 1))
+    }
+
+    fn set_adapter(&mut self, adapter: Option<AdapterId>) -> Result<(), EngineError> {
+        if adapter.is_some_and(|a| a.0 as usize >= self.adapters.len()) {
+            return Err(EngineError::Decode(format!("no adapter {adapter:?}")));
+        }
+        self.applied = adapter;
+        Ok(())
     }
 }
 
