@@ -165,3 +165,72 @@ def test_plain_http(served, api_key):
     )
     assert r.status_code == 200, r.text
     assert r.json()["model"] == B
+
+
+BIN = os.environ.get("PEREGRINE_BIN", str(REPO_ROOT / "target" / "release" / "peregrine"))
+
+
+def convert(zip_path: Path, base: str, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [BIN, "convert-lora", str(zip_path), "--base", base, "--out", str(out)],
+        capture_output=True, text=True,
+    )
+
+
+def test_a_peft_zip_converts_to_the_same_adapter(tmp_path):
+    """`peregrine convert-lora` on adapter a written as PEFT writes it (float16, Hugging
+    Face's q_proj row order) gives adapter a's llama.cpp tensors: same names, values within
+    float16 rounding, q_proj's rows permuted back (without that, they would be far off)."""
+    import gguf
+    import numpy as np
+
+    f = lora_files()
+    if not f["peft_a_zip"]:
+        pytest.skip("the safetensors package is missing: no PEFT zip was written")
+    out = tmp_path / "a.gguf"
+    r = convert(Path(f["peft_a_zip"]), f["base"], out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "rank 8, alpha 16, modules q_proj, v_proj" in r.stdout
+    want = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(f["a"]).tensors}
+    got = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(str(out)).tensors}
+    assert set(got) == set(want)
+    for name, w in want.items():
+        assert got[name].shape == w.shape, name
+        assert np.abs(got[name] - w).max() <= 2e-3 * np.abs(w).max(), name
+
+
+def peft_zip(path: Path, config: dict, extra: dict | None = None) -> Path:
+    import zipfile
+
+    f = lora_files()
+    with zipfile.ZipFile(f["peft_a_zip"]) as z:
+        weights = z.read("adapter_model.safetensors")
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("adapter_model.safetensors", weights)
+        z.writestr("adapter_config.json", json.dumps(config))
+        for name, data in (extra or {}).items():
+            z.writestr(name, data)
+    return path
+
+
+GOOD = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}
+
+
+@pytest.mark.parametrize(
+    "config, extra, words",
+    [
+        ({**GOOD, "r": 4}, None, "`r` must be one of 8, 16, 32 or 64"),
+        ({**GOOD, "target_modules": ["q_proj", "v_proj", "lm_head"]}, None, "target module `lm_head`"),
+        (GOOD, {"README.md": "hi"}, "exactly `adapter_model.safetensors` and `adapter_config.json`"),
+        ({**GOOD, "target_modules": ["q_proj"]}, None, "not in `target_modules`"),
+        ({**GOOD, "use_dora": True}, None, "DoRA"),
+    ],
+)
+def test_bad_adapter_zips_are_refused_clearly(tmp_path, config, extra, words):
+    f = lora_files()
+    if not f["peft_a_zip"]:
+        pytest.skip("the safetensors package is missing: no PEFT zip was written")
+    r = convert(peft_zip(tmp_path / "bad.zip", config, extra), f["base"], tmp_path / "out.gguf")
+    assert r.returncode != 0
+    assert words in r.stderr, r.stderr[-1500:]
+    assert not (tmp_path / "out.gguf").exists()

@@ -47,6 +47,18 @@ enum Cmd {
     /// Measure what key lookup and rate limiting add to a request (p50, p99), in memory and
     /// in the database, against neither.
     BenchLimits(limits_bench::LimitsBenchArgs),
+    /// Convert a PEFT LoRA adapter ZIP (`adapter_model.safetensors` + `adapter_config.json`,
+    /// as Groq takes it) to llama.cpp's adapter GGUF for a base model, checking it first.
+    ConvertLora {
+        /// The adapter ZIP.
+        zip: std::path::PathBuf,
+        /// The base model's GGUF.
+        #[arg(long)]
+        base: std::path::PathBuf,
+        /// Where to write the adapter GGUF.
+        #[arg(long, short)]
+        out: std::path::PathBuf,
+    },
 }
 
 /// Command-line arguments are readable by every user of the machine (`ps`, /proc/PID/cmdline);
@@ -146,9 +158,31 @@ fn main() -> Result<()> {
         }
         Cmd::Bench(args) => bench::run(&cli.common, *args),
         Cmd::BenchLimits(args) => limits_bench::run(args),
+        Cmd::ConvertLora { zip, base, out } => convert_lora(&zip, &base, &out),
         Cmd::Keys(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
             .block_on(keys::run(&cli.common, args)),
     }
+}
+
+/// `peregrine convert-lora`: checks and converts an adapter ZIP for a base GGUF.
+fn convert_lora(
+    zip: &std::path::Path,
+    base: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<()> {
+    use anyhow::Context;
+    let bytes = std::fs::read(zip).with_context(|| format!("reading {}", zip.display()))?;
+    let model = peregrine_llama::LoadedModel::load(base, 0)?;
+    let converted = peregrine_llama::peft::convert(&bytes, &model.base_shape())?;
+    std::fs::write(out, &converted.gguf).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "{}: rank {}, alpha {}, modules {}",
+        out.display(),
+        converted.rank,
+        converted.alpha,
+        converted.modules.join(", ")
+    );
+    Ok(())
 }

@@ -9,6 +9,7 @@
 //! keeps both together in a self-referential cell.
 
 mod adapter;
+pub mod peft;
 
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -46,6 +47,17 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// What a LoRA adapter's conversion needs of this model ([`peft::convert`]).
+    pub fn base_shape(&self) -> peft::BaseShape {
+        let m = &self.model;
+        peft::BaseShape {
+            arch: m.meta_val_str("general.architecture").unwrap_or_default(),
+            n_layer: m.n_layer(),
+            n_head: m.n_head(),
+            n_head_kv: m.n_head_kv(),
+        }
+    }
+
     /// Loads a GGUF file (memory-mapped).
     pub fn load(path: &Path, n_gpu_layers: u32) -> Result<Self, EngineError> {
         let backend = backend()?;
