@@ -32,6 +32,15 @@ mod tools;
 
 use output::{finish, process_token, reject, reject_tool, take_forced};
 
+/// The text of control token `tok` among a syntax's `markers` (tool calls, reasoning): the
+/// parsers see such tokens as their text.
+pub(crate) fn marker_text(markers: &[(TokenId, String)], tok: TokenId) -> Option<&str> {
+    markers
+        .iter()
+        .find(|(id, _)| *id == tok)
+        .map(|(_, t)| t.as_str())
+}
+
 /// What the engine thread's inbox carries: work, or an adapter to load between steps.
 pub(crate) enum Inbox {
     /// Boxed: a prepared request is large, an adapter message small.

@@ -10,7 +10,6 @@ use crate::request::{ReasoningMode, ReasoningPlan};
 /// A sequence's reasoning (engine thread).
 pub(crate) struct ReasoningState {
     parser: ReasoningParser,
-    mode: ReasoningMode,
     plan: ReasoningPlan,
     /// `raw` with the reasoning opened by the prompt: the opening tag is written before the
     /// first text, so `content` shows the whole block.
@@ -35,7 +34,6 @@ impl ReasoningState {
         let raw_opened = plan.mode == ReasoningMode::Raw && plan.start == Start::Reasoning;
         ReasoningState {
             parser: ReasoningParser::new(plan.syntax, plan.start),
-            mode: plan.mode,
             open_tag: raw_opened.then_some(THINK_OPEN),
             plan,
             tokens: 0,
@@ -44,11 +42,7 @@ impl ReasoningState {
 
     /// The text of a control token that is part of the syntax.
     pub fn marker_text(&self, tok: TokenId) -> Option<&str> {
-        self.plan
-            .markers
-            .iter()
-            .find(|(id, _)| *id == tok)
-            .map(|(_, t)| t.as_str())
+        super::marker_text(&self.plan.markers, tok)
     }
 
     /// Whether the output is in the answer now (a grammar for the answer may start).
@@ -74,7 +68,7 @@ impl ReasoningState {
 
     fn split(&mut self, text: &str, pieces: Vec<Piece>) -> Split {
         let mut out = Split::default();
-        if self.mode == ReasoningMode::Raw {
+        if self.plan.mode == ReasoningMode::Raw {
             // The text as generated; the parser only tracked where the answer begins.
             if let Some(tag) = self.open_tag.take() {
                 out.answer.push_str(tag);
@@ -84,7 +78,7 @@ impl ReasoningState {
         }
         for p in pieces {
             match p {
-                Piece::Reasoning(r) if self.mode == ReasoningMode::Parsed => {
+                Piece::Reasoning(r) if self.plan.mode == ReasoningMode::Parsed => {
                     out.reasoning.push_str(&r)
                 }
                 Piece::Reasoning(_) => {}

@@ -46,11 +46,7 @@ impl ToolState {
 
     /// The text of a control token that is part of the call syntax.
     pub fn marker_text(&self, tok: TokenId) -> Option<&str> {
-        self.plan
-            .markers
-            .iter()
-            .find(|(id, _)| *id == tok)
-            .map(|(_, t)| t.as_str())
+        super::marker_text(&self.plan.markers, tok)
     }
 
     /// Records a generated token and its bytes (before detokenization and stop matching).

@@ -3,6 +3,7 @@
 //! (`peregrine_text::guard`) unless its own template builds it, and its answer follows the
 //! guard's format (`safe`, or `unsafe` and the violated categories) by grammar.
 
+use peregrine_grammar::{Constraint, GrammarSpec};
 use peregrine_protocol::chat::{ChatCompletionRequest, ChatMessage, MessageContent};
 use peregrine_text::guard::{self, Turn};
 
@@ -60,4 +61,11 @@ pub(super) fn rewrite(
         name: None,
     }];
     Ok(Some(guarded))
+}
+
+/// The guard's answer grammar (`safe`, or `unsafe` and categories), compiled (and cached)
+/// for the model's tokenizer.
+pub(super) fn grammar(model: &ModelContext) -> Result<Constraint, PrepareError> {
+    let spec = GrammarSpec::Lark(guard::ANSWER_GRAMMAR.into());
+    (model.grammars.compile(&spec)).map_err(PrepareError::SchemaGrammar)
 }

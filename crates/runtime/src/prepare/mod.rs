@@ -19,13 +19,12 @@ mod prompt;
 mod reasoning;
 mod tools;
 
-use peregrine_grammar::GrammarSpec;
 use peregrine_protocol::chat::ChatCompletionRequest;
 
 pub use error::PrepareError;
 
 use crate::model::ModelContext;
-use crate::request::{PreparedRequest, ReasoningPlan};
+use crate::request::PreparedRequest;
 use crate::sampling::SamplingParams;
 
 /// The most stop sequences a request may carry (Groq's limit).
@@ -73,15 +72,7 @@ pub fn prepare(
         &mut resolved,
         choice.vars,
     )?;
-    let reasoning = choice
-        .mode
-        .zip(model.reasoning.as_ref())
-        .map(|(mode, info)| ReasoningPlan {
-            syntax: info.syntax,
-            mode,
-            start: info.syntax.start(&rendered.text),
-            markers: info.markers.clone(),
-        });
+    let reasoning = reasoning::plan(choice.mode, model, &rendered.text);
     let prompt = rendered.tokens;
     if prompt.is_empty() {
         return Err(PrepareError::EmptyPrompt);
@@ -90,14 +81,7 @@ pub fn prepare(
     let max_tokens = params::max_tokens(req, model.max_completion_tokens, context, prompt.len())?;
     // Compiled last: it is the most expensive check, and cached for repeated schemas.
     let constraint = match &format {
-        None if model.guard => Some(
-            model
-                .grammars
-                .compile(&GrammarSpec::Lark(
-                    peregrine_text::guard::ANSWER_GRAMMAR.into(),
-                ))
-                .map_err(PrepareError::SchemaGrammar)?,
-        ),
+        None if model.guard => Some(guard::grammar(model)?),
         None => resolved.forced_grammar.take(),
         Some(f) => Some(
             model

@@ -19,7 +19,7 @@ use peregrine_text::TemplateVars;
 
 use super::PrepareError;
 use crate::model::ModelContext;
-use crate::request::ReasoningMode;
+use crate::request::{ReasoningMode, ReasoningPlan};
 
 /// The resolved choice: how reasoning is returned (`None`: the model does not reason) and
 /// the template variables that shape it.
@@ -120,4 +120,20 @@ fn effort_vars(control: EffortControl, effort: Option<&str>) -> Result<TemplateV
         }),
         (EffortControl::Levels, _) => Err(wrong("`low`, `medium`, `high`")),
     }
+}
+
+/// The engine's plan for a reasoning request: where its output starts is read off the end
+/// of the rendered `prompt`. `None` when the model does not reason.
+pub(super) fn plan(
+    mode: Option<ReasoningMode>,
+    model: &ModelContext,
+    prompt: &str,
+) -> Option<ReasoningPlan> {
+    let info = model.reasoning.as_ref()?;
+    Some(ReasoningPlan {
+        syntax: info.syntax,
+        mode: mode?,
+        start: info.syntax.start(prompt),
+        markers: info.markers.clone(),
+    })
 }
