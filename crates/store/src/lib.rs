@@ -41,6 +41,25 @@ pub struct FileRecord {
     pub org_id: String,
 }
 
+/// A registered LoRA adapter (Groq's fine-tuning object).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FineTuningRecord {
+    /// `ft_` + a lower-case ULID.
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    /// The model id the adapter was registered over, as the client gave it.
+    pub base_model: String,
+    /// `lora`.
+    pub kind: String,
+    /// The uploaded ZIP (a file with purpose `fine_tuning`).
+    pub input_file_id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// The model id chat completions take: `ft:<base>:<org>/<name>-<hex>`.
+    pub fine_tuned_model: String,
+}
+
 /// The organization of requests served without authentication or with a static key, and of
 /// rows stored before keys had owners.
 pub const DEFAULT_ORG: &str = "org_default";
@@ -178,4 +197,11 @@ pub trait Store: Send + Sync {
     async fn any_active_key(&self) -> Result<bool, StoreError>;
     /// Marks a key revoked at `now`. False when no key has this id or it was revoked already.
     async fn revoke_key(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+
+    async fn insert_fine_tuning(&self, f: &FineTuningRecord) -> Result<(), StoreError>;
+    async fn fine_tuning(&self, id: &str) -> Result<Option<FineTuningRecord>, StoreError>;
+    /// Every fine tuning of `org` (of every organization when `None`), newest first.
+    async fn fine_tunings(&self, org: Option<&str>) -> Result<Vec<FineTuningRecord>, StoreError>;
+    /// Whether a fine tuning with this id existed.
+    async fn delete_fine_tuning(&self, id: &str) -> Result<bool, StoreError>;
 }

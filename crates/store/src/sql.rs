@@ -5,8 +5,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::{
-    BatchRecord, BatchStatus, FileRecord, KeyRecord, LineCounts, LineResult, LineState, LineTask,
-    NewLine, Store, StoreError,
+    BatchRecord, BatchStatus, FileRecord, FineTuningRecord, KeyRecord, LineCounts, LineResult,
+    LineState, LineTask, NewLine, Store, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -64,6 +64,22 @@ fn key_of(row: &AnyRow) -> Result<KeyRecord, sqlx::Error> {
         hint: row.try_get("hint")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+const FINE_TUNING_COLUMNS: &str =
+    "id, org_id, name, base_model, kind, input_file_id, created_at, fine_tuned_model";
+
+fn fine_tuning_of(row: &AnyRow) -> Result<FineTuningRecord, sqlx::Error> {
+    Ok(FineTuningRecord {
+        id: row.try_get("id")?,
+        org_id: row.try_get("org_id")?,
+        name: row.try_get("name")?,
+        base_model: row.try_get("base_model")?,
+        kind: row.try_get("kind")?,
+        input_file_id: row.try_get("input_file_id")?,
+        created_at: row.try_get("created_at")?,
+        fine_tuned_model: row.try_get("fine_tuned_model")?,
     })
 }
 
@@ -606,6 +622,58 @@ impl Store for SqlStore {
                 .bind(id)
                 .execute(&self.pool)
                 .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_fine_tuning(&self, f: &FineTuningRecord) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO fine_tunings ({FINE_TUNING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(&f.id)
+        .bind(&f.org_id)
+        .bind(&f.name)
+        .bind(&f.base_model)
+        .bind(&f.kind)
+        .bind(&f.input_file_id)
+        .bind(f.created_at)
+        .bind(&f.fine_tuned_model)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn fine_tuning(&self, id: &str) -> Result<Option<FineTuningRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {FINE_TUNING_COLUMNS} FROM fine_tunings WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(fine_tuning_of).transpose()?)
+    }
+
+    async fn fine_tunings(&self, org: Option<&str>) -> Result<Vec<FineTuningRecord>, StoreError> {
+        let filter = if org.is_some() {
+            "WHERE org_id = $1"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {FINE_TUNING_COLUMNS} FROM fine_tunings {filter} ORDER BY created_at DESC, id DESC"
+        );
+        let mut q = sqlx::query(&sql);
+        if let Some(o) = org {
+            q = q.bind(o);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(fine_tuning_of).collect::<Result<_, _>>()?)
+    }
+
+    async fn delete_fine_tuning(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM fine_tunings WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 }

@@ -1,10 +1,10 @@
-//! API keys and per-organization listing, on SQLite (and on PostgreSQL when
+//! API keys, per-organization listing and registered fine tunings, on SQLite (and on PostgreSQL when
 //! `PEREGRINE_TEST_POSTGRES` names one).
 
 mod common;
 
 use common::stores;
-use peregrine_store::{new_id, FileRecord, KeyRecord, Store};
+use peregrine_store::{new_id, FileRecord, FineTuningRecord, KeyRecord, Store};
 
 fn key(org: &str, hash: &str) -> KeyRecord {
     KeyRecord {
@@ -58,5 +58,48 @@ async fn files_are_listed_per_organization() {
         let all = store.files(None).await.unwrap();
         assert!(all.contains(&fa) && all.contains(&fb), "{backend}");
         assert_eq!(store.file(&fb.id).await.unwrap().unwrap().org_id, b);
+    }
+}
+
+#[tokio::test]
+async fn fine_tunings_round_trip_per_organization() {
+    for (backend, store, _dir) in stores().await {
+        let (a, b) = (new_id("org"), new_id("org"));
+        let ft = |org: &str, name: &str, at: i64| FineTuningRecord {
+            id: new_id("ft"),
+            org_id: org.into(),
+            name: name.into(),
+            base_model: "llama-3.1-8b-instant".into(),
+            kind: "lora".into(),
+            input_file_id: new_id("file"),
+            created_at: at,
+            fine_tuned_model: format!("ft:llama-3.1-8b-instant:{org}/{name}-{}", new_id("h")),
+        };
+        let (old, new, other) = (ft(&a, "x", 1), ft(&a, "y", 2), ft(&b, "z", 3));
+        for f in [&old, &new, &other] {
+            store.insert_fine_tuning(f).await.unwrap();
+        }
+        let mine = store.fine_tunings(Some(&a)).await.unwrap();
+        assert_eq!(
+            mine,
+            vec![new.clone(), old.clone()],
+            "{backend}: newest first, own org"
+        );
+        assert_eq!(
+            store.fine_tunings(None).await.unwrap().len(),
+            3,
+            "{backend}"
+        );
+        assert_eq!(store.fine_tuning(&old.id).await.unwrap(), Some(old.clone()));
+        // A model id is registered once.
+        let mut dup = ft(&a, "w", 4);
+        dup.fine_tuned_model = old.fine_tuned_model.clone();
+        assert!(store.insert_fine_tuning(&dup).await.is_err(), "{backend}");
+        assert!(store.delete_fine_tuning(&old.id).await.unwrap());
+        assert!(
+            !store.delete_fine_tuning(&old.id).await.unwrap(),
+            "{backend}"
+        );
+        assert_eq!(store.fine_tuning(&old.id).await.unwrap(), None);
     }
 }
