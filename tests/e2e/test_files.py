@@ -50,5 +50,6 @@ def test_upload_with_a_wrong_purpose_is_a_400(groq_client, tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text("{}\n")
     with open(path, "rb") as f, pytest.raises(groq.BadRequestError) as err:
-        groq_client.files.create(file=f, purpose="fine_tuning")
+        groq_client.files.create(file=f, purpose="assistants")
     assert "purpose" in str(err.value)
+

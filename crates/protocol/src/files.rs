@@ -24,7 +24,7 @@ pub struct FileObject {
     /// Unix seconds.
     pub created_at: i64,
     pub filename: String,
-    /// `batch` (uploads) or `batch_output` (a batch's results and errors).
+    /// `batch` or `fine_tuning` (uploads), or `batch_output` (a batch's results and errors).
     pub purpose: String,
 }
 

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use peregrine_protocol::files::{FileDeleted, FileList, FileObject};
-use peregrine_service::files::Upload;
+use peregrine_service::files::{Purpose, Upload};
 use peregrine_service::{Principal, ServiceError, Storage};
 
 use crate::error::ApiError;
@@ -24,8 +24,8 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     ServiceError::BadRequest(e.body_text()).into()
 }
 
-/// Longest `purpose` field read, in bytes [64]: the only accepted value is `batch`, so a
-/// longer one is refused without being held in memory.
+/// Longest `purpose` field read, in bytes [64]: the accepted values are `batch` and
+/// `fine_tuning`, so a longer one is refused without being held in memory.
 pub const MAX_PURPOSE_BYTES: usize = 64;
 
 /// A short text field, refused past [`MAX_PURPOSE_BYTES`].
@@ -33,7 +33,9 @@ async fn small_text(mut field: axum::extract::multipart::Field<'_>) -> Result<St
     let mut bytes = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if bytes.len() + chunk.len() > MAX_PURPOSE_BYTES {
-            let message = format!("`purpose` must be 'batch' (at most {MAX_PURPOSE_BYTES} bytes)");
+            let message = format!(
+                "`purpose` must be 'batch' or 'fine_tuning' (at most {MAX_PURPOSE_BYTES} bytes)"
+            );
             return Err(ServiceError::BadRequest(message).into());
         }
         bytes.extend_from_slice(&chunk);
@@ -61,7 +63,9 @@ pub async fn upload(
             }
             Some("file") => {
                 let name = field.file_name().unwrap_or("upload.jsonl").to_string();
-                let mut up = fs.begin_upload(&who.org, &name).await?;
+                // A known purpose lets a batch file's line limit stop the upload early.
+                let known = purpose.as_deref().and_then(|p| Purpose::parse(p).ok());
+                let mut up = fs.begin_upload(&who.org, &name, known).await?;
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                     up.write(&chunk).await?;
                 }

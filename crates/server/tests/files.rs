@@ -122,8 +122,12 @@ async fn bad_uploads_are_400s_and_leave_nothing_behind() {
     for (req, needle) in [
         (multipart(None, "a.jsonl", JSONL), "`purpose` is required"),
         (
-            multipart(Some("fine_tuning"), "a.jsonl", JSONL),
-            "`purpose` must be 'batch'",
+            multipart(Some("fine-tune"), "a.jsonl", JSONL),
+            "`purpose` must be 'batch' or 'fine_tuning'",
+        ),
+        (
+            multipart(Some("fine_tuning"), "a.zip", JSONL),
+            "must be a ZIP archive",
         ),
         (multipart(Some("batch"), "a.jsonl", b""), "`file` is empty"),
         (
@@ -271,4 +275,44 @@ async fn rejected_multipart_bodies_leave_no_blob() {
         0,
         "no blob, finished or partial, is left behind"
     );
+}
+
+#[tokio::test]
+async fn a_fine_tuning_zip_has_no_line_limit_whichever_field_comes_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    // A binary ZIP may hold any number of newline bytes.
+    let mut zip = b"PK\x03\x04".to_vec();
+    zip.extend(std::iter::repeat_n(b'\n', 60_000));
+    let purpose_first = raw_multipart(
+        &[
+            ("purpose", None, b"fine_tuning"),
+            ("file", Some("a.zip"), &zip),
+        ],
+        true,
+    );
+    let file_first = raw_multipart(
+        &[
+            ("file", Some("a.zip"), &zip),
+            ("purpose", None, b"fine_tuning"),
+        ],
+        true,
+    );
+    for req in [purpose_first, file_first] {
+        let (status, file) = json(&app, req).await;
+        assert_eq!(status, StatusCode::OK, "{file}");
+        assert_eq!(file["purpose"], "fine_tuning");
+        assert_eq!(file["bytes"], zip.len());
+    }
+    // The same lines as a batch file are refused, the purpose given after the file too.
+    let batch_last = raw_multipart(
+        &[("file", Some("a.jsonl"), &zip), ("purpose", None, b"batch")],
+        true,
+    );
+    let (status, err) = json(&app, batch_last).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("more than 50000 lines"));
 }

@@ -1,5 +1,7 @@
 //! The Files API over [`Store`] and [`Blobs`]: uploads streamed to storage with Groq's 200 MB
-//! and 50,000-line limits checked on the way, listing, retrieval, contents and deletion.
+//! limit (and, for batch input, 50,000 lines) checked on the way, listing, retrieval,
+//! contents and deletion. Purposes: `batch` (JSONL batch input) and `fine_tuning` (a LoRA
+//! adapter ZIP for the fine-tuning API).
 //! [`Storage`] also carries the Batch API (`batches.rs`) and wakes the batch worker.
 
 use std::sync::Arc;
@@ -27,6 +29,38 @@ pub(crate) fn store_err(e: StoreError) -> ServiceError {
     ServiceError::Internal(e.to_string())
 }
 
+/// What an upload is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// JSONL input of a batch: at most [`MAX_FILE_LINES`] lines.
+    Batch,
+    /// A LoRA adapter ZIP (`adapter_model.safetensors` + `adapter_config.json`).
+    FineTuning,
+}
+
+impl Purpose {
+    /// The `purpose` field of an upload.
+    pub fn parse(p: &str) -> Result<Self, ServiceError> {
+        match p {
+            "batch" => Ok(Self::Batch),
+            "fine_tuning" => Ok(Self::FineTuning),
+            p => Err(ServiceError::BadRequest(format!(
+                "`purpose` must be 'batch' or 'fine_tuning', got '{p}'"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Batch => "batch",
+            Self::FineTuning => "fine_tuning",
+        }
+    }
+}
+
+/// The first bytes of every ZIP archive (a local file header).
+const ZIP_MAGIC: &[u8; 4] = b"PK\x03\x04";
+
 fn too_many_lines() -> ServiceError {
     ServiceError::BadRequest(format!(
         "`file` has more than {MAX_FILE_LINES} lines, the most a batch file may have"
@@ -50,12 +84,17 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// A file being uploaded: its contents go to storage as they arrive. Dropped before
-/// [`Upload::finish`], nothing of it is kept.
+/// [`Storage::finish_upload`], nothing of it is kept.
 pub struct Upload {
     writer: BlobWriter,
     record: FileRecord,
     /// The last byte written (a last line without a newline still counts).
     last: u8,
+    /// The purpose, when the form gave it before the file: a batch file over the line
+    /// limit is then refused as soon as it is, not at the end.
+    purpose: Option<Purpose>,
+    /// The first bytes (a ZIP's signature).
+    head: Vec<u8>,
 }
 
 impl Upload {
@@ -68,7 +107,9 @@ impl Upload {
         }
         r.lines += chunk.iter().filter(|&&b| b == b'\n').count() as i64;
         self.last = chunk.last().copied().unwrap_or(self.last);
-        if r.lines as u64 > MAX_FILE_LINES {
+        let want = ZIP_MAGIC.len().saturating_sub(self.head.len());
+        self.head.extend_from_slice(&chunk[..want.min(chunk.len())]);
+        if self.purpose == Some(Purpose::Batch) && r.lines as u64 > MAX_FILE_LINES {
             return Err(too_many_lines());
         }
         self.writer.write(chunk).await.map_err(store_err)
@@ -92,8 +133,14 @@ impl Storage {
         }
     }
 
-    /// Starts an upload named `filename` for organization `org`.
-    pub async fn begin_upload(&self, org: &str, filename: &str) -> Result<Upload, ServiceError> {
+    /// Starts an upload named `filename` for organization `org`; `purpose` when the form
+    /// has given it already.
+    pub async fn begin_upload(
+        &self,
+        org: &str,
+        filename: &str,
+        purpose: Option<Purpose>,
+    ) -> Result<Upload, ServiceError> {
         let id = new_id("file");
         let writer = self.blobs.create(&id).await.map_err(store_err)?;
         Ok(Upload {
@@ -108,6 +155,8 @@ impl Storage {
                 org_id: org.to_string(),
             },
             last: b'\n',
+            purpose,
+            head: Vec::new(),
         })
     }
 
@@ -122,21 +171,27 @@ impl Storage {
             writer,
             mut record,
             last,
+            head,
+            ..
         } = upload;
         if last != b'\n' {
             record.lines += 1;
         }
-        match purpose {
-            Some("batch") => record.purpose = "batch".into(),
+        let purpose = match purpose {
+            Some(p) => Purpose::parse(p)?,
             None => return Err(ServiceError::BadRequest("`purpose` is required".into())),
-            Some(p) => {
-                return Err(ServiceError::BadRequest(format!(
-                    "`purpose` must be 'batch', got '{p}'"
-                )))
+        };
+        record.purpose = purpose.as_str().into();
+        match purpose {
+            Purpose::Batch if record.lines as u64 > MAX_FILE_LINES => return Err(too_many_lines()),
+            Purpose::FineTuning if head != ZIP_MAGIC => {
+                return Err(ServiceError::BadRequest(
+                    "a `fine_tuning` file must be a ZIP archive of `adapter_model.safetensors` \
+                     and `adapter_config.json`"
+                        .into(),
+                ))
             }
-        }
-        if record.lines as u64 > MAX_FILE_LINES {
-            return Err(too_many_lines());
+            _ => {}
         }
         writer.commit().await.map_err(store_err)?;
         if let Err(e) = self.store.insert_file(&record).await {
