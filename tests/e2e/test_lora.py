@@ -234,3 +234,126 @@ def test_bad_adapter_zips_are_refused_clearly(tmp_path, config, extra, words):
     assert r.returncode != 0
     assert words in r.stderr, r.stderr[-1500:]
     assert not (tmp_path / "out.gguf").exists()
+
+
+# --- The fine-tuning API: upload -> register -> chat, with Peregrine's own conversion. ---
+
+
+def zero_b_zip(path: Path) -> Path:
+    """Adapter a's PEFT ZIP with every B matrix zero: W + (alpha/r) B A is W."""
+    import zipfile
+
+    import numpy as np
+    from safetensors.numpy import load, save
+
+    f = lora_files()
+    with zipfile.ZipFile(f["peft_a_zip"]) as z:
+        weights = load(z.read("adapter_model.safetensors"))
+        config = z.read("adapter_config.json")
+    zeroed = {k: (np.zeros_like(v) if "lora_B" in k else v) for k, v in weights.items()}
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("adapter_model.safetensors", save(zeroed))
+        z.writestr("adapter_config.json", config)
+    return path
+
+
+def upload_zip(client: groq.Groq, path: Path) -> str:
+    with open(path, "rb") as fh:
+        f = client.files.create(file=(path.name, fh, "application/zip"), purpose="fine_tuning")
+    assert f.purpose == "fine_tuning" and f.bytes == path.stat().st_size
+    return f.id
+
+
+def register(url: str, api_key: str, file_id: str, name: str, base: str = "smollm2") -> httpx.Response:
+    return httpx.post(
+        f"{url}/v1/fine_tunings",
+        headers={"authorization": f"Bearer {api_key}"},
+        json={"input_file_id": file_id, "name": name, "type": "lora", "base_model": base},
+        timeout=CLIENT_TIMEOUT_S,
+    )
+
+
+def test_fine_tuning_flow_upload_register_chat_delete(client, served, api_key):
+    """A PEFT ZIP uploaded with the groq SDK, registered over plain HTTP, converted and
+    hot-loaded by the server, then used by id: it answers as the same adapter loaded from
+    the config (adapter a, the ZIP's float16 copy, so equal up to a near-tie)."""
+    f = lora_files()
+    if not f["peft_a_zip"]:
+        pytest.skip("the safetensors package is missing: no PEFT zip was written")
+    file_id = upload_zip(client, Path(f["peft_a_zip"]))
+    r = register(served, api_key, file_id, "adapter-a")
+    assert r.status_code == 200, r.text
+    ft = r.json()
+    model = ft["data"]["fine_tuned_model"]
+    assert ft["object"] == "fine_tuning" and ft["id"].startswith("ft_")
+    assert model.startswith("ft:smollm2:org_default/adapter-a-"), model
+    assert model in {m.id for m in client.models.list().data}
+
+    uploaded = greedy(client, model, logprobs=True, top_logprobs=2)
+    configured = greedy(client, A, logprobs=True, top_logprobs=2)
+    assert_same_until_near_tie(configured, uploaded, model)
+    assert uploaded.message.content != greedy(client, "smollm2").message.content
+
+    listed = httpx.get(f"{served}/v1/fine_tunings", headers={"authorization": f"Bearer {api_key}"}).json()
+    assert ft["data"] in listed["data"]
+    gone = httpx.delete(f"{served}/v1/fine_tunings/{ft['id']}", headers={"authorization": f"Bearer {api_key}"})
+    assert gone.json() == {"id": ft["id"], "object": "fine_tuning", "deleted": True}
+    with pytest.raises(groq.NotFoundError):
+        greedy(client, model)
+
+
+def test_an_uploaded_zero_b_adapter_is_exactly_the_base(client, served, api_key, tmp_path):
+    if not lora_files()["peft_a_zip"]:
+        pytest.skip("the safetensors package is missing: no PEFT zip was written")
+    file_id = upload_zip(client, zero_b_zip(tmp_path / "zero.zip"))
+    r = register(served, api_key, file_id, "zero")
+    assert r.status_code == 200, r.text
+    model = r.json()["data"]["fine_tuned_model"]
+    base = greedy(client, "smollm2", logprobs=True, top_logprobs=3)
+    zero = greedy(client, model, logprobs=True, top_logprobs=3)
+    assert zero.message.content == base.message.content
+    for x, y in zip(zero.logprobs.content, base.logprobs.content):
+        assert x.token == y.token and abs(x.logprob - y.logprob) < 1e-4, (x, y)
+
+
+def test_a_bad_zip_is_refused_at_registration(client, served, api_key, tmp_path):
+    if not lora_files()["peft_a_zip"]:
+        pytest.skip("the safetensors package is missing: no PEFT zip was written")
+    file_id = upload_zip(client, peft_zip(tmp_path / "r4.zip", {**GOOD, "r": 4}))
+    r = register(served, api_key, file_id, "r4")
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "input_file_id"
+    assert "`r` must be one of 8, 16, 32 or 64" in err["message"]
+    # Not a ZIP at all: refused at upload.
+    not_zip = tmp_path / "notes.zip"
+    not_zip.write_text("hello")
+    with pytest.raises(groq.BadRequestError, match="must be a ZIP archive"):
+        upload_zip(client, not_zip)
+
+
+def test_registered_adapters_survive_a_restart(api_key, tmp_path):
+    """The store keeps the registration and the data directory the converted adapter: a
+    restarted server serves it before it says it is listening."""
+    f = lora_files()
+    if not f["peft_a_zip"]:
+        pytest.skip("the safetensors package is missing: no PEFT zip was written")
+    config = tmp_path / "peregrine.toml"
+    config.write_text(
+        f'[[models]]\nmodel = "{f["base"]}"\nid = "smollm2"\ndefault_aliases = false\n'
+        f"ctx_size = 512\nparallel = 1\n"
+    )
+    server = ServerProcess(api_key, f["base"], str(tmp_path / "data"), ("--config", str(config)))
+    url = server.start()
+    try:
+        c = groq.Groq(base_url=url, api_key=api_key, max_retries=0, timeout=CLIENT_TIMEOUT_S)
+        r = register(url, api_key, upload_zip(c, Path(f["peft_a_zip"])), "kept")
+        assert r.status_code == 200, r.text
+        model = r.json()["data"]["fine_tuned_model"]
+        before = greedy(c, model).message.content
+        server.stop()
+        url = server.start()
+        c = groq.Groq(base_url=url, api_key=api_key, max_retries=0, timeout=CLIENT_TIMEOUT_S)
+        assert greedy(c, model).message.content == before
+    finally:
+        server.stop()

@@ -262,6 +262,7 @@ fn start_server(rt: &tokio::runtime::Runtime, served: ServedModel) -> Result<Str
         limiter: std::sync::Arc::new(peregrine_service::RateLimiter::unlimited()),
         metrics: Default::default(),
         storage: None,
+        fine_tunings: None,
         policy: Default::default(),
     }));
     rt.block_on(async {

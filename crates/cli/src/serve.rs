@@ -13,8 +13,10 @@ use peregrine_runtime::{EngineFamilies, ModelSettings};
 use peregrine_server::listen::Timeouts;
 use peregrine_server::{AppState, HttpPolicy};
 use peregrine_service::batch_worker::{self, WorkerConfig};
+use peregrine_service::fine_tunings::SYNC_EVERY;
 use peregrine_service::{
-    ApiKeys, Completions, Metrics, ModelMeta, ModelRegistry, RateLimiter, ServedModel, Storage,
+    AdapterConverter, ApiKeys, Completions, FineTunings, Metrics, ModelMeta, ModelRegistry,
+    RateLimiter, ServedModel, Storage,
 };
 use peregrine_tools::search::LocalIndex;
 use peregrine_tools::{SearchBackend, ToolKit};
@@ -113,15 +115,22 @@ pub fn serve_loaded(
         owned_by: loc.owned_by,
         id,
     };
-    Ok(ServedModel::new(meta, built))
+    let shape = loaded.base_shape();
+    let convert: AdapterConverter = Arc::new(move |zip: &[u8]| {
+        (peregrine_llama::peft::convert(zip, &shape))
+            .map(|c| c.gguf)
+            .map_err(|e| e.to_string())
+    });
+    Ok(ServedModel::new(meta, built).with_converter(convert))
 }
 
 /// The file and batch storage: SQLite under the data directory unless a database URL is
-/// given, file contents on local disk; and the store again, for rate-limit counters.
+/// given, file contents on local disk; the store again, for rate-limit counters; and the
+/// data directory.
 async fn open_storage(
     common: &CommonArgs,
     s: &ServeSettings,
-) -> Result<(Storage, Arc<peregrine_store::SqlStore>)> {
+) -> Result<(Storage, Arc<peregrine_store::SqlStore>, PathBuf)> {
     let (data_dir, url) =
         crate::keys::database_url(common, s.database_url.clone(), s.data_dir.clone());
     tokio::fs::create_dir_all(&data_dir)
@@ -134,7 +143,11 @@ async fn open_storage(
         .await
         .context("opening the file store")?;
     let store = Arc::new(store);
-    Ok((Storage::new(store.clone(), Arc::new(blobs)), store))
+    Ok((
+        Storage::new(store.clone(), Arc::new(blobs)),
+        store,
+        data_dir,
+    ))
 }
 
 /// The rate limiter, its counters where the settings put them.
@@ -252,7 +265,7 @@ async fn build_app(
             registry.add(a, Vec::new());
         }
     }
-    let (storage, store) = open_storage(common, s).await?;
+    let (storage, store, data_dir) = open_storage(common, s).await?;
     let storage = Arc::new(storage);
     let limiter =
         Arc::new((rate_limiter(s, store).await?).with_metrics(metrics.rejections.clone()));
@@ -270,12 +283,25 @@ async fn build_app(
     worker.lines = metrics.batch_lines.clone();
     let worker = batch_worker::spawn(completions.clone(), storage.clone(), worker);
     peregrine_service::collector::spawn(storage.clone(), s.collector);
+    let fine_tunings = Arc::new(FineTunings::new(
+        completions.clone(),
+        storage.clone(),
+        data_dir.join("adapters"),
+    ));
+    // Adapters registered before a restart, or on another replica, are served before the
+    // server says it is listening; later ones within SYNC_EVERY.
+    let restored = fine_tunings.sync().await?;
+    if restored > 0 {
+        tracing::info!(adapters = restored, "fine-tuned LoRA adapters restored");
+    }
+    fine_tunings.clone().spawn_sync(SYNC_EVERY);
     let app = peregrine_server::router(Arc::new(AppState {
         completions,
         keys: ApiKeys::new(&s.api_keys, Some(storage.store.clone())),
         limiter,
         metrics,
         storage: Some(storage),
+        fine_tunings: Some(fine_tunings),
         policy: HttpPolicy {
             cors_origins: s.http.cors_origins.clone(),
             allowed_hosts: s.http.allowed_hosts.clone(),

@@ -30,6 +30,7 @@ pub mod batches;
 pub mod chat;
 pub mod error;
 pub mod files;
+pub mod fine_tunings;
 pub mod models;
 pub mod openapi;
 pub mod parse;

@@ -36,6 +36,9 @@ use crate::chat::{
 };
 use crate::error::ErrorEnvelope;
 use crate::files::{FileDeleted, FileList, FileObject};
+use crate::fine_tunings::{
+    CreateFineTuningRequest, FineTuningDeleted, FineTuningList, FineTuningResponse,
+};
 use crate::models::{Model, ModelList};
 use crate::wire::schema as s;
 
@@ -83,6 +86,10 @@ pub fn json() -> String {
         list_batches,
         retrieve_batch,
         cancel_batch,
+        create_fine_tuning,
+        list_fine_tunings,
+        retrieve_fine_tuning,
+        delete_fine_tuning,
         health,
     ),
     components(schemas(ErrorEnvelope, ChatCompletionChunk, BatchOutputLine)),
@@ -93,6 +100,7 @@ pub fn json() -> String {
         (name = "models", description = "The models this server serves, aliases included."),
         (name = "files", description = "JSONL input files for batches, and their results."),
         (name = "batches", description = "Asynchronous batches of chat completions."),
+        (name = "fine-tuning", description = "LoRA adapters registered over a served model (under /v1 only)."),
         (name = "health", description = "Liveness of the engines; no key needed."),
     ),
 )]
@@ -223,19 +231,20 @@ fn retrieve_model() {}
 #[derive(ToSchema)]
 #[allow(dead_code)]
 struct FileUpload {
-    /// The JSONL file: one batch request a line, at most 200 MB and 50,000 lines.
+    /// At most 200 MB. `batch`: JSONL, one batch request a line, at most 50,000 lines.
+    /// `fine_tuning`: a ZIP of `adapter_model.safetensors` and `adapter_config.json`.
     #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
     file: Vec<u8>,
-    /// Always `batch`.
+    /// `batch` or `fine_tuning`.
     #[schema(schema_with = purpose_schema)]
     purpose: String,
 }
 
 fn purpose_schema() -> ObjectBuilder {
-    s::string_enum(&["batch"])
+    s::string_enum(&["batch", "fine_tuning"])
 }
 
-/// Uploads a batch input file.
+/// Uploads a batch input file or a LoRA adapter ZIP.
 #[utoipa::path(
     post,
     path = "/openai/v1/files",
@@ -297,6 +306,54 @@ fn delete_file() {}
 )]
 #[allow(dead_code)]
 fn file_content() {}
+
+/// Registers an uploaded LoRA adapter ZIP over a served model: converted, loaded, and
+/// served as `data.fine_tuned_model` to the caller's organization.
+#[utoipa::path(
+    post,
+    path = "/v1/fine_tunings",
+    tag = "fine-tuning",
+    operation_id = "createFineTuning",
+    request_body = CreateFineTuningRequest,
+    responses((status = 200, description = "The new fine tuning.", body = FineTuningResponse), CreateBatchErrors),
+)]
+#[allow(dead_code)]
+fn create_fine_tuning() {}
+
+/// Lists the organization's fine tunings, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/fine_tunings",
+    tag = "fine-tuning",
+    operation_id = "listFineTunings",
+    responses((status = 200, description = "The fine tunings.", body = FineTuningList), ListErrors),
+)]
+#[allow(dead_code)]
+fn list_fine_tunings() {}
+
+/// One fine tuning.
+#[utoipa::path(
+    get,
+    path = "/v1/fine_tunings/{id}",
+    tag = "fine-tuning",
+    operation_id = "getFineTuning",
+    params(("id" = String, Path, description = "`ft_` and a ULID.")),
+    responses((status = 200, description = "The fine tuning.", body = FineTuningResponse), ItemErrors),
+)]
+#[allow(dead_code)]
+fn retrieve_fine_tuning() {}
+
+/// Deletes a fine tuning: its model is no longer served (running requests finish).
+#[utoipa::path(
+    delete,
+    path = "/v1/fine_tunings/{id}",
+    tag = "fine-tuning",
+    operation_id = "deleteFineTuning",
+    params(("id" = String, Path, description = "`ft_` and a ULID.")),
+    responses((status = 200, description = "Deleted.", body = FineTuningDeleted), ItemErrors),
+)]
+#[allow(dead_code)]
+fn delete_fine_tuning() {}
 
 /// Creates a batch from an uploaded file.
 #[utoipa::path(
@@ -585,6 +642,10 @@ mod tests {
         ("/openai/v1/batches", "get"),
         ("/openai/v1/batches/{batch_id}", "get"),
         ("/openai/v1/batches/{batch_id}/cancel", "post"),
+        ("/v1/fine_tunings", "post"),
+        ("/v1/fine_tunings", "get"),
+        ("/v1/fine_tunings/{id}", "get"),
+        ("/v1/fine_tunings/{id}", "delete"),
         ("/health", "get"),
     ];
 

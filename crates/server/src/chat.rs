@@ -57,7 +57,10 @@ pub async fn create(
     };
     let completions = &state.completions;
     let limiter = &state.limiter;
-    let mut job = match completions.prepare_chat(&body, request_id, version).await? {
+    let mut job = match completions
+        .prepare_chat(&body, request_id, version, &principal.org)
+        .await?
+    {
         ChatRun::Plain(job) => *job,
         ChatRun::Agent(job) => return agent_response(&state, &principal, log, job).await,
     };

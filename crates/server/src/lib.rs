@@ -11,6 +11,7 @@ pub mod batches;
 pub mod chat;
 pub mod error;
 pub mod files;
+pub mod fine_tunings;
 mod health;
 pub mod listen;
 pub mod middleware;
@@ -30,9 +31,25 @@ pub use state::{AppState, SharedState};
 
 pub use chat::BODY_LIMIT;
 
-fn api_routes(state: SharedState) -> Router<SharedState> {
+/// The routes under one prefix; `fine_tunings`: with Groq's fine-tuning API, which it serves
+/// under `/v1` only.
+fn api_routes(state: SharedState, fine_tunings: bool) -> Router<SharedState> {
     let json = || axum::middleware::from_fn(policy::require_json);
-    Router::new()
+    let mut routes = Router::new();
+    if fine_tunings {
+        routes = routes
+            .route(
+                "/fine_tunings",
+                post(fine_tunings::create)
+                    .layer(json())
+                    .get(fine_tunings::list),
+            )
+            .route(
+                "/fine_tunings/{id}",
+                get(fine_tunings::retrieve).delete(fine_tunings::delete),
+            );
+    }
+    routes
         .route("/chat/completions", post(chat::create).layer(json()))
         .route("/models", get(models::list))
         .route("/models/{*id}", get(models::get))
@@ -63,8 +80,8 @@ fn api_routes(state: SharedState) -> Router<SharedState> {
 pub fn router(state: SharedState) -> Router {
     let cors = state.policy.cors();
     let app = Router::new()
-        .nest("/openai/v1", api_routes(state.clone()))
-        .nest("/v1", api_routes(state.clone()))
+        .nest("/openai/v1", api_routes(state.clone(), false))
+        .nest("/v1", api_routes(state.clone(), true))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

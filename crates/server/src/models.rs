@@ -1,12 +1,13 @@
-//! `GET /models` and `GET /models/{id}`: served models plus their aliases.
+//! `GET /models` and `GET /models/{id}`: served models plus their aliases, and the caller's
+//! fine-tuned models.
 
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::{Extension, Json};
 use peregrine_protocol::models::{Model, ModelList};
 
 use crate::error::ApiError;
 use peregrine_service::agent::compound::COMPOUND_MODELS;
-use peregrine_service::{ModelRegistry, ServedModel, ServiceError};
+use peregrine_service::{ModelRegistry, Principal, ServedModel, ServiceError};
 
 use crate::state::SharedState;
 
@@ -49,7 +50,10 @@ fn compound_entries(reg: &ModelRegistry) -> impl Iterator<Item = Model> + '_ {
         .filter_map(move |(id, _)| first.map(|m| compound_entry(id, m)))
 }
 
-pub async fn list(State(state): State<SharedState>) -> Json<ModelList> {
+pub async fn list(
+    State(state): State<SharedState>,
+    Extension(who): Extension<Principal>,
+) -> Json<ModelList> {
     let reg = state.registry();
     let mut data: Vec<Model> = reg
         .models()
@@ -57,6 +61,11 @@ pub async fn list(State(state): State<SharedState>) -> Json<ModelList> {
         .map(|m| entry(&m.id, m, false))
         .collect();
     data.extend(reg.aliases().map(|(a, m)| entry(a, m, true)));
+    data.extend(
+        reg.fine_tuned(&who.org)
+            .iter()
+            .map(|m| entry(&m.id, m, false)),
+    );
     data.extend(compound_entries(reg));
     Json(ModelList {
         object: Default::default(),
@@ -66,6 +75,7 @@ pub async fn list(State(state): State<SharedState>) -> Json<ModelList> {
 
 pub async fn get(
     State(state): State<SharedState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Model>, ApiError> {
     if let Some(m) = compound_entries(state.registry()).find(|m| m.id.eq_ignore_ascii_case(&id)) {
@@ -73,8 +83,8 @@ pub async fn get(
     }
     let r = state
         .registry()
-        .resolve(&id)
+        .resolve(&id, &who.org)
         .ok_or_else(|| ServiceError::ModelNotFound(id.clone()))?;
     let alias = r.listed_id != r.model.id;
-    Ok(Json(entry(r.listed_id, r.model, alias)))
+    Ok(Json(entry(&r.listed_id, &r.model, alias)))
 }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use peregrine_service::{ApiKeys, Completions, Metrics, ModelRegistry, RateLimiter, Storage};
+use peregrine_service::{
+    ApiKeys, Completions, FineTunings, Metrics, ModelRegistry, RateLimiter, Storage,
+};
 
 use crate::policy::HttpPolicy;
 
@@ -18,6 +20,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// File and batch storage; `None` answers that the Files API is not enabled.
     pub storage: Option<Arc<Storage>>,
+    /// The fine-tuning API (LoRA adapters registered at run time); `None` answers that it is
+    /// not enabled.
+    pub fine_tunings: Option<Arc<FineTunings>>,
     /// Allowed origins and hosts, body read timeout.
     pub policy: HttpPolicy,
 }

@@ -439,6 +439,7 @@ fn mock_with_tools(script: String, kit: peregrine_tools::ToolKit) -> axum::Route
         limiter: std::sync::Arc::new(peregrine_service::RateLimiter::unlimited()),
         metrics: Default::default(),
         storage: None,
+        fine_tunings: None,
         policy: Default::default(),
     }))
 }

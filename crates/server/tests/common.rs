@@ -69,6 +69,7 @@ pub fn app_with_policy(s: Setup, policy: peregrine_server::HttpPolicy) -> Router
         limiter: limiter(&s),
         metrics: s.metrics.clone(),
         storage: None,
+        fine_tunings: None,
         policy,
     }))
 }
@@ -109,6 +110,13 @@ pub fn model_settings(s: &Setup) -> ModelSettings {
 
 /// The mock model, built and served as `mock-model` (alias `llama-3.3-70b-versatile`).
 pub fn registry(s: &Setup) -> ModelRegistry {
+    let mut registry = ModelRegistry::default();
+    registry.add(served_model(s), vec!["llama-3.3-70b-versatile".into()]);
+    registry
+}
+
+/// The mock model, built, as `mock-model`.
+pub fn served_model(s: &Setup) -> ServedModel {
     let source = MockModel {
         delay: s.delay,
         panic_after: s.panic_after,
@@ -122,12 +130,7 @@ pub fn registry(s: &Setup) -> ModelRegistry {
         created: 1_700_000_000,
         fingerprint: "fp_0123456789".into(),
     };
-    let mut registry = ModelRegistry::default();
-    registry.add(
-        ServedModel::new(meta, built),
-        vec!["llama-3.3-70b-versatile".into()],
-    );
-    registry
+    ServedModel::new(meta, built)
 }
 
 /// The setup's rate limits, counted in memory.
@@ -149,6 +152,7 @@ pub fn state(s: Setup, storage: Option<Storage>) -> Arc<AppState> {
         limiter: limiter(&s),
         metrics: s.metrics.clone(),
         storage: storage.map(Arc::new),
+        fine_tunings: None,
         policy: Default::default(),
     })
 }

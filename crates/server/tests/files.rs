@@ -23,6 +23,7 @@ async fn app(dir: &std::path::Path) -> Router {
         limiter: std::sync::Arc::new(peregrine_service::RateLimiter::unlimited()),
         metrics: Default::default(),
         storage: Some(Arc::new(Storage::new(Arc::new(store), Arc::new(blobs)))),
+        fine_tunings: None,
         policy: Default::default(),
     }))
 }

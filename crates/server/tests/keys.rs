@@ -25,6 +25,7 @@ async fn app(dir: &std::path::Path) -> (Router, Arc<SqlStore>) {
         limiter: std::sync::Arc::new(peregrine_service::RateLimiter::unlimited()),
         metrics: Default::default(),
         storage: Some(Arc::new(Storage::new(store.clone(), Arc::new(blobs)))),
+        fine_tunings: None,
         policy: Default::default(),
     }));
     (app, store)

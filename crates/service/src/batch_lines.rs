@@ -26,7 +26,12 @@ fn line_error(line: i64, code: &str, message: String, param: Option<&str>) -> Ba
 }
 
 /// Checks every line of the input file. Returns the lines to run, or the errors.
-pub fn check_lines(registry: &ModelRegistry, text: &str) -> Result<Vec<NewLine>, Vec<BatchError>> {
+/// `org` is the batch's organization: its fine-tuned models resolve, no other's.
+pub fn check_lines(
+    registry: &ModelRegistry,
+    org: &str,
+    text: &str,
+) -> Result<Vec<NewLine>, Vec<BatchError>> {
     let mut lines = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<String, i64> = HashMap::new();
@@ -37,7 +42,7 @@ pub fn check_lines(registry: &ModelRegistry, text: &str) -> Result<Vec<NewLine>,
         if errors.len() >= MAX_ERRORS {
             break;
         }
-        match check_line(registry, i as i64 + 1, raw, &mut seen) {
+        match check_line(registry, org, i as i64 + 1, raw, &mut seen) {
             Ok(line) => lines.push(line),
             Err(e) => errors.push(e),
         }
@@ -60,6 +65,7 @@ pub fn check_lines(registry: &ModelRegistry, text: &str) -> Result<Vec<NewLine>,
 /// Line `n`: its envelope, then its body. `seen` maps each `custom_id` to its first line.
 fn check_line(
     registry: &ModelRegistry,
+    org: &str,
     n: i64,
     raw: &str,
     seen: &mut HashMap<String, i64>,
@@ -76,7 +82,7 @@ fn check_line(
         ));
     };
     let body = body.to_string();
-    check_body(registry, n, &body)?;
+    check_body(registry, org, n, &body)?;
     Ok(NewLine {
         line_no: n,
         custom_id,
@@ -144,7 +150,7 @@ fn check_method_and_url(n: i64, v: &Value) -> Result<(), BatchError> {
 
 /// The body parses as a non-streaming chat request for a served model. (The rest of its
 /// checks run with the line, so their errors land in the error file like the live 400s.)
-fn check_body(registry: &ModelRegistry, n: i64, body: &str) -> Result<(), BatchError> {
+fn check_body(registry: &ModelRegistry, org: &str, n: i64, body: &str) -> Result<(), BatchError> {
     let req = parse_chat_request(body.as_bytes())
         .map_err(|e| line_error(n, "invalid_request", e.message(), Some("body")))?;
     if req.stream == Some(true) {
@@ -155,7 +161,7 @@ fn check_body(registry: &ModelRegistry, n: i64, body: &str) -> Result<(), BatchE
             Some("body.stream"),
         ));
     }
-    if registry.resolve(&req.model).is_none() {
+    if registry.resolve(&req.model, org).is_none() {
         return Err(line_error(
             n,
             "model_not_found",

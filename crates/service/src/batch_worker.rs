@@ -236,8 +236,8 @@ impl Worker {
         let checked = match self.input_text(&b.input_file_id).await? {
             // Parsing up to 50,000 request bodies is CPU work: off the async workers.
             Some(t) => {
-                let completions = self.completions.clone();
-                tokio::task::spawn_blocking(move || check_lines(completions.registry(), &t))
+                let (completions, org) = (self.completions.clone(), b.org_id.clone());
+                tokio::task::spawn_blocking(move || check_lines(completions.registry(), &org, &t))
                     .await
                     .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
             }
@@ -266,12 +266,27 @@ impl Worker {
         }
     }
 
+    /// The organization a batch belongs to: its lines run as its requests (its fine-tuned
+    /// models resolve). A batch gone from the store runs as the default organization; its
+    /// line's result is dropped anyway.
+    async fn batch_org(&self, batch_id: &str) -> String {
+        match self.storage.store.batch(batch_id).await {
+            Ok(Some(b)) => b.org_id,
+            Ok(None) => peregrine_store::DEFAULT_ORG.to_string(),
+            Err(e) => {
+                warn!(batch = batch_id, error = %e, "cannot read a batch's organization");
+                peregrine_store::DEFAULT_ORG.to_string()
+            }
+        }
+    }
+
     /// Runs one line to its result. Preempted runs are submitted again; the lease is renewed
     /// by the worker loop meanwhile.
     async fn run_line(self, task: LineTask) {
         let request_id = crate::new_request_id();
+        let org = self.batch_org(&task.batch_id).await;
         let outcome = loop {
-            match self.complete_line(&task.body, &request_id).await {
+            match self.complete_line(&task.body, &request_id, &org).await {
                 Err(CompletionError::Preempted) => {
                     tokio::time::sleep(Duration::from_millis(100)).await
                 }
@@ -299,6 +314,7 @@ impl Worker {
         &self,
         body: &str,
         request_id: &str,
+        org: &str,
     ) -> Result<peregrine_protocol::ChatCompletion, CompletionError> {
         let job = self
             .completions
@@ -306,6 +322,7 @@ impl Worker {
                 body.as_bytes(),
                 request_id.to_string(),
                 Priority::Background,
+                org,
             )
             .await?;
         if job.stream() {

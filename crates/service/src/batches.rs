@@ -34,7 +34,10 @@ pub struct ListQuery {
     pub limit: Option<i64>,
 }
 
-fn required_str<'a>(v: &'a Option<Value>, param: &'static str) -> Result<&'a str, ServiceError> {
+pub(crate) fn required_str<'a>(
+    v: &'a Option<Value>,
+    param: &'static str,
+) -> Result<&'a str, ServiceError> {
     match v {
         Some(Value::String(s)) => Ok(s),
         None | Some(Value::Null) => Err(ServiceError::InvalidParam {

@@ -255,17 +255,20 @@ impl Completions {
 
     /// Parses a client's body and readies it: an ordinary completion, or the built-in tool
     /// loop (a compound model, built-in `tools`) started with its first turn prepared.
-    /// `model_version` is the `Groq-Model-Version` header.
+    /// `model_version` is the `Groq-Model-Version` header; `org` the caller's organization
+    /// (whose fine-tuned models resolve, and no other's).
     pub async fn prepare_chat(
         &self,
         body: &[u8],
         request_id: String,
         model_version: Option<&str>,
+        org: &str,
     ) -> Result<ChatRun, ServiceError> {
         let (req, permit) = self.parse_gated(body, Priority::Interactive).await?;
-        let Some(plan) = agent::plan(&req, model_version, self)? else {
+        let Some(plan) = agent::plan(&req, model_version, self, org)? else {
             return Ok(ChatRun::Plain(Box::new(
-                self.prepare_with(req, request_id, Some(permit)).await?,
+                self.prepare_with(req, request_id, org, Some(permit))
+                    .await?,
             )));
         };
         drop(permit);
@@ -285,9 +288,10 @@ impl Completions {
         &self,
         req: ChatCompletionRequest,
         request_id: String,
+        org: &str,
     ) -> Result<ChatJob, ServiceError> {
         let permit = self.gate.enter(Priority::Interactive).await?;
-        self.prepare_with(req, request_id, Some(permit)).await
+        self.prepare_with(req, request_id, org, Some(permit)).await
     }
 
     /// Parses the body and prepares it: everything known before generation.
@@ -296,9 +300,10 @@ impl Completions {
         body: &[u8],
         request_id: String,
         priority: Priority,
+        org: &str,
     ) -> Result<ChatJob, ServiceError> {
         let (req, permit) = self.parse_gated(body, priority).await?;
-        self.prepare_with(req, request_id, Some(permit)).await
+        self.prepare_with(req, request_id, org, Some(permit)).await
     }
 
     /// A permit of the preparation gate, then the body parsed.
@@ -317,8 +322,9 @@ impl Completions {
         &self,
         req: ChatCompletionRequest,
         request_id: String,
+        org: &str,
     ) -> Result<ChatJob, ServiceError> {
-        self.prepare_with(req, request_id, None).await
+        self.prepare_with(req, request_id, org, None).await
     }
 
     /// [`Completions::prepare`], holding the gate's `permit` until the work is done.
@@ -326,14 +332,14 @@ impl Completions {
         &self,
         req: ChatCompletionRequest,
         request_id: String,
+        org: &str,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<ChatJob, ServiceError> {
         let model = self
             .registry
-            .resolve(&req.model)
+            .resolve(&req.model, org)
             .ok_or_else(|| ServiceError::ModelNotFound(req.model.clone()))?
-            .model
-            .clone();
+            .model;
         let seed = prepare::random_seed();
         // Rendering, tokenizing and compiling a schema are CPU work: off the async workers.
         let ctx = model.ctx.clone();

@@ -10,6 +10,8 @@
 //! - [`chat_wire`]: domain results in Groq's chat-completion shapes.
 //! - [`files`] and [`batches`]: the Files and Batch APIs over `Store` and `Blobs`
 //!   ([`Storage`]); [`batch_worker`] runs batches (validation in `batch_lines`).
+//! - [`fine_tunings`]: LoRA adapter ZIPs registered, converted and hot-loaded as
+//!   fine-tuned models ([`FineTunings`]).
 //! - [`limits`]: Groq's rate limits (token buckets per organization, model and tier) and
 //!   their `x-ratelimit-*` headers.
 //! - [`error`]: [`ServiceError`], the one map from every failure to Groq's status and
@@ -24,6 +26,7 @@ pub mod collector;
 pub mod completions;
 pub mod error;
 pub mod files;
+pub mod fine_tunings;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
@@ -35,10 +38,11 @@ pub use completions::{
 };
 pub use error::ServiceError;
 pub use files::Storage;
+pub use fine_tunings::FineTunings;
 pub use keys::{ApiKeys, Principal};
 pub use limits::{Grant, RateLimiter};
 pub use metrics::Metrics;
-pub use registry::{ModelMeta, ModelRegistry, Resolved, ServedModel};
+pub use registry::{AdapterConverter, ModelMeta, ModelRegistry, Resolved, ServedModel};
 
 /// A new request id, `req_` + a lower-case ULID (also `x_groq.id`).
 pub fn new_request_id() -> String {

@@ -148,6 +148,7 @@ pub fn setup(
     version: SystemVersion,
     registry: &ModelRegistry,
     kit: &ToolKit,
+    org: &str,
 ) -> Result<CompoundSetup, ServiceError> {
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(invalid(
@@ -193,7 +194,7 @@ pub fn setup(
         match id {
             None => Ok(default.clone()),
             Some(id) => registry
-                .resolve(&id)
+                .resolve(&id, org)
                 .map(|r| r.model.id.clone())
                 .ok_or(ServiceError::ModelNotFound(id)),
         }

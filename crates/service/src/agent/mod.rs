@@ -56,6 +56,8 @@ pub struct AgentPlan {
     pub include_reasoning: bool,
     /// The request's own tool settings (`search_settings`, the Wolfram|Alpha AppID).
     pub settings: RequestSettings,
+    /// The caller's organization: every turn resolves its models for it.
+    pub org: String,
 }
 
 /// What the loop reports, in order.
@@ -113,7 +115,11 @@ pub async fn start(
     }
     let turn = Turn::first(&plan);
     let first = svc
-        .prepare_turn(turn.request(&plan, &plan.base.messages, &tools), request_id)
+        .prepare_turn(
+            turn.request(&plan, &plan.base.messages, &tools),
+            request_id,
+            &plan.org,
+        )
         .await?;
     let mut meta = first.meta.clone();
     meta.model = plan.base.model.clone();

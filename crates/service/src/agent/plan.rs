@@ -28,14 +28,15 @@ pub fn plan(
     req: &ChatCompletionRequest,
     model_version: Option<&str>,
     svc: &Completions,
+    org: &str,
 ) -> Result<Option<AgentPlan>, ServiceError> {
     if let Some(mini) = compound::compound_model(&req.model) {
         let version = SystemVersion::from_header(model_version)?;
-        return compound_plan(req, mini, version, svc).map(Some);
+        return compound_plan(req, mini, version, svc, org).map(Some);
     }
     let tools = builtin_tools(req, svc.tool_kit())?;
     if !tools.is_empty() {
-        return builtin_plan(req, tools, svc).map(Some);
+        return builtin_plan(req, tools, svc, org).map(Some);
     }
     if req.compound_custom.is_some() {
         // Groq's wording for a parameter the model lacks.
@@ -53,9 +54,10 @@ fn compound_plan(
     mini: bool,
     version: SystemVersion,
     svc: &Completions,
+    org: &str,
 ) -> Result<AgentPlan, ServiceError> {
     let kit = svc.tool_kit();
-    let setup = compound::setup(req, version, svc.registry(), kit)?;
+    let setup = compound::setup(req, version, svc.registry(), kit, org)?;
     let search = search_settings(req, &setup.tools, kit)?;
     let mut base = base_request(req, &setup.tools)?;
     add_system_prompt(
@@ -75,6 +77,7 @@ fn compound_plan(
             search,
             wolfram_app_id: setup.wolfram_app_id,
         },
+        org: org.to_string(),
     })
 }
 
@@ -83,10 +86,11 @@ fn builtin_plan(
     req: &ChatCompletionRequest,
     tools: Vec<ToolId>,
     svc: &Completions,
+    org: &str,
 ) -> Result<AgentPlan, ServiceError> {
     let served = svc
         .registry()
-        .resolve(&req.model)
+        .resolve(&req.model, org)
         .ok_or_else(|| ServiceError::ModelNotFound(req.model.clone()))?
         .model
         .id
@@ -112,6 +116,7 @@ fn builtin_plan(
             search,
             wolfram_app_id: None,
         },
+        org: org.to_string(),
     })
 }
 

@@ -152,7 +152,11 @@ impl Runner {
                 calls_on: self.calls_left > 0,
             };
             let req = turn.request(&self.plan, &self.messages, &self.tools);
-            job = match self.svc.prepare_turn(req, String::new()).await {
+            job = match self
+                .svc
+                .prepare_turn(req, String::new(), &self.plan.org)
+                .await
+            {
                 Ok(j) => j,
                 Err(e) => {
                     let _ = self.tx.send(AgentEvent::Failed(e)).await;
