@@ -4,6 +4,7 @@
     python3 scripts/make_test_models.py reasoning   # prints the model's path on stdout
     python3 scripts/make_test_models.py templates   # prints the extracted templates' folder
     python3 scripts/make_test_models.py lora        # prints a JSON object of paths
+    python3 scripts/make_test_models.py vision      # {"model": ..., "mmproj": ...}
 
 Models land in ${PEREGRINE_TEST_MODELS:-~/.cache/peregrine/test-models}. Each is keyed by a
 hash of this file, of its inputs and of the `gguf` package's version (a `.key` file beside
@@ -62,7 +63,14 @@ scale), that a zero-B adapter reproduces the base exactly, that a and b change g
 output and differ from each other, and that base + a matches the merged oracle. Not any
 quality: the adapters are random.
 
-Later models (a vision model with its projector) go in as further entries of MODELS below.
+`vision` -> smollm2-vision-mmproj.gguf: a random-weight image projector for the pulled
+SmolLM2-135M-Instruct (the text model itself is used as it is), in llama.cpp's `mmproj`
+format (architecture `clip`, projector type `mlp`: LLaVA-1.5's shape, shrunk to 64x64
+pixels in 8x8 patches, so 64 image positions, 2 blocks 48 wide, a GELU MLP up to 576).
+What it proves: that images load, decode, take their positions and reach the model through
+llama.cpp's multimodal library; not any quality (the answers do not describe the images).
+
+Later models go in as further entries of MODELS below.
 """
 
 from __future__ import annotations
@@ -933,11 +941,130 @@ def build_lora(force: bool = False) -> dict:
     return result()
 
 
+# --------------------------------------------------------------------------------------
+# Vision: a random-weight CLIP ViT + LLaVA MLP projector for SmolLM2-135M-Instruct
+# --------------------------------------------------------------------------------------
+
+VISION_TEXT_MODEL = "smollm2-135m-instruct.gguf"
+VISION_FILE = "smollm2-vision-mmproj.gguf"
+VISION_SEED = 7
+# A LLaVA-1.5-shaped encoder (llama.cpp projector type `mlp`), shrunk: 64x64 pixels in
+# 8x8 patches give 64 image tokens; 2 pre-norm blocks 48 wide; a 2-layer GELU MLP up to the
+# text model's width.
+VISION = {
+    "image_size": 64,
+    "patch_size": 8,
+    "n_embd": 48,
+    "n_head": 4,
+    "n_ff": 96,
+    "n_layer": 2,
+    "mm_hidden": 96,
+    "eps": 1e-5,
+}
+VISION_OUT_STD = 0.05  # the projector's output scale, near SmolLM2's token embeddings
+
+
+def vision_tensors(n_text: int) -> dict[str, np.ndarray]:
+    """Every tensor llama.cpp's clip loader reads for projector type `mlp`, in numpy order
+    (the reverse of GGUF's ne): linear weights (n_out, n_in), the patch convolution
+    (n_embd, 3, p, p), position embeddings (n_pos, n_embd)."""
+    v = VISION
+    rng = np.random.default_rng(VISION_SEED)
+    e, p, ff, hid = v["n_embd"], v["patch_size"], v["n_ff"], v["mm_hidden"]
+    n_pos = (v["image_size"] // p) ** 2
+
+    def lin(n_out: int, n_in: int, std: float | None = None) -> np.ndarray:
+        return rng.normal(0, std or 1 / np.sqrt(n_in), (n_out, n_in)).astype(np.float32)
+
+    def vec(n: int, value: float = 0.0) -> np.ndarray:
+        return np.full(n, value, dtype=np.float32)
+
+    t = {
+        "v.patch_embd.weight": rng.normal(0, 1 / np.sqrt(3 * p * p), (e, 3, p, p)).astype(np.float32),
+        "v.patch_embd.bias": vec(e),
+        "v.position_embd.weight": rng.normal(0, 0.5, (n_pos, e)).astype(np.float32),
+        "v.pre_ln.weight": vec(e, 1.0),
+        "v.pre_ln.bias": vec(e),
+    }
+    for i in range(v["n_layer"]):
+        b = f"v.blk.{i}."
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            t[b + name + ".weight"] = lin(e, e)
+            t[b + name + ".bias"] = vec(e)
+        for name in ("ln1", "ln2"):
+            t[b + name + ".weight"] = vec(e, 1.0)
+            t[b + name + ".bias"] = vec(e)
+        t[b + "ffn_up.weight"] = lin(ff, e)
+        t[b + "ffn_up.bias"] = vec(ff)
+        t[b + "ffn_down.weight"] = lin(e, ff)
+        t[b + "ffn_down.bias"] = vec(e)
+    t["mm.0.weight"] = lin(hid, e)
+    t["mm.0.bias"] = vec(hid)
+    t["mm.2.weight"] = lin(n_text, hid, VISION_OUT_STD / np.sqrt(hid))
+    t["mm.2.bias"] = vec(n_text)
+    return t
+
+
+def write_vision(path: Path, n_text: int) -> None:
+    import gguf
+
+    v = VISION
+    w = gguf.GGUFWriter(str(path), "clip")
+    w.add_name("peregrine-test-vision-mmproj")
+    w.add_description("random-weight test projector for SmolLM2-135M-Instruct (Peregrine tests)")
+    w.add_string("clip.projector_type", "mlp")
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_bool("clip.use_gelu", True)
+    w.add_uint32("clip.vision.image_size", v["image_size"])
+    w.add_uint32("clip.vision.patch_size", v["patch_size"])
+    w.add_uint32("clip.vision.embedding_length", v["n_embd"])
+    w.add_uint32("clip.vision.feed_forward_length", v["n_ff"])
+    w.add_uint32("clip.vision.block_count", v["n_layer"])
+    w.add_uint32("clip.vision.projection_dim", n_text)
+    w.add_uint32("clip.vision.attention.head_count", v["n_head"])
+    w.add_float32("clip.vision.attention.layer_norm_epsilon", v["eps"])
+    w.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    for name, array in vision_tensors(n_text).items():
+        w.add_tensor(name, array)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def build_vision(force: bool = False) -> dict:
+    import gguf
+
+    text = peregrine_home() / "models" / VISION_TEXT_MODEL
+    if not text.is_file():
+        raise SystemExit(f"{text} is missing: run `peregrine pull` for it first")
+    path = cache_dir() / VISION_FILE
+    key = cache_key(sha256_memo(text))
+    result = {"model": str(text), "mmproj": str(path)}
+    if not force and is_fresh(path, key):
+        log(f"{path} is up to date")
+        return result
+    reader = gguf.GGUFReader(text)
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    field = reader.fields[f"{arch}.embedding_length"]
+    n_text = int(field.parts[field.data[0]][0])
+    log(f"writing {path.name}: projector mlp, {VISION['n_layer']} blocks, to width {n_text} ...")
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    write_vision(part, n_text)
+    part.replace(path)
+    mark_fresh(path, key)
+    log(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
+    return result
+
+
 # name -> (builder returning the path, or a dict of paths as JSON, to print; help)
 MODELS = {
     "reasoning": (build_reasoning, "qwen3-reasoning-tiny.gguf: a designed Qwen3 reasoning model"),
     "templates": (build_templates, "chat templates from the pinned llama-cpp-python sdist"),
     "lora": (build_lora, "LoRA adapters for SmolLM2-135M-Instruct, base and merged copies"),
+    "vision": (build_vision, "a random-weight projector (mmproj) for SmolLM2-135M-Instruct"),
 }
 
 

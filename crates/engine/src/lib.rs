@@ -10,16 +10,90 @@
 //!   for logits; [`Engine::clear_seq`] frees a sequence's KV cache.
 //! - [`ModelSource`]: a loaded model that makes engines of a [`ContextSettings`] shape; the
 //!   one model builder (`peregrine_runtime::model::build`) takes any source.
+//! - [`Vision`]: a vision model's projector, shared like the vocabulary: it turns an image's
+//!   bytes into a [`PreparedImage`], which [`Engine::decode_image`] computes into a
+//!   sequence's cache. In a prompt an image stands as placeholder tokens
+//!   ([`PreparedImage::placeholders`]) that never reach [`Engine::decode`].
 //! - [`MockEngine`] / [`MockVocab`] / [`MockModel`]: a deterministic backend for tests.
 //!
-//! No tokio, no HTTP, no JSON here: the engine sees token ids and positions only.
+//! No tokio, no HTTP, no JSON here: the engine sees token ids, positions and prepared
+//! images only.
 
 mod mock;
 
-pub use mock::{MockEngine, MockModel, MockVocab, MOCK_CHAT_TEMPLATE, REPLY_SEPARATOR};
+pub use mock::{MockEngine, MockModel, MockVision, MockVocab, MOCK_CHAT_TEMPLATE, REPLY_SEPARATOR};
 
 /// A token id in the model's vocabulary.
 pub type TokenId = u32;
+
+/// Set in every image placeholder token and in no vocabulary's token (no vocabulary has
+/// 2^31 entries).
+pub const IMAGE_PLACEHOLDER: TokenId = 1 << 31;
+
+/// Whether `t` stands for an image position rather than a vocabulary token.
+pub fn is_image_placeholder(t: TokenId) -> bool {
+    t & IMAGE_PLACEHOLDER != 0
+}
+
+/// An image made ready for one model's projector ([`Vision::prepare`]).
+#[derive(Clone)]
+pub struct PreparedImage {
+    /// Prompt positions the image fills: its embeddings and any tokens the projector wraps
+    /// it in.
+    pub n_tokens: u32,
+    /// Of the decoded pixels: equal images get equal placeholders, so a cached prompt
+    /// prefix holding an image is reused for that image only.
+    pub hash: u64,
+    /// The decoded size, in pixels.
+    pub width: u32,
+    pub height: u32,
+    /// The backend's own form of it, for its engine's [`Engine::decode_image`].
+    pub data: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for PreparedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedImage")
+            .field("n_tokens", &self.n_tokens)
+            .field("hash", &self.hash)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedImage {
+    /// The tokens that stand for the image in a prompt: derived from its hash, so two
+    /// prompts agree on them exactly when they hold the same image at the same place.
+    pub fn placeholders(&self) -> impl Iterator<Item = TokenId> + '_ {
+        (0..u64::from(self.n_tokens)).map(move |i| {
+            // splitmix64 of (hash, i): placeholders of different images differ at every
+            // position but for 2^-31 chances.
+            let mut z = self.hash ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            IMAGE_PLACEHOLDER | (((z ^ (z >> 31)) as TokenId) & !IMAGE_PLACEHOLDER)
+        })
+    }
+}
+
+/// Why an image was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ImageError {
+    #[error("the image could not be decoded: {0}")]
+    Decode(String),
+    #[error("the image is {width}x{height} pixels, more than the {max} pixels allowed")]
+    TooLarge { width: u32, height: u32, max: u64 },
+    #[error("the model's projector could not prepare the image: {0}")]
+    Prepare(String),
+}
+
+/// A vision model's projector, on the request side: decodes and prepares images.
+pub trait Vision: Send + Sync {
+    /// Decodes `bytes` (PNG, JPEG, ...) and prepares the image for the projector; refuses
+    /// images of more than `max_pixels` pixels before preparing them.
+    fn prepare(&self, bytes: &[u8], max_pixels: u64) -> Result<PreparedImage, ImageError>;
+}
 
 /// A sequence slot in the engine's KV cache, `0..ModelInfo::n_seq_max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -172,6 +246,19 @@ pub trait Engine {
             path.display()
         )))
     }
+    /// Computes `image` into sequence `seq` at positions `pos..pos + image.n_tokens`
+    /// (under the adapter applied now). Engines without a projector refuse.
+    fn decode_image(
+        &mut self,
+        image: &PreparedImage,
+        seq: SeqId,
+        pos: u32,
+    ) -> Result<(), EngineError> {
+        let _ = (image, seq, pos);
+        Err(EngineError::Decode(
+            "this model has no image projector".into(),
+        ))
+    }
     /// Applies `adapter` to every forward pass from the next [`Engine::decode`] on (`None`:
     /// the base model alone). llama.cpp applies adapters per context, so one pass runs one
     /// adapter: the engine loop groups sequences by adapter.
@@ -212,4 +299,39 @@ pub trait ModelSource: Clone + Send + 'static {
     fn vocab(&self) -> std::sync::Arc<dyn Vocab>;
     /// Makes an engine; called on the engine thread, so the engine need not be `Send`.
     fn engine(&self, ctx: &ContextSettings) -> Result<Self::Engine, EngineError>;
+    /// The image projector, for a vision model loaded with one.
+    fn vision(&self) -> Option<std::sync::Arc<dyn Vision>> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(hash: u64, n_tokens: u32) -> PreparedImage {
+        PreparedImage {
+            n_tokens,
+            hash,
+            width: 1,
+            height: 1,
+            data: std::sync::Arc::new(()),
+        }
+    }
+
+    #[test]
+    fn placeholders_are_outside_every_vocabulary_and_follow_the_image() {
+        let a: Vec<TokenId> = image(1, 64).placeholders().collect();
+        assert_eq!(a.len(), 64);
+        assert!(a.iter().all(|&t| is_image_placeholder(t)));
+        assert_eq!(a, image(1, 64).placeholders().collect::<Vec<_>>());
+        let b: Vec<TokenId> = image(2, 64).placeholders().collect();
+        assert!(a.iter().zip(&b).all(|(x, y)| x != y), "{a:?} {b:?}");
+        // Positions within one image differ too.
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), a.len());
+        assert!(!is_image_placeholder(151_935));
+    }
 }

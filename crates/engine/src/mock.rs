@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::{
-    AdapterId, Batch, ContextSettings, Engine, EngineError, ModelInfo, ModelSource, SeqId, TokenId,
-    Vocab,
+    is_image_placeholder, AdapterId, Batch, ContextSettings, Engine, EngineError, ImageError,
+    ModelInfo, ModelSource, PreparedImage, SeqId, TokenId, Vision, Vocab,
 };
 
 const IM_START: TokenId = 256;
@@ -47,6 +47,8 @@ pub struct MockModel {
     /// How long a pass of `i + 1` batch rows takes, by index (past the end: `delay`), so
     /// tests can give passes the cost curve of a real CPU.
     pub row_delays: Vec<Duration>,
+    /// A vision model: every image takes this many positions ([`MockVision`]).
+    pub image_tokens: Option<u32>,
 }
 
 impl MockModel {
@@ -57,7 +59,50 @@ impl MockModel {
             panic_after: None,
             decodes: Default::default(),
             row_delays: Vec::new(),
+            image_tokens: None,
         }
+    }
+
+    /// The same mock as a vision model whose images take `n` positions each.
+    pub fn with_vision(mut self, n: u32) -> Self {
+        self.image_tokens = Some(n);
+        self
+    }
+}
+
+/// The mock's projector: reads PNGs' sizes from their header (nothing else is decoded) and
+/// gives every image the same number of positions.
+pub struct MockVision {
+    n_tokens: u32,
+}
+
+impl Vision for MockVision {
+    fn prepare(&self, bytes: &[u8], max_pixels: u64) -> Result<PreparedImage, ImageError> {
+        const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
+        if bytes.len() < 24 || !bytes.starts_with(PNG) {
+            return Err(ImageError::Decode("not a PNG image".into()));
+        }
+        let be = |at: usize| {
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let (width, height) = (be(16), be(20));
+        if u64::from(width) * u64::from(height) > max_pixels {
+            return Err(ImageError::TooLarge {
+                width,
+                height,
+                max: max_pixels,
+            });
+        }
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        Ok(PreparedImage {
+            n_tokens: self.n_tokens,
+            hash: h.finish(),
+            width,
+            height,
+            data: std::sync::Arc::new(()),
+        })
     }
 }
 
@@ -80,7 +125,13 @@ impl ModelSource for MockModel {
         engine.panic_after = self.panic_after;
         engine.decodes = self.decodes.clone();
         engine.row_delays = self.row_delays.clone();
+        engine.vision = self.image_tokens.is_some();
         Ok(engine)
+    }
+
+    fn vision(&self) -> Option<std::sync::Arc<dyn Vision>> {
+        let n_tokens = self.image_tokens?;
+        Some(std::sync::Arc::new(MockVision { n_tokens }))
     }
 }
 
@@ -161,6 +212,10 @@ pub struct MockEngine {
     /// sequence whose cache holds another adapter's cells fails, as it would be wrong on a
     /// real model (tests of the engine loop's grouping and its prefix cache).
     kv_adapter: HashMap<SeqId, Vec<Option<AdapterId>>>,
+    /// Whether it computes images ([`MockModel::with_vision`]).
+    vision: bool,
+    /// Images computed so far.
+    pub images_decoded: usize,
 }
 
 impl MockEngine {
@@ -192,6 +247,8 @@ impl MockEngine {
             adapters: Vec::new(),
             applied: None,
             kv_adapter: HashMap::new(),
+            vision: false,
+            images_decoded: 0,
         }
     }
 
@@ -293,6 +350,12 @@ impl Engine for MockEngine {
                 )));
             }
             tags.push(self.applied);
+            if is_image_placeholder(t.token) {
+                return Err(EngineError::Decode(format!(
+                    "sequence {:?}: an image placeholder fed as a token at position {}",
+                    t.seq, t.pos
+                )));
+            }
             let hist = self.kv.entry(t.seq).or_default();
             if t.pos as usize != hist.len() {
                 return Err(EngineError::Decode(format!(
@@ -314,6 +377,34 @@ impl Engine for MockEngine {
             };
             self.rows.push(row);
         }
+        Ok(())
+    }
+
+    fn decode_image(
+        &mut self,
+        image: &PreparedImage,
+        seq: SeqId,
+        pos: u32,
+    ) -> Result<(), EngineError> {
+        if !self.vision {
+            return Err(EngineError::Decode(
+                "this model has no image projector".into(),
+            ));
+        }
+        let hist = self.kv.entry(seq).or_default();
+        if pos as usize != hist.len() {
+            return Err(EngineError::Decode(format!(
+                "sequence {seq:?}: image at position {pos} but {} tokens cached",
+                hist.len()
+            )));
+        }
+        if hist.len() + image.n_tokens as usize > self.info.n_ctx_seq as usize {
+            return Err(EngineError::NoKvSpace);
+        }
+        hist.extend(image.placeholders());
+        let tags = self.kv_adapter.entry(seq).or_default();
+        tags.extend(std::iter::repeat_n(self.applied, image.n_tokens as usize));
+        self.images_decoded += 1;
         Ok(())
     }
 

@@ -10,6 +10,9 @@
 
 mod adapter;
 pub mod peft;
+mod vision;
+
+pub use vision::LlamaVision;
 
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -24,7 +27,8 @@ use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 pub use peregrine_engine::ContextSettings;
 use peregrine_engine::{
-    AdapterId, Batch, Engine, EngineError, ModelInfo, ModelSource, SeqId, TokenId, Vocab,
+    AdapterId, Batch, Engine, EngineError, ModelInfo, ModelSource, PreparedImage, SeqId, TokenId,
+    Vision, Vocab,
 };
 
 /// llama.cpp keeps process-wide backend state and refuses a second initialisation, so the
@@ -44,6 +48,8 @@ fn backend() -> Result<&'static LlamaBackend, EngineError> {
 #[derive(Clone)]
 pub struct LoadedModel {
     model: Arc<LlamaModel>,
+    /// The image projector, for a vision model ([`LoadedModel::with_projector`]).
+    vision: Option<Arc<LlamaVision>>,
 }
 
 impl LoadedModel {
@@ -66,7 +72,14 @@ impl LoadedModel {
             .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
         Ok(Self {
             model: Arc::new(model),
+            vision: None,
         })
+    }
+
+    /// Loads the image projector (`mmproj` GGUF) that makes this a vision model.
+    pub fn with_projector(mut self, mmproj: &Path, n_threads: i32) -> Result<Self, EngineError> {
+        self.vision = Some(Arc::new(LlamaVision::load(mmproj, &self.model, n_threads)?));
+        Ok(self)
     }
 
     /// The tokenizer, cheap to clone and share.
@@ -129,6 +142,7 @@ impl LoadedModel {
             batch: LlamaBatch::new(ctx.n_batch as usize, 1),
             adapters: Vec::new(),
             applied: None,
+            vision: self.vision.clone(),
         })
     }
 }
@@ -146,6 +160,10 @@ impl ModelSource for LoadedModel {
 
     fn engine(&self, ctx: &ContextSettings) -> Result<LlamaEngine, EngineError> {
         LoadedModel::engine(self, ctx)
+    }
+
+    fn vision(&self) -> Option<Arc<dyn Vision>> {
+        self.vision.clone().map(|v| v as Arc<dyn Vision>)
     }
 }
 
@@ -166,6 +184,7 @@ pub struct LlamaEngine {
     adapters: Vec<LlamaLoraAdapter>,
     /// The adapter the context applies now.
     applied: Option<AdapterId>,
+    vision: Option<Arc<LlamaVision>>,
 }
 
 impl Engine for LlamaEngine {
@@ -232,6 +251,19 @@ impl Engine for LlamaEngine {
         let adapter = adapter::load(self.cell.borrow_owner(), path)?;
         self.adapters.push(adapter);
         Ok(AdapterId(self.adapters.len() as u32 - 1))
+    }
+
+    fn decode_image(
+        &mut self,
+        image: &PreparedImage,
+        seq: SeqId,
+        pos: u32,
+    ) -> Result<(), EngineError> {
+        let vision = (self.vision.clone())
+            .ok_or_else(|| EngineError::Decode("this model has no image projector".into()))?;
+        let n_batch = self.info.n_batch;
+        self.cell
+            .with_dependent_mut(|_, ctx| vision.decode(image, ctx, seq, pos, n_batch))
     }
 
     fn set_adapter(&mut self, adapter: Option<AdapterId>) -> Result<(), EngineError> {
