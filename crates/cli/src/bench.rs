@@ -248,6 +248,7 @@ fn bench_spec(args: &BenchArgs, source: String, max_c: usize) -> Result<ModelSpe
         id: Some("bench".into()),
         aliases: vec![],
         adapters: vec![],
+        mmproj: None,
         settings,
     })
 }

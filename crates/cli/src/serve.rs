@@ -87,7 +87,11 @@ pub fn start_model(
 ) -> Result<ServedModel> {
     let loc = locate(common, &spec.source)?;
     tracing::info!(model = %loc.id, path = %loc.path.display(), "loading");
-    let loaded = LoadedModel::load(&loc.path, spec.settings.context.n_gpu_layers)?;
+    let mut loaded = LoadedModel::load(&loc.path, spec.settings.context.n_gpu_layers)?;
+    if let Some(mmproj) = &spec.mmproj {
+        tracing::info!(model = %loc.id, mmproj = %mmproj.display(), "loading the image projector");
+        loaded = loaded.with_projector(mmproj, spec.settings.context.n_threads)?;
+    }
     serve_loaded(loc, &loaded, spec, families)
 }
 

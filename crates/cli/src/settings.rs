@@ -101,6 +101,10 @@ pub struct ServeOptions {
     /// `[[models]]`) [default: qwen2.5-coder-0.5b-instruct].
     #[arg(long, short, env = "PEREGRINE_MODEL")]
     pub model: Option<String>,
+    /// The image projector (`mmproj` GGUF) that makes `--model` a vision model (a
+    /// `[[models]]` entry names its own as `mmproj`).
+    #[arg(long, env = "PEREGRINE_MMPROJ")]
+    pub mmproj: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1].
     #[arg(long, env = "PEREGRINE_HOST")]
     pub host: Option<String>,
@@ -370,6 +374,9 @@ pub struct FileModel {
     /// its own model id: `[[models.adapters]]` with `id` and `path`.
     #[serde(default)]
     pub adapters: Vec<FileAdapter>,
+    /// The image projector (`mmproj` GGUF) of a vision model: `image_url` parts then
+    /// reach the model (llama.cpp's multimodal library).
+    pub mmproj: Option<PathBuf>,
 }
 
 /// One `[[models.adapters]]` entry.
@@ -390,6 +397,8 @@ pub struct ModelSpec {
     pub aliases: Vec<String>,
     /// LoRA adapters over it: (model id, GGUF path).
     pub adapters: Vec<(String, PathBuf)>,
+    /// Its image projector, for a vision model.
+    pub mmproj: Option<PathBuf>,
     pub settings: ModelSettings,
 }
 
@@ -763,6 +772,7 @@ impl Layers<'_> {
             id: None,
             aliases,
             adapters: Vec::new(),
+            mmproj: self.cli.mmproj.clone().or_else(|| self.file.mmproj.clone()),
             settings: self.model_settings(None, None, None)?,
         })
     }
@@ -790,6 +800,7 @@ impl Layers<'_> {
             adapters: (m.adapters.iter())
                 .map(|a| (a.id.clone(), a.path.clone()))
                 .collect(),
+            mmproj: m.mmproj.clone(),
             settings,
         })
     }

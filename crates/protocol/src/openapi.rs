@@ -518,7 +518,8 @@ enum Unset {
 /// Narrows the schemas to what Peregrine's server accepts today, where it accepts less than
 /// Groq's API that the wire types describe:
 /// - the fields of `REFUSED_FIELDS` may only be `null` (or their empty value);
-/// - content parts are text only (`image_url` and `document` parts are refused);
+/// - content parts are text only (`image_url` parts need a vision model, which the default
+///   one is not; `document` parts are refused);
 /// - `tools[]` are functions only, and `response_format.json_schema.schema` is required;
 /// - `logit_bias` keys are ids below 10,000, which every model's vocabulary has, and at
 ///   most [`MAX_LOGIT_BIAS_ENTRIES`] of them;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use peregrine_engine::TokenId;
-use peregrine_engine::{ContextSettings, EngineError, ModelInfo, ModelSource, Vocab};
+use peregrine_engine::{ContextSettings, EngineError, ModelInfo, ModelSource, Vision, Vocab};
 use peregrine_grammar::{CallSyntax, GrammarLimits, Grammars};
 use peregrine_text::control::ControlTexts;
 use peregrine_text::reasoning::{EffortControl, ReasoningSyntax};
@@ -35,6 +35,8 @@ pub struct ModelContext {
     pub reasoning: Option<ReasoningInfo>,
     /// Served as a Llama Guard (content moderation): requests become the guard's prompt.
     pub guard: bool,
+    /// The image projector of a vision model (`None`: images are refused).
+    pub vision: Option<Arc<dyn Vision>>,
 }
 
 /// A reasoning model's family, resolved against its template and vocabulary.
@@ -169,6 +171,7 @@ pub fn build<S: ModelSource>(source: &S, s: &ModelSettings) -> Result<BuiltModel
             prompt_text,
             reasoning,
             guard: s.guard,
+            vision: source.vision(),
             info,
         }),
     })

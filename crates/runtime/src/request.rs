@@ -47,7 +47,11 @@ impl ServiceTier {
 /// A request that passed every check that can be made before generation.
 #[derive(Debug)]
 pub struct PreparedRequest {
+    /// The prompt's tokens; an image stands as its placeholder tokens
+    /// ([`peregrine_engine::PreparedImage::placeholders`]), listed in `images`.
     pub prompt: Vec<TokenId>,
+    /// The prompt's images, in prompt order, each where its placeholders start.
+    pub images: Vec<PromptImage>,
     /// Completion tokens allowed (already bounded by the context window).
     pub max_tokens: u32,
     pub sampling: SamplingParams,
@@ -71,6 +75,20 @@ pub struct PreparedRequest {
     /// The request's span (its request id): the engine thread's events about this
     /// sequence are logged inside it. `Span::none()` until the service sets it.
     pub span: tracing::Span,
+}
+
+/// An image of a prompt: computed by the projector at positions `at..at + image.n_tokens`.
+#[derive(Clone, Debug)]
+pub struct PromptImage {
+    pub at: usize,
+    pub image: peregrine_engine::PreparedImage,
+}
+
+impl PromptImage {
+    /// Just past the image's positions.
+    pub fn end(&self) -> usize {
+        self.at + self.image.n_tokens as usize
+    }
 }
 
 /// How reasoning is returned (`reasoning_format`).

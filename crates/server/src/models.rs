@@ -26,7 +26,12 @@ fn entry(id: &str, m: &ServedModel, alias: bool) -> Model {
         } else {
             m.name.clone()
         }),
-        input_modalities: vec!["text".into()],
+        // A vision model (loaded with its projector) also takes images.
+        input_modalities: if m.ctx.vision.is_some() {
+            vec!["text".into(), "image".into()]
+        } else {
+            vec!["text".into()]
+        },
         output_modalities: vec!["text".into()],
         supported_features: m.features.clone(),
         alias_of: alias.then(|| m.id.clone()),

@@ -37,6 +37,8 @@ pub struct Setup {
     pub metrics: Arc<peregrine_service::Metrics>,
     /// How long a busy engine may not go round its loop before `/health` says stalled.
     pub stall_after: Duration,
+    /// A vision mock: each image takes this many positions.
+    pub image_tokens: Option<u32>,
 }
 
 impl Default for Setup {
@@ -53,6 +55,7 @@ impl Default for Setup {
             limits: Default::default(),
             metrics: Default::default(),
             stall_after: RuntimeConfig::default().stall_after,
+            image_tokens: None,
         }
     }
 }
@@ -120,6 +123,7 @@ pub fn served_model(s: &Setup) -> ServedModel {
     let source = MockModel {
         delay: s.delay,
         panic_after: s.panic_after,
+        image_tokens: s.image_tokens,
         ..MockModel::new(s.script)
     };
     let built = build(&source, &model_settings(s)).expect("mock model builds");
@@ -134,7 +138,7 @@ pub fn served_model(s: &Setup) -> ServedModel {
 }
 
 /// The setup's rate limits, counted in memory.
-fn limiter(s: &Setup) -> Arc<peregrine_service::RateLimiter> {
+pub fn limiter(s: &Setup) -> Arc<peregrine_service::RateLimiter> {
     Arc::new(
         peregrine_service::RateLimiter::new(
             s.limits.clone(),

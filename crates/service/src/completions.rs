@@ -12,14 +12,16 @@ use peregrine_protocol::parse::parse_chat_request;
 use peregrine_protocol::ChatCompletionRequest;
 use peregrine_runtime::AdmissionError;
 use peregrine_runtime::{
-    prepare, Event, Finished, PreparedRequest, Rejection, ServiceTier, TokenLogprob,
+    prepare, prepare_with_images, Event, Finished, PreparedRequest, Rejection, ServiceTier,
+    TokenLogprob,
 };
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use peregrine_tools::{SandboxConfig, ToolKit};
+use peregrine_tools::{FetchConfig, SandboxConfig, ToolKit};
 
 use crate::agent::{self, AgentJob};
 use crate::error::ServiceError;
+use crate::images::ImageFetcher;
 use crate::registry::{ModelRegistry, ServedModel};
 
 /// What every response of one request shares (ids, echoes, what to report).
@@ -212,6 +214,8 @@ pub struct Completions {
     gate: Arc<PrepareGate>,
     /// The built-in tools requests may use.
     tools: Arc<ToolKit>,
+    /// Fetches the images of requests to vision models.
+    images: ImageFetcher,
 }
 
 /// A chat request, ready to run.
@@ -236,11 +240,15 @@ impl Completions {
             registry: Arc::new(registry),
             gate: Arc::new(PrepareGate::new(at_once, max_waiting)),
             tools: Arc::new(ToolKit::new(SandboxConfig::default())),
+            images: ImageFetcher::new(FetchConfig::default()),
         }
     }
 
-    /// The same service with `tools` as its built-in tools.
+    /// The same service with `tools` as its built-in tools. Image URLs are fetched behind
+    /// the website-visit guard's allow-list and timeout (the default guard when visits are
+    /// off).
     pub fn with_tools(mut self, tools: ToolKit) -> Self {
+        self.images = ImageFetcher::new(tools.visit.clone().unwrap_or_default());
         self.tools = Arc::new(tools);
         self
     }
@@ -341,10 +349,16 @@ impl Completions {
             .ok_or_else(|| ServiceError::ModelNotFound(req.model.clone()))?
             .model;
         let seed = prepare::random_seed();
-        // Rendering, tokenizing and compiling a schema are CPU work: off the async workers.
+        // A model without a projector refuses images in preparation: nothing is fetched.
+        let images = match model.ctx.vision {
+            Some(_) => self.images.fetch_all(&req.messages).await?,
+            None => Vec::new(),
+        };
+        // Rendering, tokenizing, decoding images and compiling a schema are CPU work: off
+        // the async workers.
         let ctx = model.ctx.clone();
         let (req, prepared) = tokio::task::spawn_blocking(move || {
-            let prepared = prepare(&req, &ctx, seed);
+            let prepared = prepare_with_images(&req, &ctx, seed, &images);
             drop(permit);
             (req, prepared)
         })

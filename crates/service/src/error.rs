@@ -32,6 +32,12 @@ pub enum ServiceError {
     Loading,
     #[error("Request body is too large: the limit is {0} bytes.")]
     PayloadTooLarge(usize),
+    /// An `image_url` that could not be had (fetch refused or failed, bad `data:` URL).
+    #[error("`{param}`: {message}")]
+    BadImage { param: String, message: String },
+    /// A base64 (`data:`) image over Groq's 4 MB (413).
+    #[error("`{param}`: a base64 image may be at most {limit} bytes")]
+    ImageTooLarge { param: String, limit: usize },
     #[error("{0}")]
     Admission(AdmissionError, /* flex tier */ bool),
     /// Over a rate limit of the organization (429), or larger than a whole budget (413).
@@ -147,7 +153,10 @@ impl ServiceError {
             E::ShuttingDown | E::Loading => {
                 (503, "internal_server_error", Some("service_unavailable"))
             }
-            E::PayloadTooLarge(_) => (413, INVALID, Some("request_too_large")),
+            E::PayloadTooLarge(_) | E::ImageTooLarge { .. } => {
+                (413, INVALID, Some("request_too_large"))
+            }
+            E::BadImage { .. } => (400, INVALID, Some("invalid_image_url")),
             E::Admission(AdmissionError::QueueFull(_), true)
             | E::Admission(AdmissionError::NoCapacity, _) => (
                 CAPACITY_EXCEEDED,
@@ -204,6 +213,9 @@ impl ServiceError {
         match self {
             ServiceError::InvalidParam { param, .. } => Some((*param).to_string()),
             ServiceError::Prepare(e) => Some(e.param()),
+            ServiceError::BadImage { param, .. } | ServiceError::ImageTooLarge { param, .. } => {
+                Some(param.clone())
+            }
             ServiceError::TierNotAvailable { .. } => Some("service_tier".into()),
             _ => None,
         }

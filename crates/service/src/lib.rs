@@ -27,6 +27,7 @@ pub mod completions;
 pub mod error;
 pub mod files;
 pub mod fine_tunings;
+pub mod images;
 pub mod keys;
 pub mod limits;
 pub mod metrics;

@@ -64,6 +64,10 @@ pub enum FetchError {
     Timeout(u64),
     #[error("fetch failed: {0}")]
     Http(String),
+    #[error("the server answered {0}")]
+    Status(u16),
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 /// A fetched page.
@@ -160,7 +164,41 @@ impl Fetcher {
             .unwrap_or(Err(FetchError::Timeout(secs)))
     }
 
+    /// GETs `url` behind the same guard and returns its body (an image, say): refused
+    /// unless the answer is a success of at most `max_bytes`.
+    pub async fn fetch_bytes(&self, url: &str, max_bytes: usize) -> Result<Vec<u8>, FetchError> {
+        let secs = self.cfg.timeout.as_secs().max(1);
+        let fetch = async {
+            let (_, mut resp) = self.response(url).await?;
+            if !resp.status().is_success() {
+                return Err(FetchError::Status(resp.status().as_u16()));
+            }
+            if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+                return Err(FetchError::TooLarge(max_bytes));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) =
+                (resp.chunk().await).map_err(|e| http_error(e, self.cfg.timeout))?
+            {
+                if body.len() + chunk.len() > max_bytes {
+                    return Err(FetchError::TooLarge(max_bytes));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
+        };
+        tokio::time::timeout(self.cfg.timeout, fetch)
+            .await
+            .unwrap_or(Err(FetchError::Timeout(secs)))
+    }
+
     async fn fetch_hops(&self, raw: &str) -> Result<Page, FetchError> {
+        let (url, resp) = self.response(raw).await?;
+        self.read(url, resp).await
+    }
+
+    /// The first answer to `raw` that is not a redirect, every hop vetted.
+    async fn response(&self, raw: &str) -> Result<(Url, reqwest::Response), FetchError> {
         let mut url = Url::parse(raw.trim()).map_err(|e| FetchError::Url(e.to_string()))?;
         for _ in 0..=self.cfg.max_redirects {
             let addr = self.vet(&url).await?;
@@ -174,7 +212,7 @@ impl Fetcher {
                 url = url.join(next).map_err(|_| FetchError::BadRedirect)?;
                 continue;
             }
-            return self.read(url, resp).await;
+            return Ok((url, resp));
         }
         Err(FetchError::Redirects(self.cfg.max_redirects))
     }

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use peregrine_engine::{AdapterId, Batch, BatchToken, Engine, SeqId, TokenId, Vocab};
+use peregrine_engine::{
+    is_image_placeholder, AdapterId, Batch, BatchToken, Engine, SeqId, TokenId, Vocab,
+};
 use peregrine_grammar::{Constraint, OutputError};
 use peregrine_text::detok::IncrementalDecoder;
 use peregrine_text::stop::StopMatcher;
@@ -18,7 +20,7 @@ use tracing::{debug, warn};
 use crate::cost::StepCosts;
 use crate::events::{Event, FinishReason};
 use crate::metrics::{Ended, EngineMetrics};
-use crate::request::{PreparedRequest, ServiceTier};
+use crate::request::{PreparedRequest, PromptImage, ServiceTier};
 use crate::sampling::{Sampled, Sampler};
 use crate::scheduler::{self, Budget, SeqView};
 use crate::speculate::{self, Acceptance, Speculation};
@@ -107,6 +109,8 @@ struct Active {
     background: bool,
     events: mpsc::Sender<Event>,
     prompt: Vec<TokenId>,
+    /// The prompt's images: computed by the projector when the prefill reaches them.
+    images: Vec<PromptImage>,
     /// Tokens of this sequence already in the KV cache.
     kv: Vec<TokenId>,
     /// Sampled (and then forced by the grammar) but not yet fed to the model.
@@ -155,9 +159,30 @@ struct Active {
 }
 
 impl Active {
+    /// Prompt tokens to feed before the next image, or the prompt's end: text prefill never
+    /// crosses an image ([`EngineLoop::compute_images`] computes it first).
     fn prefill_remaining(&self) -> usize {
-        self.prompt.len().saturating_sub(self.kv.len())
+        let done = self.kv.len();
+        let stop = (self.images.iter())
+            .map(|i| i.at)
+            .find(|&at| at >= done)
+            .unwrap_or(self.prompt.len());
+        stop.saturating_sub(done)
     }
+
+    /// The image whose positions start where the cache ends, if one does.
+    fn image_next(&self) -> Option<&PromptImage> {
+        let done = self.kv.len();
+        self.images.iter().find(|i| i.at == done)
+    }
+}
+
+/// `n` cached prompt tokens, less any part of an image they end inside: an image is
+/// computed whole or not at all.
+fn whole_images(images: &[PromptImage], n: usize) -> usize {
+    (images.iter())
+        .find(|i| i.at < n && n < i.end())
+        .map_or(n, |i| i.at)
 }
 
 /// How full the engine is, shared with the async side: the flex tier is refused rather
@@ -504,11 +529,15 @@ impl<E: Engine> EngineLoop<E> {
     /// computing the last prompt token: its logits choose the first completion token.
     fn start_in_slot(&mut self, sub: Submission, slot: usize) -> Active {
         let prompt = sub.req.prompt;
+        let images = sub.req.images;
         let adapter = sub.req.adapter;
         let most = prompt.len().saturating_sub(1);
         // Cells computed under another adapter hold other keys and values: not reused.
         let own = if self.slots[slot].adapter == adapter {
-            common_prefix(&self.slots[slot].tokens, &prompt).min(most)
+            whole_images(
+                &images,
+                common_prefix(&self.slots[slot].tokens, &prompt).min(most),
+            )
         } else {
             0
         };
@@ -516,6 +545,7 @@ impl<E: Engine> EngineLoop<E> {
             .cached_prefixes(adapter)
             .filter(|(i, _)| *i != slot)
             .map(|(i, tokens)| (i, common_prefix(tokens, &prompt).min(most)))
+            .map(|(i, n)| (i, whole_images(&images, n)))
             .max_by_key(|(_, n)| *n)
             .filter(|(_, n)| *n > own);
         self.slots[slot].busy = true;
@@ -576,6 +606,7 @@ impl<E: Engine> EngineLoop<E> {
             started: Instant::now(),
             first_token: None,
             prompt,
+            images,
         }
     }
 
@@ -651,6 +682,7 @@ impl<E: Engine> EngineLoop<E> {
     }
 
     fn step(&mut self) {
+        self.compute_images();
         self.draft();
         let views: Vec<SeqView> = self
             .active
@@ -665,6 +697,32 @@ impl<E: Engine> EngineLoop<E> {
         let mut done = Vec::new();
         for part in self.passes(&plan) {
             self.run_pass(&part, &mut done);
+        }
+        self.end_sequences(done);
+    }
+
+    /// Computes the image each prefilling sequence has reached (the projector's encoder,
+    /// then its embeddings into the cache), so text prefill can go on after it. A sequence
+    /// whose image fails ends failed.
+    fn compute_images(&mut self) {
+        let mut done = Vec::new();
+        for i in 0..self.active.len() {
+            while let Some(image) = self.active[i].image_next().cloned() {
+                let a = &self.active[i];
+                let result = (self.engine.set_adapter(a.adapter)).and_then(|()| {
+                    self.engine
+                        .decode_image(&image.image, a.slot, image.at as u32)
+                });
+                let a = &mut self.active[i];
+                match result {
+                    Ok(()) => a.kv.extend_from_slice(&a.prompt[image.at..image.end()]),
+                    Err(e) => {
+                        warn!(parent: &a.span, error = %e, "an image failed; failing its sequence");
+                        done.push((i, Outcome::Failed));
+                        break;
+                    }
+                }
+            }
         }
         self.end_sequences(done);
     }
@@ -720,7 +778,14 @@ impl<E: Engine> EngineLoop<E> {
                 continue;
             };
             let acceptance = &mut a.acceptance[guess.kind()];
-            let found = guess.tokens.len();
+            // A guess copied from the prompt stops before an image's placeholders: they are
+            // no tokens the model could decode.
+            let found = (guess.tokens.iter())
+                .position(|&t| is_image_placeholder(t))
+                .unwrap_or(guess.tokens.len());
+            if found == 0 {
+                continue;
+            }
             let k = match a.speculation {
                 Speculation::Always => found,
                 _ => speculate::draft_len(&self.load_costs, rows, tokens, acceptance, found),

@@ -5,7 +5,9 @@
 use peregrine_grammar::strict::StrictError;
 use peregrine_grammar::GrammarError;
 
-use super::{MAX_LOGIT_BIAS, MAX_STOP_BYTES, MAX_STOP_SEQUENCES, MAX_TOOLS, MAX_TOP_LOGPROBS};
+use super::{
+    MAX_IMAGES, MAX_LOGIT_BIAS, MAX_STOP_BYTES, MAX_STOP_SEQUENCES, MAX_TOOLS, MAX_TOP_LOGPROBS,
+};
 
 /// Why a request was refused. Messages name the field; `param()` names it for machines.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -50,6 +52,19 @@ pub enum PrepareError {
     },
     #[error("`messages[{0}].content` must contain at least one part")]
     EmptyContent(usize),
+    #[error("a request may contain at most {MAX_IMAGES} images, got {0}")]
+    TooManyImages(usize),
+    #[error("`messages[{message}].content[{part}].image_url`: {error}")]
+    Image {
+        message: usize,
+        part: usize,
+        error: peregrine_engine::ImageError,
+    },
+    /// The service did not hand over every image part's bytes: its bug, not the client's.
+    #[error("{parts} image parts but {fetched} images fetched")]
+    ImagesMissing { parts: usize, fetched: usize },
+    #[error("the chat template dropped {0} of the request's images")]
+    ImagesDropped(usize),
     #[error("`messages[{index}].tool_calls`: arguments of `{name}` are not valid JSON: {error}")]
     HistoryArguments {
         index: usize,
@@ -142,6 +157,10 @@ impl PrepareError {
             E::ServiceTier(_) => "service_tier".into(),
             E::Unsupported { feature, at } => at.clone().unwrap_or_else(|| (*feature).into()),
             E::EmptyContent(i) => format!("messages[{i}].content"),
+            E::TooManyImages(_) | E::ImagesMissing { .. } | E::ImagesDropped(_) => {
+                "messages".into()
+            }
+            E::Image { message, part, .. } => format!("messages[{message}].content[{part}]"),
             E::HistoryArguments { index, .. } => format!("messages[{index}].tool_calls"),
             E::SchemaName(_) => "response_format.json_schema.name".into(),
             E::SchemaNotObject | E::SchemaMissing | E::SchemaStrict(_) => {

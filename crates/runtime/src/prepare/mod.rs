@@ -14,6 +14,7 @@
 mod error;
 mod format;
 mod guard;
+mod images;
 mod params;
 mod prompt;
 mod reasoning;
@@ -22,6 +23,7 @@ mod tools;
 use peregrine_protocol::chat::ChatCompletionRequest;
 
 pub use error::PrepareError;
+pub use images::{image_parts, MAX_IMAGES, MAX_IMAGE_PIXELS};
 
 use crate::model::ModelContext;
 use crate::request::PreparedRequest;
@@ -39,11 +41,22 @@ pub const MAX_TOOLS: usize = 128;
 pub const MAX_LOGIT_BIAS: usize = 300;
 
 /// Checks and resolves a chat request for `model`. `random_seed` is used when the request
-/// carries no seed.
+/// carries no seed. A request with images needs [`prepare_with_images`].
 pub fn prepare(
     req: &ChatCompletionRequest,
     model: &ModelContext,
     random_seed: u64,
+) -> Result<PreparedRequest, PrepareError> {
+    prepare_with_images(req, model, random_seed, &[])
+}
+
+/// [`prepare`], with the bytes of each `image_url` part of the conversation, in the order
+/// [`image_parts`] lists them (fetched by the caller).
+pub fn prepare_with_images(
+    req: &ChatCompletionRequest,
+    model: &ModelContext,
+    random_seed: u64,
+    image_bytes: &[Vec<u8>],
 ) -> Result<PreparedRequest, PrepareError> {
     params::check_basics(req)?;
     params::reject_unsupported(req)?;
@@ -65,12 +78,14 @@ pub fn prepare(
     sampling.logit_bias.extend(banned);
     let json_or_tools = format.is_some() || resolved.plan.is_some();
     let choice = reasoning::resolve(req, model, json_or_tools)?;
+    let images = images::prepare(&req.messages, model, image_bytes)?;
     let rendered = prompt::render_and_tokenize(
         &req.messages,
         model,
         format.as_ref(),
         &mut resolved,
         choice.vars,
+        &images,
     )?;
     let reasoning = reasoning::plan(choice.mode, model, &rendered.text);
     let prompt = rendered.tokens;
@@ -92,6 +107,7 @@ pub fn prepare(
     };
     Ok(PreparedRequest {
         prompt,
+        images: rendered.images,
         constraint,
         tools: resolved.plan.take(),
         first_banned: resolved.first_banned.take(),
@@ -155,6 +171,7 @@ mod tests {
             prompt_text: crate::model::PromptText::of(vocab.as_ref()),
             reasoning: None,
             guard: false,
+            vision: None,
             vocab,
             max_completion_tokens: 256,
             info,

@@ -6,7 +6,7 @@
 //! (`peregrine_text::control`) before rendering, and its control-token text is tokenized as
 //! plain text, so a message cannot open or close a turn.
 
-use peregrine_engine::{TokenId, Vocab};
+use peregrine_engine::{PreparedImage, TokenId, Vocab};
 use peregrine_protocol::chat::{ChatMessage, ContentPart, MessageContent, ToolCall};
 use peregrine_text::control::{self, ControlTexts, Marker, Piece};
 use peregrine_text::template::{TemplateMessage, TemplateToolCall, TemplateVars};
@@ -15,10 +15,13 @@ use super::format::OutputFormat;
 use super::tools::{self, ResolvedTools};
 use super::PrepareError;
 use crate::model::ModelContext;
+use crate::request::PromptImage;
 
 /// A rendered and tokenized prompt.
 pub(super) struct Prompt {
     pub tokens: Vec<TokenId>,
+    /// Where each image's placeholders start in `tokens`, in order.
+    pub images: Vec<PromptImage>,
     /// The text (with the client's strings marked): where reasoning starts is read off its
     /// end.
     pub text: String,
@@ -31,12 +34,17 @@ pub(super) fn render_and_tokenize(
     format: Option<&OutputFormat>,
     resolved: &mut ResolvedTools,
     vars: TemplateVars,
+    images: &[PreparedImage],
 ) -> Result<Prompt, PrepareError> {
     check_prompt_bytes(messages, model)?;
+    // Image parts render as this text, replaced by the images' placeholders when
+    // tokenizing; random per request, so no client text can forge one.
+    let image_marker =
+        (!images.is_empty()).then(|| format!("<image-{:016x}>", rand::random::<u64>()));
     let mut msgs = messages
         .iter()
         .enumerate()
-        .map(|(i, m)| template_message(i, m))
+        .map(|(i, m)| template_message(i, m, image_marker.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(f) = format {
         add_format_instruction(&mut msgs, f);
@@ -71,10 +79,71 @@ pub(super) fn render_and_tokenize(
     // Again on the whole prompt (tool definitions and instructions included), before the
     // tokenizer: the markers only add bytes, so the bound stays a lower bound.
     check_bytes(rendered.text.len(), model)?;
+    let (tokens, images) = match &image_marker {
+        None => (
+            tokenize(model.vocab.as_ref(), &rendered.text, &marker),
+            Vec::new(),
+        ),
+        Some(m) => tokenize_with_images(model.vocab.as_ref(), &rendered.text, &marker, m, images)?,
+    };
     Ok(Prompt {
-        tokens: tokenize(model.vocab.as_ref(), &rendered.text, &marker),
+        tokens,
+        images,
         text: rendered.text,
     })
+}
+
+/// Tokenizes a rendered prompt holding image markers: the text around them as
+/// [`tokenize`] does, each marker as its image's placeholders. Every image must come out
+/// where its part was: a template that drops content parts is refused.
+fn tokenize_with_images(
+    vocab: &dyn Vocab,
+    rendered: &str,
+    marker: &Marker,
+    image_marker: &str,
+    images: &[PreparedImage],
+) -> Result<(Vec<TokenId>, Vec<PromptImage>), PrepareError> {
+    let mut out: Vec<TokenId> = Vec::with_capacity(rendered.len() / 3);
+    let mut placed = Vec::with_capacity(images.len());
+    let mut next = images.iter();
+    for piece in control::split(rendered, marker) {
+        let (text, special) = match piece {
+            Piece::Template(t) => (t, true),
+            Piece::Text(t) => (t, false),
+        };
+        for (k, part) in text.split(image_marker).enumerate() {
+            if k > 0 {
+                let Some(image) = next.next() else {
+                    return Err(PrepareError::ImagesDropped(0));
+                };
+                placed.push(PromptImage {
+                    at: out.len(),
+                    image: image.clone(),
+                });
+                out.extend(image.placeholders());
+            }
+            out.extend(vocab.tokenize_piece(part, special));
+        }
+    }
+    let dropped = images.len() - placed.len();
+    if dropped > 0 {
+        return Err(PrepareError::ImagesDropped(dropped));
+    }
+    if let Some(bos) = vocab.leading_bos() {
+        if out.first() != Some(&bos) {
+            out.insert(0, bos);
+            for p in &mut placed {
+                p.at += 1;
+            }
+        }
+    }
+    // The last prompt token's logits choose the first completion token: it must be text.
+    if placed.last().is_some_and(|p| p.end() == out.len()) {
+        return Err(PrepareError::Template(
+            "the prompt ends with an image; the template must end with text".into(),
+        ));
+    }
+    Ok((out, placed))
 }
 
 /// Refuses, before any rendering or tokenizing, a conversation whose text cannot fit the
@@ -175,14 +244,22 @@ fn tokenize(vocab: &dyn Vocab, rendered: &str, marker: &Marker) -> Vec<TokenId> 
     out
 }
 
-/// One wire message as the chat template sees it (message `i` of the request).
-fn template_message(i: usize, m: &ChatMessage) -> Result<TemplateMessage, PrepareError> {
+/// One wire message as the chat template sees it (message `i` of the request); its image
+/// parts become `image_marker` (refused without one).
+fn template_message(
+    i: usize,
+    m: &ChatMessage,
+    image_marker: Option<&str>,
+) -> Result<TemplateMessage, PrepareError> {
     Ok(match m {
         ChatMessage::System { content, name } => msg("system", Some(text_of(content, i)?), name),
         ChatMessage::Developer { content, name } => {
             msg("developer", Some(text_of(content, i)?), name)
         }
-        ChatMessage::User { content, name } => msg("user", Some(text_of(content, i)?), name),
+        ChatMessage::User { content, name } => match image_marker {
+            Some(marker) => msg("user", Some(text_with_images(content, i, marker)?), name),
+            None => msg("user", Some(text_of(content, i)?), name),
+        },
         ChatMessage::Assistant {
             content,
             name,
@@ -254,6 +331,35 @@ pub(super) fn text_of(content: &MessageContent, idx: usize) -> Result<String, Pr
         }
     }
     Ok(content.as_text())
+}
+
+/// The text of a user message's content with each image part as `marker`, on a line of its
+/// own between the text parts (as [`MessageContent::as_text`] joins them).
+fn text_with_images(
+    content: &MessageContent,
+    idx: usize,
+    marker: &str,
+) -> Result<String, PrepareError> {
+    let MessageContent::Parts(parts) = content else {
+        return Ok(content.as_text());
+    };
+    if parts.is_empty() {
+        return Err(PrepareError::EmptyContent(idx));
+    }
+    let mut texts = Vec::with_capacity(parts.len());
+    for p in parts {
+        texts.push(match p {
+            ContentPart::Text { text } => text.as_str(),
+            ContentPart::ImageUrl { .. } => marker,
+            ContentPart::Document { .. } => {
+                return Err(PrepareError::Unsupported {
+                    feature: "document",
+                    at: Some(format!("messages[{idx}].content")),
+                })
+            }
+        });
+    }
+    Ok(texts.join("\n"))
 }
 
 /// Adds the format instruction to the system prompt (or a new system message first) unless
