@@ -53,3 +53,20 @@ def test_upload_with_a_wrong_purpose_is_a_400(groq_client, tmp_path):
         groq_client.files.create(file=f, purpose="assistants")
     assert "purpose" in str(err.value)
 
+
+
+def test_file_objects_validate_as_openai_typed_file_objects(openai_client, tmp_path):
+    # OpenAI's FileObject requires `status` (Groq's objects omit it): strict validation of the
+    # raw JSON, since the SDK itself builds its models without validating.
+    from openai.types import FileObject
+
+    path = tmp_path / "batch_file.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in LINES))
+    with open(path, "rb") as f:
+        raw = openai_client.files.with_raw_response.create(file=f, purpose="batch")
+    created = FileObject.model_validate(raw.http_response.json())
+    assert created.status == "processed" and created.purpose == "batch"
+    listed = openai_client.files.with_raw_response.list().http_response.json()
+    for item in listed["data"]:
+        FileObject.model_validate(item)
+    openai_client.files.delete(created.id)

@@ -12,6 +12,12 @@ const_str! {
     FileObjectKind = "file"
 }
 
+const_str! {
+    /// `"status":"processed"`: a stored file is whole once its upload returns. Groq's file
+    /// objects omit `status`; OpenAI's typed clients require it (and its `processed`).
+    FileStatus = "processed"
+}
+
 /// One stored file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FileObject {
@@ -26,6 +32,9 @@ pub struct FileObject {
     pub filename: String,
     /// `batch` or `fine_tuning` (uploads), or `batch_output` (a batch's results and errors).
     pub purpose: String,
+    /// Always `"processed"`; accepted missing, as Groq sends it.
+    #[serde(default)]
+    pub status: FileStatus,
 }
 
 /// `GET /files`: `{"object":"list","data":[...]}`.

@@ -78,8 +78,17 @@ async fn upload_list_retrieve_download_delete() {
         .collect();
     assert_eq!(
         keys,
-        ["id", "object", "bytes", "created_at", "filename", "purpose"]
+        [
+            "id",
+            "object",
+            "bytes",
+            "created_at",
+            "filename",
+            "purpose",
+            "status"
+        ]
     );
+    assert_eq!(file["status"], "processed");
 
     let (status, list) = json(&app, get("/openai/v1/files")).await;
     assert_eq!(status, StatusCode::OK);

@@ -75,6 +75,7 @@ fn file_object(f: &FileRecord) -> FileObject {
         created_at: f.created_at,
         filename: f.filename.clone(),
         purpose: f.purpose.clone(),
+        status: Default::default(),
     }
 }
 

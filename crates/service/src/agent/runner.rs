@@ -45,6 +45,9 @@ impl Turn {
     ) -> ChatCompletionRequest {
         let mut req = plan.base.clone();
         req.messages = messages.to_vec();
+        if !self.calls_on && messages.len() > plan.base.messages.len() {
+            close_tool_phase(&mut req.messages);
+        }
         let mut all: Vec<Tool> = req.tools.take().unwrap_or_default();
         let client_tools = !all.is_empty();
         if self.calls_on {
@@ -70,6 +73,27 @@ impl Turn {
             (false, true) => Some(ToolChoice::Mode("auto".into())),
         };
         req
+    }
+}
+
+/// Said after the last result of the loop's own calls, in the answer turn only.
+const ANSWER_NOTE: &str = "The tool results above are final. Answer the user's question now \
+in plain words, using them; do not call a tool.";
+
+/// Ends the last tool result of the answer turn's conversation with [`ANSWER_NOTE`]. Why:
+/// the history teaches a small model the call syntax, and with calls banned it went on
+/// writing one as text (`>{"name": "python", ...}`) or echoing the result's tags; with the
+/// note the default 0.5B model answered from the results in 3 of 3 cases, without it in
+/// 1 of 3 (decision 0011). In the tool message rather than a message of its own, since
+/// some templates refuse a system or user message there.
+fn close_tool_phase(messages: &mut [ChatMessage]) {
+    if let Some(ChatMessage::Tool {
+        content: MessageContent::Text(text),
+        ..
+    }) = messages.last_mut()
+    {
+        text.push_str("\n\n");
+        text.push_str(ANSWER_NOTE);
     }
 }
 
@@ -378,4 +402,38 @@ fn add(sum: &mut UsageStats, u: &UsageStats) {
     sum.queue_time += u.queue_time;
     sum.prompt_time += u.prompt_time;
     sum.completion_time += u.completion_time;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(text: &str) -> ChatMessage {
+        ChatMessage::Tool {
+            content: MessageContent::Text(text.into()),
+            tool_call_id: "call_1".into(),
+            name: None,
+        }
+    }
+
+    #[test]
+    fn the_answer_turn_closes_the_last_tool_result_only() {
+        let mut messages = vec![tool("111.108"), tool("42")];
+        close_tool_phase(&mut messages);
+        let texts: Vec<String> = messages
+            .iter()
+            .map(|m| match m {
+                ChatMessage::Tool { content, .. } => content.as_text(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(texts[0], "111.108");
+        assert_eq!(texts[1], format!("42\n\n{ANSWER_NOTE}"));
+
+        // A conversation that does not end with a result is left as it is.
+        let mut messages = vec![tool("1"), ChatMessage::user("go on")];
+        let before = format!("{messages:?}");
+        close_tool_phase(&mut messages);
+        assert_eq!(format!("{messages:?}"), before);
+    }
 }
