@@ -34,6 +34,7 @@ pub mod fine_tunings;
 pub mod models;
 pub mod openapi;
 pub mod parse;
+pub mod responses;
 mod wire;
 
 pub use chat::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage};

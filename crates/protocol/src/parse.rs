@@ -15,7 +15,7 @@
 //! Only shapes are checked here; an empty `messages` array, out-of-range numbers and the like
 //! are the validation layer's job.
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny};
+use serde::de::{Deserialize, DeserializeOwned, Deserializer, IgnoredAny};
 use serde_path_to_error::{Path, Segment};
 
 use crate::chat::{ChatCompletionRequest, REQUEST_FIELDS};
@@ -110,8 +110,17 @@ impl RequestParseError {
 /// A body that is not JSON is reported as [`RequestParseError::InvalidJson`] even when a
 /// shape error comes earlier in the text, so the answer does not depend on field order.
 pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatCompletionRequest, RequestParseError> {
+    parse_request(bytes, REQUEST_FIELDS)
+}
+
+/// Parses a request body into `T`, with the errors of [`parse_chat_request`]; an unknown
+/// top-level property is matched against `fields` for a suggestion.
+pub fn parse_request<T: DeserializeOwned>(
+    bytes: &[u8],
+    fields: &[&'static str],
+) -> Result<T, RequestParseError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, Body>(&mut de) {
+    match serde_path_to_error::deserialize::<_, Body<T>>(&mut de) {
         Ok(Body(request)) => {
             de.end().map_err(|e| invalid_json(&e))?;
             Ok(request)
@@ -127,23 +136,25 @@ pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatCompletionRequest, Request
                     return Err(invalid_json(&e));
                 }
             }
-            Err(data_error(format_path(err.path()), bare_message(inner)))
+            Err(data_error(
+                format_path(err.path()),
+                bare_message(inner),
+                fields,
+            ))
         }
     }
 }
 
 /// The request, accepted only as a JSON object: serde's derived structs also accept an array
 /// of field values in order, which no client means.
-struct Body(ChatCompletionRequest);
+struct Body<T>(T);
 
-impl<'de> Deserialize<'de> for Body {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Body<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         wire::map_only(d, "a JSON object").map(Body)
     }
 }
 
-/// The known top-level request field closest to `unknown` (case-insensitive), if any is close
-/// enough to be a likely typo: `stream_option` gives `stream_options`, `foo` gives `None`.
 pub fn suggest_field(unknown: &str) -> Option<&'static str> {
     closest(unknown, REQUEST_FIELDS)
 }
@@ -218,7 +229,7 @@ fn join(path: &str, field: &str) -> String {
 
 /// Turns serde's data-error text into a [`RequestParseError`], completing the path with the
 /// field the message names.
-fn data_error(mut path: String, mut message: String) -> RequestParseError {
+fn data_error(mut path: String, mut message: String, fields: &[&'static str]) -> RequestParseError {
     // Our own Deserialize impls check some fields after reading the whole object; they name the
     // field as a "`field`: " prefix (see chat::message), which belongs in the path.
     while let Some((field, rest)) = field_prefix(&message) {
@@ -234,7 +245,7 @@ fn data_error(mut path: String, mut message: String) -> RequestParseError {
             join(&path, field)
         };
         let suggestion = if path == field {
-            suggest_field(field)
+            closest(field, fields)
         } else {
             None
         };

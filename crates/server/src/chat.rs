@@ -8,10 +8,10 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use peregrine_protocol::chat::{ChatCompletion, ChatCompletionChunk, ExecutedTool, UsageBreakdown};
 use peregrine_protocol::chat::{
     ChoiceLogprobs, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta, XGroq,
 };
-use peregrine_protocol::chat::{ExecutedTool, UsageBreakdown};
 use peregrine_runtime::{AdmissionError, ServiceTier};
 use peregrine_runtime::{Event, Finished, Rejection, TokenLogprob, UsageStats};
 use peregrine_service::agent::{self, AgentEvent, AgentJob, Style};
@@ -19,6 +19,7 @@ use peregrine_service::chat_wire::{self, call_id, chunk};
 use peregrine_service::completions::rejected;
 use peregrine_service::limits::RateHeaders;
 use peregrine_service::metrics::Rejections;
+use peregrine_service::responses_wire::{self, Echo};
 use peregrine_service::{
     ChatRun, CompletionError, Grant, Principal, Priority, RateLimiter, ResponseMeta, ServiceError,
 };
@@ -28,6 +29,7 @@ use tokio::sync::mpsc;
 use crate::access_log::LogLine;
 use crate::error::ApiError;
 use crate::middleware::RequestId;
+use crate::responses::ResponsesSse;
 use crate::state::SharedState;
 
 /// Largest request body accepted, in bytes [20 MiB] (Groq allows 20 MB image URLs).
@@ -55,14 +57,48 @@ pub async fn create(
             param: "Groq-Model-Version",
         })?),
     };
+    let run = (state.completions)
+        .prepare_chat(&body, request_id, version, &principal.org)
+        .await?;
+    respond(&state, &principal, log, run, Wire::Chat).await
+}
+
+/// The wire format an answer goes out in: chat completions, or the Responses API's
+/// objects and events made from them.
+pub(crate) enum Wire {
+    Chat,
+    Responses(Box<Echo>),
+}
+
+impl Wire {
+    fn object(&self, c: ChatCompletion) -> Response {
+        match self {
+            Wire::Chat => Json(c).into_response(),
+            Wire::Responses(echo) => Json(responses_wire::response(c, echo)).into_response(),
+        }
+    }
+
+    fn sink(self) -> Box<dyn StreamSink> {
+        match self {
+            Wire::Chat => Box::<ChatSse>::default(),
+            Wire::Responses(echo) => Box::new(ResponsesSse::new(*echo)),
+        }
+    }
+}
+
+/// Admits a prepared chat request, runs it, and answers in `wire`'s format.
+pub(crate) async fn respond(
+    state: &SharedState,
+    principal: &Principal,
+    log: LogLine,
+    run: ChatRun,
+    wire: Wire,
+) -> Result<Response, ApiError> {
     let completions = &state.completions;
     let limiter = &state.limiter;
-    let mut job = match completions
-        .prepare_chat(&body, request_id, version, &principal.org)
-        .await?
-    {
+    let mut job = match run {
         ChatRun::Plain(job) => *job,
-        ChatRun::Agent(job) => return agent_response(&state, &principal, log, job).await,
+        ChatRun::Agent(job) => return agent_response(state, principal, log, job, wire).await,
     };
     let grant = (limiter.admit(
         &principal.org,
@@ -88,7 +124,7 @@ pub async fn create(
         };
         let headers = settle.grant.headers();
         let mut settle = Some(settle);
-        let mut resp = sse_response(meta, rx, move |ev| {
+        let mut resp = sse_response(meta, rx, wire.sink(), move |ev| {
             if let Some(Event::Finished(f)) = ev {
                 if let Some(s) = settle.take() {
                     s.spawn(&f.usage);
@@ -104,7 +140,7 @@ pub async fn create(
             Err(e) => return Err(ApiError::from(e)),
         };
         settle.settle(&done.finished.usage).await;
-        let mut resp = Json(chat_wire::chat_completion(done)).into_response();
+        let mut resp = wire.object(chat_wire::chat_completion(done));
         put_rate_headers(&mut resp, &settle.grant.headers());
         resp
     };
@@ -121,6 +157,7 @@ async fn agent_response(
     principal: &Principal,
     log: LogLine,
     job: AgentJob,
+    wire: Wire,
 ) -> Result<Response, ApiError> {
     let tier = ServiceTier::from_name(job.meta.service_tier).unwrap_or(ServiceTier::OnDemand);
     let grant = (state
@@ -138,7 +175,7 @@ async fn agent_response(
     if job.stream {
         let headers = settle.grant.headers();
         let mut settle = Some(settle);
-        let mut resp = agent_sse_response(job, move |ev| {
+        let mut resp = agent_sse_response(job, wire.sink(), move |ev| {
             if let Some(AgentEvent::Finished(f)) = ev {
                 if let Some(s) = settle.take() {
                     s.spawn(&f.usage);
@@ -150,7 +187,7 @@ async fn agent_response(
     }
     let done = agent::collect(job).await?;
     settle.settle(&done.finish.usage).await;
-    let mut resp = Json(chat_wire::agent_completion(done)).into_response();
+    let mut resp = wire.object(chat_wire::agent_completion(done));
     put_rate_headers(&mut resp, &settle.grant.headers());
     Ok(resp)
 }
@@ -217,6 +254,42 @@ fn sse(out: &mut Vec<u8>, payload: &impl serde::Serialize) {
     out.extend_from_slice(b"\n\n");
 }
 
+/// Where a stream's pieces go: the chat wire's SSE bytes ([`ChatSse`]), or another wire's
+/// events made from the same chunks ([`ResponsesSse`]). One encoder of engine and tool-loop
+/// events for both.
+pub(crate) trait StreamSink: Send {
+    /// One chunk.
+    fn chunk(&mut self, c: &ChatCompletionChunk);
+    /// The error that ends a failed stream (after its `x_groq.error` chunk).
+    fn error(&mut self, err: &ServiceError);
+    /// The end of a stream that finished.
+    fn done(&mut self);
+    /// The bytes written since the last call.
+    fn take(&mut self) -> Vec<u8>;
+}
+
+/// The chat wire: `data: {chunk}`, the error envelope, `data: [DONE]`.
+#[derive(Default)]
+pub(crate) struct ChatSse(Vec<u8>);
+
+impl StreamSink for ChatSse {
+    fn chunk(&mut self, c: &ChatCompletionChunk) {
+        sse(&mut self.0, c);
+    }
+
+    fn error(&mut self, err: &ServiceError) {
+        sse(&mut self.0, &err.envelope());
+    }
+
+    fn done(&mut self) {
+        self.0.extend_from_slice(b"data: [DONE]\n\n");
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
+}
+
 /// What a stream has sent so far.
 #[derive(Default)]
 struct Sent {
@@ -237,7 +310,12 @@ fn delta_choice(delta: Delta, logprobs: Option<ChoiceLogprobs>) -> Vec<ChunkChoi
 }
 
 /// Turns one event into SSE bytes. Returns `true` when the stream is over.
-fn encode(meta: &ResponseMeta, ev: Option<Event>, sent: &mut Sent, out: &mut Vec<u8>) -> bool {
+fn encode(
+    meta: &ResponseMeta,
+    ev: Option<Event>,
+    sent: &mut Sent,
+    out: &mut dyn StreamSink,
+) -> bool {
     match ev {
         Some(Event::Delta { text, logprobs }) => delta_chunk(meta, text, logprobs, sent, out),
         Some(Event::Reasoning { text }) => reasoning_chunk(meta, text, out),
@@ -257,7 +335,7 @@ fn delta_chunk(
     text: String,
     logprobs: Vec<TokenLogprob>,
     sent: &mut Sent,
-    out: &mut Vec<u8>,
+    out: &mut dyn StreamSink,
 ) -> bool {
     if meta.track_text {
         sent.text.push_str(&text);
@@ -269,17 +347,17 @@ fn delta_chunk(
         content: Some(text),
         ..Default::default()
     };
-    sse(out, &chunk(meta, delta_choice(delta, logprobs)));
+    out.chunk(&chunk(meta, delta_choice(delta, logprobs)));
     false
 }
 
 /// Parsed reasoning, as `delta.reasoning`.
-fn reasoning_chunk(meta: &ResponseMeta, text: String, out: &mut Vec<u8>) -> bool {
+fn reasoning_chunk(meta: &ResponseMeta, text: String, out: &mut dyn StreamSink) -> bool {
     let delta = Delta {
         reasoning: Some(text),
         ..Default::default()
     };
-    sse(out, &chunk(meta, delta_choice(delta, None)));
+    out.chunk(&chunk(meta, delta_choice(delta, None)));
     false
 }
 
@@ -289,7 +367,7 @@ fn tool_call_chunk(
     name: String,
     arguments: String,
     sent: &mut Sent,
-    out: &mut Vec<u8>,
+    out: &mut dyn StreamSink,
 ) -> bool {
     let call = ToolCallDelta {
         id: Some(call_id()),
@@ -305,7 +383,7 @@ fn tool_call_chunk(
         ..Default::default()
     };
     sent.calls += 1;
-    sse(out, &chunk(meta, delta_choice(delta, None)));
+    out.chunk(&chunk(meta, delta_choice(delta, None)));
     false
 }
 
@@ -316,7 +394,7 @@ fn finish_chunks(
     reason: &str,
     usage: &UsageStats,
     usage_breakdown: Option<UsageBreakdown>,
-    out: &mut Vec<u8>,
+    out: &mut dyn StreamSink,
 ) -> bool {
     let u = chat_wire::usage(usage);
     let mut c = chunk(
@@ -337,46 +415,56 @@ fn finish_chunks(
     if meta.include_usage {
         c.usage = Some(u.clone());
     }
-    sse(out, &c);
+    out.chunk(&c);
     if meta.include_usage {
         let mut last = chunk(meta, vec![]);
         last.usage = Some(u);
         last.service_tier = Some(meta.service_tier.to_string());
-        sse(out, &last);
+        out.chunk(&last);
     }
-    out.extend_from_slice(b"data: [DONE]\n\n");
+    out.done();
     true
 }
 
 /// An `x_groq.error` chunk, then the error event the groq and openai SDKs raise on
 /// (docs/decisions/0003 and 0005).
-fn error_chunks(meta: &ResponseMeta, x_groq_error: String, err: &ServiceError, out: &mut Vec<u8>) {
+fn error_chunks(
+    meta: &ResponseMeta,
+    x_groq_error: String,
+    err: &ServiceError,
+    out: &mut dyn StreamSink,
+) {
     let mut c = chunk(meta, vec![]);
     c.x_groq = Some(XGroq {
         id: meta.request_id.clone(),
         error: Some(x_groq_error),
         ..Default::default()
     });
-    sse(out, &c);
-    sse(out, &err.envelope());
+    out.chunk(&c);
+    out.error(err);
 }
 
 /// A refused answer ends the stream with the error Groq would have returned.
-fn rejected_chunks(meta: &ResponseMeta, r: Rejection, sent: &mut Sent, out: &mut Vec<u8>) -> bool {
+fn rejected_chunks(
+    meta: &ResponseMeta,
+    r: Rejection,
+    sent: &mut Sent,
+    out: &mut dyn StreamSink,
+) -> bool {
     let err = rejected(r, std::mem::take(&mut sent.text));
     error_chunks(meta, err.to_string(), &err, out);
     true
 }
 
 /// A failure mid-stream: the headers are out, so the error travels in the stream.
-fn failed_chunks(meta: &ResponseMeta, out: &mut Vec<u8>) -> bool {
+fn failed_chunks(meta: &ResponseMeta, out: &mut dyn StreamSink) -> bool {
     let err = ServiceError::Internal(String::new());
     error_chunks(meta, "internal_server_error".into(), &err, out);
     true
 }
 
 /// The first chunk: the assistant role, empty content, and the seed in `x_groq`.
-fn role_chunk(meta: &ResponseMeta) -> Vec<u8> {
+fn role_chunk(meta: &ResponseMeta, out: &mut dyn StreamSink) {
     let delta = Delta {
         role: Some(Default::default()),
         content: Some(String::new()),
@@ -388,48 +476,54 @@ fn role_chunk(meta: &ResponseMeta) -> Vec<u8> {
         seed: Some(meta.seed),
         ..Default::default()
     });
-    let mut first = Vec::new();
-    sse(&mut first, &c);
-    first
+    out.chunk(&c);
 }
 
 /// Encodes the next event and whatever else is already waiting into one write; `encode`
 /// returns `true` once the stream is over.
 async fn next_write<E>(
     rx: &mut mpsc::Receiver<E>,
-    encode: &mut impl FnMut(Option<E>, &mut Vec<u8>) -> bool,
+    encode: &mut impl FnMut(Option<E>, &mut dyn StreamSink) -> bool,
+    sink: &mut dyn StreamSink,
 ) -> (Vec<u8>, bool) {
-    let mut out = Vec::new();
-    let mut over = encode(rx.recv().await, &mut out);
+    let mut over = encode(rx.recv().await, sink);
     while !over {
         match rx.try_recv() {
-            Ok(ev) => over = encode(Some(ev), &mut out),
+            Ok(ev) => over = encode(Some(ev), sink),
             Err(mpsc::error::TryRecvError::Empty) => break,
-            Err(mpsc::error::TryRecvError::Disconnected) => over = encode(None, &mut out),
+            Err(mpsc::error::TryRecvError::Disconnected) => over = encode(None, sink),
         }
     }
-    (out, over)
+    (sink.take(), over)
 }
 
 /// What the SSE body stream carries from one write to the next.
 struct StreamState<E, F> {
     rx: mpsc::Receiver<E>,
     encode: F,
+    sink: Box<dyn StreamSink>,
     /// Bytes to send before the next event (the role chunk).
     head: Option<Vec<u8>>,
     done: bool,
 }
 
-/// An SSE response: the role chunk, then each event as `encode` writes it.
-fn sse_stream<E, F>(meta: &ResponseMeta, rx: mpsc::Receiver<E>, encode: F) -> Response
+/// An SSE response: the role chunk, then each event as `encode` writes it into `sink`.
+fn sse_stream<E, F>(
+    meta: &ResponseMeta,
+    rx: mpsc::Receiver<E>,
+    mut sink: Box<dyn StreamSink>,
+    encode: F,
+) -> Response
 where
     E: Send + 'static,
-    F: FnMut(Option<E>, &mut Vec<u8>) -> bool + Send + 'static,
+    F: FnMut(Option<E>, &mut dyn StreamSink) -> bool + Send + 'static,
 {
+    role_chunk(meta, sink.as_mut());
     let init = StreamState {
-        head: Some(role_chunk(meta)),
+        head: Some(sink.take()),
         rx,
         encode,
+        sink,
         done: false,
     };
     let stream = futures::stream::unfold(init, |mut st| async move {
@@ -437,7 +531,7 @@ where
             Some(head) => head,
             None if st.done => return None,
             None => {
-                let (out, over) = next_write(&mut st.rx, &mut st.encode).await;
+                let (out, over) = next_write(&mut st.rx, &mut st.encode, st.sink.as_mut()).await;
                 st.done = over;
                 out
             }
@@ -458,11 +552,12 @@ where
 fn sse_response(
     meta: ResponseMeta,
     rx: mpsc::Receiver<Event>,
+    sink: Box<dyn StreamSink>,
     mut seen: impl FnMut(Option<&Event>) + Send + 'static,
 ) -> Response {
     let mut sent = Sent::default();
     let head = meta.clone();
-    sse_stream(&head, rx, move |ev, out| {
+    sse_stream(&head, rx, sink, move |ev, out| {
         seen(ev.as_ref());
         encode(&meta, ev, &mut sent, out)
     })
@@ -473,6 +568,7 @@ fn sse_response(
 /// `x_groq.usage_breakdown` in the finish chunk.
 fn agent_sse_response(
     job: AgentJob,
+    sink: Box<dyn StreamSink>,
     mut seen: impl FnMut(Option<&AgentEvent>) + Send + 'static,
 ) -> Response {
     let AgentJob {
@@ -483,7 +579,7 @@ fn agent_sse_response(
     } = job;
     let mut sent = Sent::default();
     let head = meta.clone();
-    sse_stream(&head, events, move |ev, out| {
+    sse_stream(&head, events, sink, move |ev, out| {
         seen(ev.as_ref());
         encode_agent(&meta, style, ev, &mut sent, out)
     })
@@ -494,7 +590,7 @@ fn encode_agent(
     style: Style,
     ev: Option<AgentEvent>,
     sent: &mut Sent,
-    out: &mut Vec<u8>,
+    out: &mut dyn StreamSink,
 ) -> bool {
     match ev {
         Some(AgentEvent::Reasoning(text)) => reasoning_chunk(meta, text, out),
@@ -516,11 +612,11 @@ fn encode_agent(
     }
 }
 
-fn executed_chunk(meta: &ResponseMeta, tool: ExecutedTool, out: &mut Vec<u8>) -> bool {
+fn executed_chunk(meta: &ResponseMeta, tool: ExecutedTool, out: &mut dyn StreamSink) -> bool {
     let delta = Delta {
         executed_tools: Some(vec![tool]),
         ..Default::default()
     };
-    sse(out, &chunk(meta, delta_choice(delta, None)));
+    out.chunk(&chunk(meta, delta_choice(delta, None)));
     false
 }

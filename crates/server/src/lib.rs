@@ -17,6 +17,7 @@ pub mod listen;
 pub mod middleware;
 pub mod models;
 pub mod policy;
+pub mod responses;
 pub mod state;
 
 use axum::extract::DefaultBodyLimit;
@@ -51,6 +52,7 @@ fn api_routes(state: SharedState, fine_tunings: bool) -> Router<SharedState> {
     }
     routes
         .route("/chat/completions", post(chat::create).layer(json()))
+        .route("/responses", post(responses::create).layer(json()))
         .route("/models", get(models::list))
         .route("/models/{*id}", get(models::get))
         .route(

@@ -273,6 +273,32 @@ impl Completions {
         org: &str,
     ) -> Result<ChatRun, ServiceError> {
         let (req, permit) = self.parse_gated(body, Priority::Interactive).await?;
+        self.ready_chat(req, permit, request_id, model_version, org)
+            .await
+    }
+
+    /// [`Completions::prepare_chat`] for a request already parsed (another wire format's,
+    /// converted).
+    pub async fn prepare_chat_request(
+        &self,
+        req: ChatCompletionRequest,
+        request_id: String,
+        model_version: Option<&str>,
+        org: &str,
+    ) -> Result<ChatRun, ServiceError> {
+        let permit = self.gate.enter(Priority::Interactive).await?;
+        self.ready_chat(req, permit, request_id, model_version, org)
+            .await
+    }
+
+    async fn ready_chat(
+        &self,
+        req: ChatCompletionRequest,
+        permit: OwnedSemaphorePermit,
+        request_id: String,
+        model_version: Option<&str>,
+        org: &str,
+    ) -> Result<ChatRun, ServiceError> {
         let Some(plan) = agent::plan(&req, model_version, self, org)? else {
             return Ok(ChatRun::Plain(Box::new(
                 self.prepare_with(req, request_id, org, Some(permit))
