@@ -28,6 +28,16 @@ if [ "${1:-}" = "--python" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip >/dev/null
   fi
   python3 -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
+  # The OpenAI Agents SDK pins its own openai and web stack: a virtual environment of its
+  # own, which tests/e2e/test_agents_sdk.py runs its agent in.
+  AGENTS_VENV="${PEREGRINE_AGENTS_VENV:-$HOME/.cache/peregrine/venv-agents}"
+  if [ ! -x "$AGENTS_VENV/bin/python" ]; then
+    if ! python3 -m venv "$AGENTS_VENV" >/dev/null 2>&1; then
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$AGENTS_VENV"
+    fi
+  fi
+  "$AGENTS_VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/e2e/requirements-agents.txt
   # A real Prometheus scrapes /metrics in the end-to-end suite (tests/e2e/test_metrics.py).
   if ! command -v prometheus >/dev/null; then
     echo "==> installing prometheus (apt)"

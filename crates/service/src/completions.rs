@@ -23,6 +23,7 @@ use crate::agent::{self, AgentJob};
 use crate::error::ServiceError;
 use crate::images::ImageFetcher;
 use crate::registry::{ModelRegistry, ServedModel};
+use crate::repeats::{self, RepeatGuard};
 
 /// What every response of one request shares (ids, echoes, what to report).
 #[derive(Clone, Debug)]
@@ -51,6 +52,9 @@ pub struct ChatJob {
     /// The completion tokens the client asked for at most (`max_completion_tokens`), if it
     /// did: what the rate limiter reserves besides the prompt.
     pub asked_max_tokens: Option<u32>,
+    /// Runs the answer instead when every call repeats one the conversation has the result
+    /// of (`repeats`); `None` where that cannot happen, and in the tool loop's own turns.
+    pub repeat_guard: Option<RepeatGuard>,
 }
 
 impl ChatJob {
@@ -325,7 +329,12 @@ impl Completions {
         org: &str,
     ) -> Result<ChatJob, ServiceError> {
         let permit = self.gate.enter(Priority::Interactive).await?;
-        self.prepare_with(req, request_id, org, Some(permit)).await
+        let mut job = self
+            .prepare_with(req, request_id, org, Some(permit))
+            .await?;
+        // The loop ends repeated calls itself (agent::runner).
+        job.repeat_guard = None;
+        Ok(job)
     }
 
     /// Parses the body and prepares it: everything known before generation.
@@ -395,6 +404,7 @@ impl Completions {
         request.span = tracing::info_span!("request", request_id = %request_id);
         let asked_max_tokens = (req.max_completion_tokens.or(req.max_tokens))
             .map(|n| n.clamp(0, i64::from(u32::MAX)) as u32);
+        let repeat_guard = repeats::guard(&req, &request_id, org);
         let meta = ResponseMeta {
             id: format!("chatcmpl-{}", uuid::Uuid::new_v4()),
             created: now_unix(),
@@ -416,6 +426,7 @@ impl Completions {
             request,
             meta,
             asked_max_tokens,
+            repeat_guard,
         })
     }
 
@@ -432,6 +443,10 @@ impl Completions {
             Priority::Background => runtime.submit_background(job.request),
         }
         .map_err(|e| ServiceError::Admission(e, flex))?;
+        let rx = match job.repeat_guard {
+            Some(guard) => guard.relay(self.clone(), rx, priority),
+            None => rx,
+        };
         Ok((job.meta, rx))
     }
 

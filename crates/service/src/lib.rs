@@ -32,6 +32,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod registry;
+pub mod repeats;
 pub mod responses_wire;
 
 pub use completions::{

@@ -16,6 +16,7 @@ use super::{AgentEvent, AgentFinish, AgentPlan};
 use crate::chat_wire::call_id;
 use crate::completions::{rejected, ChatJob, Completions, GeneratedCall, Priority};
 use crate::error::ServiceError;
+use crate::repeats::{add, ANSWER_NOTE};
 
 /// One turn's settings.
 #[derive(Clone, Copy)]
@@ -75,10 +76,6 @@ impl Turn {
         req
     }
 }
-
-/// Said after the last result of the loop's own calls, in the answer turn only.
-const ANSWER_NOTE: &str = "The tool results above are final. Answer the user's question now \
-in plain words, using them; do not call a tool.";
 
 /// Ends the last tool result of the answer turn's conversation with [`ANSWER_NOTE`]. Why:
 /// the history teaches a small model the call syntax, and with calls banned it went on
@@ -390,18 +387,6 @@ impl Runner {
     async fn send(&mut self, ev: AgentEvent) -> Result<(), Gone> {
         self.tx.send(ev).await.map_err(|_| Gone)
     }
-}
-
-fn add(sum: &mut UsageStats, u: &UsageStats) {
-    sum.prompt_tokens += u.prompt_tokens;
-    sum.cached_tokens += u.cached_tokens;
-    sum.completion_tokens += u.completion_tokens;
-    if let Some(n) = u.reasoning_tokens {
-        *sum.reasoning_tokens.get_or_insert(0) += n;
-    }
-    sum.queue_time += u.queue_time;
-    sum.prompt_time += u.prompt_time;
-    sum.completion_time += u.completion_time;
 }
 
 #[cfg(test)]
