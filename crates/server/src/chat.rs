@@ -35,6 +35,14 @@ use crate::state::SharedState;
 /// Largest request body accepted, in bytes [20 MiB] (Groq allows 20 MB image URLs).
 pub const BODY_LIMIT: usize = 20 * 1024 * 1024;
 
+/// A JSON route's body, or Groq's error for it (413 over [`BODY_LIMIT`]).
+pub(crate) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ServiceError> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ServiceError::PayloadTooLarge(BODY_LIMIT),
+        _ => ServiceError::BadRequest(e.body_text()),
+    })
+}
+
 /// The request header that selects a compound system version.
 const MODEL_VERSION: &str = "groq-model-version";
 
@@ -46,10 +54,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ServiceError::PayloadTooLarge(BODY_LIMIT),
-        _ => ServiceError::BadRequest(e.body_text()),
-    })?;
+    let body = read_body(body)?;
     let version = match headers.get(MODEL_VERSION) {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| ServiceError::InvalidParam {

@@ -5,7 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Extension;
 use peregrine_protocol::chat::ChatCompletionChunk;
@@ -15,7 +15,7 @@ use peregrine_service::responses_wire::{self, Echo, EventWriter};
 use peregrine_service::{Principal, ServiceError};
 
 use crate::access_log::LogLine;
-use crate::chat::{self, StreamSink, Wire, BODY_LIMIT};
+use crate::chat::{self, StreamSink, Wire};
 use crate::error::ApiError;
 use crate::middleware::RequestId;
 use crate::state::SharedState;
@@ -31,10 +31,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ServiceError::PayloadTooLarge(BODY_LIMIT),
-        _ => ServiceError::BadRequest(e.body_text()),
-    })?;
+    let body = chat::read_body(body)?;
     let req: ResponsesRequest =
         parse_request(&body, REQUEST_FIELDS).map_err(|e| ServiceError::BadRequest(e.message()))?;
     let metrics = (headers.get_all(BETA).iter())

@@ -23,6 +23,24 @@ use crate::completions::{Completions, Priority};
 pub const ANSWER_NOTE: &str = "The tool results above are final. Answer the user's question \
 now in plain words, using them; do not call a tool.";
 
+/// Ends the last tool result of an answer turn's conversation with [`ANSWER_NOTE`] (the
+/// tool loop's answer turn, and the answer pass here). Why:
+/// the history teaches a small model the call syntax, and with calls banned it went on
+/// writing one as text (`>{"name": "python", ...}`) or echoing the result's tags; with the
+/// note the default 0.5B model answered from the results in 3 of 3 cases, without it in
+/// 1 of 3 (decision 0011). In the tool message rather than a message of its own, since
+/// some templates refuse a system or user message there.
+pub(crate) fn close_tool_phase(messages: &mut [ChatMessage]) {
+    if let Some(ChatMessage::Tool {
+        content: MessageContent::Text(text),
+        ..
+    }) = messages.last_mut()
+    {
+        text.push_str("\n\n");
+        text.push_str(ANSWER_NOTE);
+    }
+}
+
 /// The calls with results in a conversation, and the request that answers instead.
 pub struct RepeatGuard {
     answered: Vec<(String, Value)>,
@@ -48,14 +66,7 @@ pub fn guard(req: &ChatCompletionRequest, request_id: &str, org: &str) -> Option
     }
     let mut answer = req.clone();
     answer.tool_choice = Some(ToolChoice::Mode("none".into()));
-    if let Some(ChatMessage::Tool {
-        content: MessageContent::Text(text),
-        ..
-    }) = answer.messages.last_mut()
-    {
-        text.push_str("\n\n");
-        text.push_str(ANSWER_NOTE);
-    }
+    close_tool_phase(&mut answer.messages);
     Some(RepeatGuard {
         answered,
         answer: Box::new(answer),

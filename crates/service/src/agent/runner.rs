@@ -16,7 +16,7 @@ use super::{AgentEvent, AgentFinish, AgentPlan};
 use crate::chat_wire::call_id;
 use crate::completions::{rejected, ChatJob, Completions, GeneratedCall, Priority};
 use crate::error::ServiceError;
-use crate::repeats::{add, ANSWER_NOTE};
+use crate::repeats::{add, close_tool_phase};
 
 /// One turn's settings.
 #[derive(Clone, Copy)]
@@ -74,23 +74,6 @@ impl Turn {
             (false, true) => Some(ToolChoice::Mode("auto".into())),
         };
         req
-    }
-}
-
-/// Ends the last tool result of the answer turn's conversation with [`ANSWER_NOTE`]. Why:
-/// the history teaches a small model the call syntax, and with calls banned it went on
-/// writing one as text (`>{"name": "python", ...}`) or echoing the result's tags; with the
-/// note the default 0.5B model answered from the results in 3 of 3 cases, without it in
-/// 1 of 3 (decision 0011). In the tool message rather than a message of its own, since
-/// some templates refuse a system or user message there.
-fn close_tool_phase(messages: &mut [ChatMessage]) {
-    if let Some(ChatMessage::Tool {
-        content: MessageContent::Text(text),
-        ..
-    }) = messages.last_mut()
-    {
-        text.push_str("\n\n");
-        text.push_str(ANSWER_NOTE);
     }
 }
 
@@ -392,6 +375,7 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repeats::ANSWER_NOTE;
 
     fn tool(text: &str) -> ChatMessage {
         ChatMessage::Tool {
