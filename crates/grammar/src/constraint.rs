@@ -23,6 +23,8 @@ pub enum OutputError {
 }
 
 /// A per-sequence constraint. `Send`, so masks can be computed off the engine thread.
+/// A clone goes on from the same point on its own.
+#[derive(Clone)]
 pub struct Constraint {
     matcher: Matcher,
     validator: Option<Arc<jsonschema::Validator>>,

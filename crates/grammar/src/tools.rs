@@ -112,6 +112,10 @@ pub struct CallGrammar<'a> {
     pub lazy: bool,
 }
 
+/// A fence's first line as the tool parser reads it: an info string of `json` (any case),
+/// `tool_call` or nothing, padded with blanks, then the line break.
+const FENCE_LINE: &str = r"```[ \t]*([jJ][sS][oO][nN]|tool_call)?[ \t\r]*\n";
+
 fn lark_str(s: &str) -> String {
     // JSON string syntax is Lark's string syntax.
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
@@ -129,16 +133,25 @@ impl CallGrammar<'_> {
     /// The Lark source.
     pub fn lark(&self) -> String {
         let mut rules = self.call_rules();
-        // Models often open the object on its own line (`{\n  "name"`): a few whitespace
-        // characters are allowed there; the rest of the call is compact.
-        rules.push("OPEN_WS: /[ \\t\\n]{1,8}/".into());
+        // Models often open the object on its own line (`{\n  "name"`, `{\r\n`): JSON
+        // whitespace is allowed there, as long as one token of indentation can be (the
+        // vocabularies have runs of 80 spaces), and bounded so that a constrained model
+        // cannot loop on it; the rest of the call is compact.
+        rules.push("OPEN_WS: /[ \\t\\r\\n]{1,128}/".into());
         let native = self.native_rule(&mut rules);
         let start = if self.lazy {
             // Also the forms a model writes instead of its own: bare JSON, a JSON array,
-            // a fenced block.
+            // a fenced block. A lazy grammar is fed an opening the model wrote unconstrained,
+            // so each accepts the layouts the tool parser takes as that opening: whitespace
+            // inside `[`, a fence's info line as the parser reads it (```` ```json ````,
+            // ```` ``` JSON ````, ```` ```tool_call ````, a CRLF), blank lines after it.
             rules.push(format!("bare: {}", self.many("call", "\n")));
-            rules.push(format!("array: \"[\" {} \"]\"", self.many("call", ", ")));
-            rules.push("fenced: (\"```json\\n\" | \"```\\n\") (bare | array) \"\\n```\"".into());
+            rules.push(format!(
+                "array: \"[\" OPEN_WS? {} \"]\"",
+                self.many("call", ", ")
+            ));
+            rules.push(format!("FENCE: /{FENCE_LINE}/"));
+            rules.push("fenced: FENCE OPEN_WS? (bare | array) \"\\n```\"".into());
             format!("start: native | bare | array | fenced\nnative: {native}")
         } else {
             format!("start: {native}")
@@ -156,11 +169,13 @@ impl CallGrammar<'_> {
     }
 
     /// `call` and its alternatives: one rule per tool (its name and argument schema), or
-    /// any name with any object when calls are not checked.
+    /// any name with any object when calls are not checked. A lazy grammar also takes the
+    /// call wrapped in OpenAI's `{"function": {...}}`, which the tool parser reads as a call.
     fn call_rules(&self) -> Vec<String> {
         let key = self.syntax.format.args_key();
         let mut rules = Vec::new();
         let mut alts = Vec::new();
+        let mut named = Vec::new();
         if self.any_name {
             rules.push(format!(
                 "call_any: \"{{\" OPEN_WS? \"\\\"name\\\": \" name_any \", \\\"{key}\\\": \" args_any \"}}\""
@@ -174,6 +189,7 @@ impl CallGrammar<'_> {
                 json_rule(&json!({"type": "object"}))
             ));
             alts.push("call_any".to_string());
+            named.push("NAME_RAW \"[ARGS]\" args_any".to_string());
         } else {
             for (i, t) in self.tools.iter().enumerate() {
                 let head = lark_str(&format!("\"name\": {}, \"{key}\": ", lark_str(t.name)));
@@ -184,30 +200,59 @@ impl CallGrammar<'_> {
                     .unwrap_or_else(|| json!({"type": "object"}));
                 rules.push(format!("args_{i}: {}", json_rule(&schema)));
                 alts.push(format!("call_{i}"));
+                named.push(format!(
+                    "{} args_{i}",
+                    lark_str(&format!("{}[ARGS]", t.name))
+                ));
             }
         }
-        rules.push(format!("call: {}", alts.join(" | ")));
+        if self.lazy {
+            rules.push(format!("one: {}", alts.join(" | ")));
+            rules.push("wrapped: \"{\" OPEN_WS? \"\\\"function\\\": \" one \"}\"".into());
+            rules.push("call: one | wrapped".into());
+            if self.syntax.format == ToolFormat::Mistral {
+                rules.push("NAME_RAW: /[a-zA-Z0-9_-]{1,64}/".into());
+                rules.push(format!("named: {}", named.join(" | ")));
+            }
+        } else {
+            rules.push(format!("call: {}", alts.join(" | ")));
+        }
         rules
     }
 
-    /// The model family's own call syntax around `call`.
+    /// The model family's own call syntax around `call`. Lazily, the whitespace the tool
+    /// parser skips after a tag is allowed there, and Mistral's tag may also open one call
+    /// or the newer `name[ARGS]{...}` form.
     fn native_rule(&self, rules: &mut Vec<String>) -> String {
         let open = self.syntax.open.as_ref().map(Marker::lark);
         let close = self.syntax.close.as_ref().map(Marker::lark);
+        let after_tag = if self.lazy { "OPEN_WS?" } else { "" };
         match self.syntax.format {
             ToolFormat::Hermes => {
                 let (o, c) = (open.unwrap_or_default(), close.unwrap_or_default());
-                rules.push(format!("tagged: {o} \"\\n\" call \"\\n\" {c}"));
+                let body = if self.lazy {
+                    // The parser also reads a list of calls inside one tag.
+                    let list = format!("\"[\" OPEN_WS? {} \"]\"", self.many("call", ", "));
+                    format!("OPEN_WS? (call | {list})")
+                } else {
+                    "\"\\n\" call".to_string()
+                };
+                rules.push(format!("tagged: {o} {body} \"\\n\" {c}"));
                 self.many("tagged", "\n")
             }
             ToolFormat::Mistral => {
                 let o = open.unwrap_or_default();
-                format!("{o} \"[\" {} \"]\"", self.many("call", ", "))
+                let list = format!("\"[\" {after_tag} {} \"]\"", self.many("call", ", "));
+                if !self.lazy {
+                    return format!("{o} {list}");
+                }
+                rules.push(format!("mistral: {o} OPEN_WS? ({list} | call | named)"));
+                if self.parallel { "mistral+" } else { "mistral" }.to_string()
             }
             ToolFormat::Llama3 => {
                 let calls = self.many("call", "; ");
                 if self.lazy {
-                    format!("{} {calls}", open.unwrap_or_default())
+                    format!("{} {after_tag} {calls}", open.unwrap_or_default())
                 } else {
                     calls
                 }

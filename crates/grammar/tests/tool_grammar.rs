@@ -183,7 +183,76 @@ fn a_call_object_may_open_on_its_own_line() {
     assert!(c.is_complete());
     let mut c = compile(ToolFormat::Hermes, true, true);
     assert!(
-        c.feed(b"{\n\n\n\n\n\n\n\n\n\"name\"", &[]).is_err(),
+        c.feed(format!("{{{}\"name\"", "\n".repeat(129)).as_bytes(), &[])
+            .is_err(),
         "not unbounded"
     );
+}
+
+/// What the tool parser takes as a call's opening, in layouts a tokenizer produces as one
+/// token or a few: a lazy grammar fed any of them goes on to constrain the call.
+#[test]
+fn lazy_grammar_takes_every_layout_the_parser_opens_a_call_with() {
+    let openings = [
+        "{\r\n",
+        "{\r\n  \"name\": ",
+        "{\t\"na",
+        "[\n  {\"name\": ",
+        "```json\n                                                                \n{",
+        "[ {",
+        "```JSON\r\n{",
+        "``` json \n\n{\n",
+        "```tool_call\n{",
+        "```\n[{",
+        "{\"function\": {\"name\": \"now\", ",
+    ];
+    for opening in openings {
+        let mut c = compile(ToolFormat::Hermes, true, true);
+        c.feed(opening.as_bytes(), &[])
+            .unwrap_or_else(|e| panic!("{opening:?}: {e}"));
+    }
+    let mut c = compile(ToolFormat::Hermes, false, true);
+    c.feed(b"{\r\n", &[]).unwrap();
+    feed(&mut c, "\"name\": \"now\", \"arguments\": {}}").unwrap();
+    assert!(c.is_complete());
+    let mut c = compile(ToolFormat::Hermes, false, true);
+    c.feed(b"{\"function\": ", &[]).unwrap();
+    feed(&mut c, "{\"name\": \"now\", \"arguments\": {}}}").unwrap();
+    assert!(c.is_complete());
+}
+
+#[test]
+fn a_lazy_tag_may_be_followed_by_any_whitespace_or_none() {
+    for (format, opening, rest) in [
+        (
+            ToolFormat::Hermes,
+            "<tool_call>{",
+            "\"name\": \"now\", \"arguments\": {}}\n</tool_call>",
+        ),
+        (
+            ToolFormat::Hermes,
+            "<tool_call>\r\n",
+            "{\"name\": \"now\", \"arguments\": {}}\n</tool_call>",
+        ),
+        (
+            ToolFormat::Mistral,
+            "[TOOL_CALLS] [\n",
+            "{\"name\": \"now\", \"arguments\": {}}]",
+        ),
+        (
+            ToolFormat::Mistral,
+            "[TOOL_CALLS]{",
+            "\"name\": \"now\", \"arguments\": {}}",
+        ),
+        (ToolFormat::Mistral, "[TOOL_CALLS]now[ARGS]", "{}"),
+    ] {
+        let mut c = compile(format, false, true);
+        c.feed(opening.as_bytes(), &[])
+            .unwrap_or_else(|e| panic!("{opening:?}: {e}"));
+        feed(&mut c, rest).unwrap_or_else(|e| panic!("{opening:?}: {e}"));
+        assert!(c.is_complete(), "{opening:?}");
+    }
+    // A forced grammar keeps the family's own layout.
+    let mut c = compile(ToolFormat::Hermes, false, false);
+    assert!(feed(&mut c, "<tool_call>{").is_err());
 }

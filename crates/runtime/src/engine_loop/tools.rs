@@ -71,8 +71,13 @@ impl ToolState {
         }
         if constraint.is_none() && self.plan.lazy.is_some() && self.parser.call_opened() {
             if let Some(start) = self.parser.call_start() {
-                if let Some(c) = self.start_lazy(start) {
-                    *constraint = Some(c);
+                match self.start_lazy(start) {
+                    Some(c) => *constraint = Some(c),
+                    // A call the grammar cannot take from here would go on unconstrained
+                    // and fail at its end anyway: it fails now, with what was written.
+                    None if self.opening_is_call(start) => return Err(FAILED_CALL.to_string()),
+                    // JSON text (`{"answer": ...}`): an answer, not a call.
+                    None => {}
                 }
             }
         }
@@ -143,6 +148,12 @@ impl ToolState {
             }
         }
         Ok(out)
+    }
+
+    /// Whether what was written from byte `start` on is a call's opening (not JSON text).
+    fn opening_is_call(&self, start: usize) -> bool {
+        let written = String::from_utf8_lossy(self.bytes.get(start..).unwrap_or_default());
+        self.parser.opening_is_call(&written)
     }
 
     /// Starts the lazy grammar at byte `start` of the output: the part of the token that

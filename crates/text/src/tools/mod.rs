@@ -24,7 +24,10 @@ mod scan;
 
 use serde_json::{Map, Value};
 
-use scan::{call_shaped, calls_of, object_opened, scan_json, Scan};
+use scan::{
+    call_fence, call_shaped, calls_of, may_be_call, object_opened, scan_json, tag_body_may_be_call,
+    Scan,
+};
 
 /// How a model family writes tool calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +208,18 @@ impl ToolParser {
         }
     }
 
+    /// Whether the call that has opened, `opening` being what was written of it (from
+    /// [`ToolParser::call_start`]; it may run ahead of the text pushed, by the bytes of a
+    /// character not yet complete), is so far a call and not JSON text: opened by the
+    /// family's tag, or an object whose first key is (or may still become) a call's.
+    pub fn opening_is_call(&self, opening: &str) -> bool {
+        match self.state {
+            State::Call(Region::Tag) => tag_body_may_be_call(self.format, opening),
+            State::Call(_) => may_be_call(opening),
+            _ => false,
+        }
+    }
+
     /// Whether a call opened by the family's tag turned out malformed (the output has failed).
     pub fn failed(&self) -> bool {
         self.error.is_some()
@@ -314,8 +329,7 @@ impl ToolParser {
         if t.starts_with("```") {
             match t.find('\n') {
                 Some(nl) => {
-                    let lang = t[3..nl].trim();
-                    if lang.is_empty() || lang.eq_ignore_ascii_case("json") || lang == "tool_call" {
+                    if call_fence(&t[3..nl]) {
                         self.consume(ws);
                         self.state = State::Call(Region::Fenced);
                         return true;

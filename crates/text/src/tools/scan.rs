@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::ParsedCall;
+use super::{ParsedCall, ToolFormat};
 
 pub(super) enum Scan {
     /// Not decided yet: more text is needed.
@@ -14,6 +14,24 @@ pub(super) enum Scan {
     Invalid(String, usize),
 }
 
+/// JSON's whitespace: what may stand between a fence line, `[` and `{` of a call (the call
+/// grammar allows the same there).
+fn trim_json_ws(t: &str) -> &str {
+    t.trim_start_matches([' ', '\t', '\r', '\n'])
+}
+
+/// A fence's info string without the blanks around it (the call grammar's reading too).
+fn fence_lang(info: &str) -> &str {
+    info.trim_matches([' ', '\t', '\r'])
+}
+
+/// Whether a fence with this info string (between ```` ``` ```` and the line break) may hold
+/// calls: `json` in any case, `tool_call`, or none.
+pub(super) fn call_fence(info: &str) -> bool {
+    let lang = fence_lang(info);
+    lang.is_empty() || lang.eq_ignore_ascii_case("json") || lang == "tool_call"
+}
+
 /// What follows the `{` that opens the object of a bare or fenced region (inside a fence
 /// line and a `[`, whitespace skipped); `None` before that `{` shows.
 fn object_body(text: &str) -> Option<&str> {
@@ -21,9 +39,9 @@ fn object_body(text: &str) -> Option<&str> {
     if t.starts_with("```") {
         t = &t[t.find('\n')? + 1..];
     }
-    t = t.trim_start();
+    t = trim_json_ws(t);
     if let Some(r) = t.strip_prefix('[') {
-        t = r.trim_start();
+        t = trim_json_ws(r);
     }
     t.strip_prefix('{')
 }
@@ -36,17 +54,59 @@ pub(super) fn object_opened(text: &str) -> bool {
     let json_fence = t
         .strip_prefix("```")
         .and_then(|r| r.split_once('\n'))
-        .is_some_and(|(lang, _)| lang.trim().eq_ignore_ascii_case("json"));
+        .is_some_and(|(lang, _)| fence_lang(lang).eq_ignore_ascii_case("json"));
     json_fence || object_body(text).is_some()
 }
 
-/// Whether a bare or fenced region shows a call's first key (`"name"`, or `"function"` of
-/// OpenAI's own shape): cut short, it is a truncated call rather than text.
+/// A call's first key: `"name"`, or `"function"` of OpenAI's own shape.
+const CALL_KEYS: [&str; 2] = ["\"name\"", "\"function\""];
+
+/// Whether a bare or fenced region shows a call's first key: cut short, it is a truncated
+/// call rather than text.
 pub(super) fn call_shaped(text: &str) -> bool {
     object_body(text).is_some_and(|r| {
-        let r = r.trim_start();
-        r.starts_with("\"name\"") || r.starts_with("\"function\"")
+        let r = trim_json_ws(r);
+        CALL_KEYS.iter().any(|k| r.starts_with(k))
     })
+}
+
+/// Whether a bare or fenced region is, so far, the opening of a call: a fence, a `[` with
+/// nothing after it yet, or an object with nothing but whitespace or a call's first key (or
+/// the start of one) written. `{"answer"` is not, nor `[]`: they are JSON text.
+pub(super) fn may_be_call(text: &str) -> bool {
+    let mut t = text.trim_start();
+    if t.starts_with("```") {
+        match t.find('\n') {
+            Some(nl) => t = &t[nl + 1..],
+            None => return true,
+        }
+    }
+    t = trim_json_ws(t);
+    if let Some(r) = t.strip_prefix('[') {
+        t = trim_json_ws(r);
+    }
+    match t.strip_prefix('{') {
+        Some(r) => {
+            let r = trim_json_ws(r);
+            CALL_KEYS.iter().any(|k| r.starts_with(k) || k.starts_with(r))
+        }
+        None => t.is_empty(),
+    }
+}
+
+/// Whether what was written of a call opened by the family's tag (`opening`, tag first)
+/// may still be a call: whitespace, then the start of a call object or list (see
+/// [`may_be_call`]), or Mistral's `name[ARGS]`. `<tool_call>{{` is not: it fails either way.
+pub(super) fn tag_body_may_be_call(format: ToolFormat, opening: &str) -> bool {
+    let tag = format.open_tag().unwrap_or_default();
+    let body = trim_json_ws(opening.strip_prefix(tag).unwrap_or(opening));
+    if body.is_empty() || body.starts_with(['{', '[']) {
+        return may_be_call(body);
+    }
+    format == ToolFormat::Mistral
+        && body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '[' | ']'))
 }
 
 /// Scans the JSON object or array starting at `buf[at]`; `Done` carries the value and the
