@@ -28,16 +28,27 @@ if [ "${1:-}" = "--python" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip >/dev/null
   fi
   python3 -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
-  # The OpenAI Agents SDK pins its own openai and web stack: a virtual environment of its
-  # own, which tests/e2e/test_agents_sdk.py runs its agent in.
-  AGENTS_VENV="${PEREGRINE_AGENTS_VENV:-$HOME/.cache/peregrine/venv-agents}"
-  if [ ! -x "$AGENTS_VENV/bin/python" ]; then
-    if ! python3 -m venv "$AGENTS_VENV" >/dev/null 2>&1; then
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
-      python3 -m venv "$AGENTS_VENV"
+  # Clients whose pins conflict with the suite's get virtual environments of their own,
+  # which the suite runs them in: the OpenAI Agents SDK (tests/e2e/test_agents_sdk.py), and
+  # langchain-groq, langchain-openai, instructor and litellm (tests/e2e/test_clients_python.py;
+  # they pin groq<1 and openai 3.3).
+  client_venv() { # <venv dir> <requirements file>
+    if [ ! -x "$1/bin/python" ]; then
+      if ! python3 -m venv "$1" >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv "$1"
+      fi
     fi
+    "$1/bin/python" -m pip install -q --disable-pip-version-check -r "$2"
+  }
+  client_venv "${PEREGRINE_AGENTS_VENV:-$HOME/.cache/peregrine/venv-agents}" tests/e2e/requirements-agents.txt
+  client_venv "${PEREGRINE_CLIENTS_VENV:-$HOME/.cache/peregrine/venv-clients}" tests/e2e/requirements-clients.txt
+  # openai-node, groq-sdk and the Vercel AI SDK at the versions tests/e2e/node's lockfile
+  # pins (tests/e2e/test_clients_node.py), with the machine's Node.js (20 or later).
+  if ! command -v npm >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
   fi
-  "$AGENTS_VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/e2e/requirements-agents.txt
+  (cd tests/e2e/node && npm ci --no-audit --no-fund --loglevel=error)
   # A real Prometheus scrapes /metrics in the end-to-end suite (tests/e2e/test_metrics.py).
   if ! command -v prometheus >/dev/null; then
     echo "==> installing prometheus (apt)"

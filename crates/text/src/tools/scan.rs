@@ -88,7 +88,9 @@ pub(super) fn may_be_call(text: &str) -> bool {
     match t.strip_prefix('{') {
         Some(r) => {
             let r = trim_json_ws(r);
-            CALL_KEYS.iter().any(|k| r.starts_with(k) || k.starts_with(r))
+            CALL_KEYS
+                .iter()
+                .any(|k| r.starts_with(k) || k.starts_with(r))
         }
         None => t.is_empty(),
     }
