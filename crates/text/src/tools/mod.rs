@@ -328,13 +328,12 @@ impl ToolParser {
         }
         if t.starts_with("```") {
             match t.find('\n') {
-                Some(nl) => {
-                    if call_fence(&t[3..nl]) {
-                        self.consume(ws);
-                        self.state = State::Call(Region::Fenced);
-                        return true;
-                    }
+                Some(nl) if call_fence(&t[3..nl]) => {
+                    self.consume(ws);
+                    self.state = State::Call(Region::Fenced);
+                    return true;
                 }
+                Some(_) => {}
                 None if t.len() < MAX_FENCE_LINE && !end => return false,
                 None => {}
             }
