@@ -403,3 +403,18 @@ impl Vocab for LlamaVocab {
             .map(|i| self.specials[i].1.to_vec())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// llama.cpp is built without its AMX kernels (`.cargo/config.toml`): on CPUs that have
+    /// AMX, ggml's AMX matrix multiply crashed the first decode of the default and test
+    /// models (llama.cpp issue 20824). On such a CPU this fails when the flag is dropped.
+    #[test]
+    fn llama_cpp_is_built_without_amx() {
+        // SAFETY: llama.cpp returns a pointer to its own static, NUL-terminated buffer.
+        let info = unsafe { std::ffi::CStr::from_ptr(llama_cpp_sys_2::llama_print_system_info()) };
+        let info = info.to_string_lossy();
+        assert!(info.contains("CPU :"), "{info}");
+        assert!(!info.contains("AMX_INT8 = 1"), "{info}");
+    }
+}
