@@ -44,7 +44,8 @@ pub async fn create(
     let (chat_req, echo) = responses_wire::to_chat(req, reasons, metrics)?;
     let run = (state.completions)
         .prepare_chat_request(chat_req, request_id, None, &principal.org)
-        .await?;
+        .await
+        .map_err(|e| echo.rename(e))?;
     chat::respond(
         &state,
         &principal,

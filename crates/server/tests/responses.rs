@@ -320,7 +320,20 @@ async fn every_unsupported_or_invalid_field_gets_its_400() {
         ),
         (
             json!({"reasoning": {"effort": "low"}}),
-            "`reasoning_effort` is not supported with this model",
+            "`reasoning.effort` is not supported with this model",
+        ),
+        // Chat preparation's errors name the Responses fields.
+        (
+            json!({"max_output_tokens": 100_000_000}),
+            "`max_output_tokens` must be less than or equal to",
+        ),
+        (
+            json!({"tools": [{"type": "function", "name": "no spaces", "parameters": {"type": "object"}}]}),
+            "`tools[0].name` must match",
+        ),
+        (
+            json!({"instructions": "Be brief.", "input": [{"role": "user", "content": []}]}),
+            "`input[0].content` must contain at least one part",
         ),
         (
             json!({"temperature": 3}),
@@ -343,6 +356,12 @@ async fn every_unsupported_or_invalid_field_gets_its_400() {
         let msg = r["error"]["message"].as_str().unwrap_or_default();
         assert!(msg.contains(want), "{extra}: {msg}");
         assert_eq!(r["error"]["type"], "invalid_request_error", "{extra}");
+        // `param` is the message's first path, where it names one.
+        if let (Some(param), Some(path)) = (r["error"]["param"].as_str(), msg.split('`').nth(1)) {
+            if want.starts_with('`') && !param.starts_with("property") {
+                assert_eq!(param, path, "{extra}: {msg}");
+            }
+        }
     }
     // `null`, `store: false`, `truncation: disabled` and an empty `include` ask for nothing.
     let fine = json!({"previous_response_id": null, "store": false, "truncation": "disabled",

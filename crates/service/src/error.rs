@@ -68,6 +68,14 @@ pub enum ServiceError {
         message: String,
         param: &'static str,
     },
+    /// A 400 whose field is named as another wire format names it (a Responses request's
+    /// `max_output_tokens` where chat preparation said `max_completion_tokens`).
+    #[error("{message}")]
+    Field {
+        message: String,
+        param: String,
+        code: Option<&'static str>,
+    },
     /// The HTTP layer refused the request before a handler ran (a path that is not UTF-8,
     /// multipart without a boundary, ...), with this status and message.
     #[error("{message}")]
@@ -147,6 +155,7 @@ impl ServiceError {
         match self {
             E::BadRequest(_) | E::InvalidParam { .. } => (400, INVALID, None),
             E::Prepare(e) => (400, INVALID, e.code()),
+            E::Field { code, .. } => (400, INVALID, *code),
             E::ModelNotFound(_) => (404, INVALID, Some("model_not_found")),
             E::NotFound(_) => (404, INVALID, Some("not_found")),
             E::InvalidApiKey => (401, INVALID, Some("invalid_api_key")),
@@ -217,6 +226,7 @@ impl ServiceError {
                 Some(param.clone())
             }
             ServiceError::TierNotAvailable { .. } => Some("service_tier".into()),
+            ServiceError::Field { param, .. } => Some(param.clone()),
             _ => None,
         }
     }
@@ -230,6 +240,25 @@ impl ServiceError {
                 failed_generation, ..
             } => Some(failed_generation.clone()),
             _ => None,
+        }
+    }
+
+    /// A client's 400 with its field named by `rename` (a chat path in, another wire
+    /// format's path out), in `param` and in each back-quoted path of the message. Any
+    /// other error is returned as it is.
+    pub fn rename_fields(self, rename: impl Fn(&str) -> String) -> ServiceError {
+        let (status, _, code) = self.parts();
+        let Some(param) = self.param().filter(|_| status == 400) else {
+            return self;
+        };
+        let message = (self.public_message().split('`').enumerate())
+            .map(|(i, s)| if i % 2 == 1 { rename(s) } else { s.to_string() })
+            .collect::<Vec<_>>()
+            .join("`");
+        ServiceError::Field {
+            message,
+            param: rename(&param),
+            code,
         }
     }
 

@@ -39,6 +39,53 @@ pub struct Echo {
     pub parallel_tool_calls: bool,
     /// `Groq-Beta: inference-metrics`: the timings go into `metadata`.
     pub metrics: bool,
+    /// Where each chat message came from, as a Responses path (`instructions`, `input`,
+    /// `input[3]`): errors about a message name the item the client sent.
+    pub sources: Vec<String>,
+}
+
+impl Echo {
+    /// A chat preparation error about this request, naming its fields as the Responses
+    /// API does.
+    pub fn rename(&self, err: ServiceError) -> ServiceError {
+        err.rename_fields(|path| self.responses_path(path))
+    }
+
+    /// A chat request's field path as the Responses request's; other text as it is.
+    fn responses_path(&self, path: &str) -> String {
+        if let Some(rest) = path.strip_prefix("messages[") {
+            let (index, tail) = rest.split_once(']').unwrap_or((rest, ""));
+            let source = index
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| self.sources.get(i));
+            return match source {
+                // The instructions or a string input are one text: the part path is moot.
+                Some(s) if !s.ends_with(']') => s.clone(),
+                Some(s) => format!("{s}{tail}"),
+                None => "input".into(),
+            };
+        }
+        if let Some(rest) = path.strip_prefix("tools[") {
+            // Responses tools are flat: `tools[i].name`, not `tools[i].function.name`.
+            return format!("tools[{}", rest.replacen("].function.", "].", 1));
+        }
+        let renames = [
+            ("messages", "input"),
+            ("max_completion_tokens", "max_output_tokens"),
+            ("response_format.json_schema.", "text.format."),
+            ("response_format", "text.format"),
+            ("reasoning_effort", "reasoning.effort"),
+        ];
+        for (chat, responses) in renames {
+            if let Some(tail) = path.strip_prefix(chat) {
+                if tail.is_empty() || chat.ends_with('.') || tail.starts_with(['.', '[']) {
+                    return format!("{responses}{tail}");
+                }
+            }
+        }
+        path.to_string()
+    }
 }
 
 fn invalid(message: String) -> ServiceError {
@@ -65,17 +112,23 @@ pub fn to_chat(
         });
     }
     let mut messages = Vec::new();
+    let mut sources = Vec::new();
     if let Some(i) = &req.instructions {
         messages.push(ChatMessage::System {
             content: MessageContent::Text(i.clone()),
             name: None,
         });
+        sources.push("instructions".to_string());
     }
     match &req.input {
-        Input::Text(t) => messages.push(ChatMessage::user(t.clone())),
+        Input::Text(t) => {
+            messages.push(ChatMessage::user(t.clone()));
+            sources.push("input".to_string());
+        }
         Input::Items(items) => {
             for (i, item) in items.iter().enumerate() {
                 add_item(&mut messages, i, item)?;
+                sources.resize(messages.len(), format!("input[{i}]"));
             }
         }
     }
@@ -119,6 +172,7 @@ pub fn to_chat(
         service_tier: req.service_tier.clone().unwrap_or_else(|| "default".into()),
         parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
         metrics,
+        sources,
     };
     Ok((chat, echo))
 }
@@ -884,6 +938,68 @@ mod tests {
         to_chat(parse(json!({"model": "m", "input": "x"})), false, true)
             .unwrap()
             .1
+    }
+
+    #[test]
+    fn chat_field_paths_become_the_responses_requests() {
+        let (_, echo) = to_chat(
+            parse(json!({"model": "m", "instructions": "Be brief.", "input": [
+                {"role": "user", "content": "Hi"},
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c", "output": "1"},
+                {"role": "user", "content": [{"type": "input_text", "text": "x"}]},
+            ]})),
+            false,
+            false,
+        )
+        .unwrap();
+        let cases = [
+            ("messages[0].content", "instructions"),
+            ("messages[1].content", "input[0].content"),
+            ("messages[2].tool_calls", "input[1].tool_calls"),
+            ("messages[3]", "input[2]"),
+            (
+                "messages[4].content[0].image_url",
+                "input[3].content[0].image_url",
+            ),
+            ("messages[9]", "input"),
+            ("messages", "input"),
+            ("max_completion_tokens", "max_output_tokens"),
+            ("response_format.json_schema.schema", "text.format.schema"),
+            ("response_format", "text.format"),
+            ("tools[2].function.parameters", "tools[2].parameters"),
+            ("tools[2].type", "tools[2].type"),
+            ("reasoning_effort", "reasoning.effort"),
+            ("tool_choice", "tool_choice"),
+            ("context_window", "context_window"),
+        ];
+        for (chat, responses) in cases {
+            assert_eq!(echo.responses_path(chat), responses, "{chat}");
+        }
+    }
+
+    #[test]
+    fn a_preparation_error_names_the_responses_field() {
+        let echo = echo();
+        let err = ServiceError::InvalidParam {
+            message:
+                "`max_completion_tokens` must be at most 8, the limit of `max_completion_tokens`"
+                    .into(),
+            param: "max_completion_tokens",
+        };
+        let e = echo.rename(err).envelope().error;
+        assert_eq!(e.param.as_deref(), Some("max_output_tokens"));
+        assert_eq!(
+            e.message,
+            "`max_output_tokens` must be at most 8, the limit of `max_output_tokens`"
+        );
+        assert_eq!(e.kind, "invalid_request_error");
+        let e = echo
+            .rename(ServiceError::ModelNotFound("m".into()))
+            .envelope()
+            .error;
+        assert_eq!(e.param, None);
+        assert_eq!(e.code.as_deref(), Some("model_not_found"));
     }
 
     #[test]
