@@ -11,6 +11,7 @@ use axum::Router;
 use base64::Engine as _;
 use common::{chat, Setup};
 use peregrine_server::AppState;
+use peregrine_service::images::MAX_URL_IMAGE_BYTES;
 use peregrine_service::Completions;
 use peregrine_tools::{FetchConfig, SandboxConfig, ToolKit};
 use serde_json::{json, Value};
@@ -210,6 +211,16 @@ async fn an_allow_listed_url_is_fetched() {
         .route(
             "/missing.png",
             axum::routing::get(|| async { (axum::http::StatusCode::NOT_FOUND, "no") }),
+        )
+        // Groq's 20 MB cap on a fetched image: at the cap it is read (and is no image), one
+        // byte over it is refused.
+        .route(
+            "/at-cap.png",
+            axum::routing::get(|| async { vec![0u8; MAX_URL_IMAGE_BYTES] }),
+        )
+        .route(
+            "/over-cap.png",
+            axum::routing::get(|| async { vec![0u8; MAX_URL_IMAGE_BYTES + 1] }),
         );
     tokio::spawn(async move { axum::serve(listener, server).await });
     let app = app_with(
@@ -225,6 +236,15 @@ async fn an_allow_listed_url_is_fetched() {
         refusal(&app, &with_images(&[format!("http://{addr}/missing.png")])).await;
     assert_eq!(status, 400);
     assert!(message.contains("answered 404"), "{message}");
+    let (status, message, _) =
+        refusal(&app, &with_images(&[format!("http://{addr}/at-cap.png")])).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("could not be decoded"), "{message}");
+    let (status, message, param) =
+        refusal(&app, &with_images(&[format!("http://{addr}/over-cap.png")])).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("larger than 20971520 bytes"), "{message}");
+    assert_eq!(param, json!("messages[0].content[1].image_url.url"));
 }
 
 #[tokio::test]

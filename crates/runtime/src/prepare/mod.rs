@@ -77,7 +77,7 @@ pub fn prepare_with_images(
     let banned = resolved.banned.iter().map(|&t| (t, f32::NEG_INFINITY));
     sampling.logit_bias.extend(banned);
     let json_or_tools = format.is_some() || resolved.plan.is_some();
-    let choice = reasoning::resolve(req, model, json_or_tools)?;
+    let choice = reasoning::resolve(req, model.reasoning.as_ref(), json_or_tools)?;
     let images = images::prepare(&req.messages, model, image_bytes)?;
     let rendered = prompt::render_and_tokenize(
         &req.messages,

@@ -18,7 +18,7 @@ use peregrine_text::reasoning::{EffortControl, ReasoningSyntax};
 use peregrine_text::TemplateVars;
 
 use super::PrepareError;
-use crate::model::ModelContext;
+use crate::model::{ModelContext, ReasoningInfo};
 use crate::request::{ReasoningMode, ReasoningPlan};
 
 /// The resolved choice: how reasoning is returned (`None`: the model does not reason) and
@@ -28,17 +28,18 @@ pub(super) struct Choice {
     pub vars: TemplateVars,
 }
 
-/// Checks the reasoning parameters against the model. `json_or_tools`: the answer is
-/// constrained (JSON mode, a schema) or may call tools.
+/// Checks the reasoning parameters against the model's reasoning family (`None`: it does
+/// not reason). `json_or_tools`: the answer is constrained (JSON mode, a schema) or may call
+/// tools.
 pub(super) fn resolve(
     req: &ChatCompletionRequest,
-    model: &ModelContext,
+    reasoning: Option<&ReasoningInfo>,
     json_or_tools: bool,
 ) -> Result<Choice, PrepareError> {
     let format = req.reasoning_format.as_deref();
     let include = req.include_reasoning;
     let effort = req.reasoning_effort.as_deref();
-    let Some(info) = &model.reasoning else {
+    let Some(info) = reasoning else {
         return not_a_reasoning_model(format, include, effort);
     };
     if format.is_some() && include.is_some() {
@@ -136,4 +137,192 @@ pub(super) fn plan(
         start: info.syntax.start(prompt),
         markers: info.markers.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(syntax: ReasoningSyntax, effort: EffortControl) -> ReasoningInfo {
+        ReasoningInfo {
+            syntax,
+            effort,
+            markers: Vec::new().into(),
+        }
+    }
+
+    /// Qwen3: `<think>` with the `enable_thinking` switch.
+    fn qwen3() -> ReasoningInfo {
+        info(ReasoningSyntax::Think, EffortControl::EnableThinking)
+    }
+
+    /// DeepSeek-R1 / QwQ: `<think>`, no switch.
+    fn r1() -> ReasoningInfo {
+        info(ReasoningSyntax::Think, EffortControl::None)
+    }
+
+    /// gpt-oss: Harmony channels, effort levels.
+    fn gpt_oss() -> ReasoningInfo {
+        info(ReasoningSyntax::Harmony, EffortControl::Levels)
+    }
+
+    fn req(
+        format: Option<&str>,
+        include: Option<bool>,
+        effort: Option<&str>,
+    ) -> ChatCompletionRequest {
+        ChatCompletionRequest {
+            reasoning_format: format.map(String::from),
+            include_reasoning: include,
+            reasoning_effort: effort.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    fn mode(
+        info: Option<&ReasoningInfo>,
+        r: ChatCompletionRequest,
+        json_or_tools: bool,
+    ) -> Result<Option<ReasoningMode>, String> {
+        resolve(&r, info, json_or_tools)
+            .map(|c| c.mode)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn think_models_default_to_raw_and_parse_under_json_or_tools() {
+        let q = qwen3();
+        assert_eq!(
+            mode(Some(&q), req(None, None, None), false),
+            Ok(Some(ReasoningMode::Raw))
+        );
+        assert_eq!(
+            mode(Some(&q), req(None, None, None), true),
+            Ok(Some(ReasoningMode::Parsed))
+        );
+        assert_eq!(
+            mode(Some(&q), req(None, Some(true), None), false),
+            Ok(Some(ReasoningMode::Parsed))
+        );
+        assert_eq!(
+            mode(Some(&q), req(None, Some(false), None), false),
+            Ok(Some(ReasoningMode::Hidden))
+        );
+        assert_eq!(
+            mode(Some(&q), req(Some("hidden"), None, None), true),
+            Ok(Some(ReasoningMode::Hidden))
+        );
+    }
+
+    #[test]
+    fn harmony_models_parse_unless_reasoning_is_excluded() {
+        let g = gpt_oss();
+        assert_eq!(
+            mode(Some(&g), req(None, None, None), false),
+            Ok(Some(ReasoningMode::Parsed))
+        );
+        assert_eq!(
+            mode(Some(&g), req(None, Some(false), None), true),
+            Ok(Some(ReasoningMode::Hidden))
+        );
+        let vars = resolve(&req(None, None, Some("high")), Some(&g), false).map(|c| c.vars);
+        assert_eq!(
+            vars.ok().and_then(|v| v.reasoning_effort).as_deref(),
+            Some("high")
+        );
+    }
+
+    #[test]
+    fn qwen3s_effort_switches_thinking() {
+        let q = qwen3();
+        let vars = resolve(&req(None, None, Some("none")), Some(&q), false).map(|c| c.vars);
+        assert_eq!(vars.ok().and_then(|v| v.enable_thinking), Some(false));
+        let vars = resolve(&req(None, None, Some("default")), Some(&q), false).map(|c| c.vars);
+        assert_eq!(vars.ok().and_then(|v| v.enable_thinking), None);
+    }
+
+    /// Every refusal, on the family it belongs to.
+    #[test]
+    fn every_reasoning_refusal() {
+        let (q, r, g) = (qwen3(), r1(), gpt_oss());
+        let cases: [(Option<&ReasoningInfo>, ChatCompletionRequest, bool, &str); 11] = [
+            (
+                None,
+                req(Some("parsed"), None, None),
+                false,
+                "`reasoning_format` is not supported",
+            ),
+            (
+                None,
+                req(None, Some(true), None),
+                false,
+                "`include_reasoning` is not supported",
+            ),
+            (
+                None,
+                req(None, None, Some("low")),
+                false,
+                "`reasoning_effort` is not supported",
+            ),
+            (
+                Some(&q),
+                req(Some("parsed"), Some(true), None),
+                false,
+                "cannot both be set",
+            ),
+            (
+                Some(&q),
+                req(Some("raw"), None, None),
+                true,
+                "'raw' is not supported with JSON mode",
+            ),
+            (
+                Some(&q),
+                req(Some("verbose"), None, None),
+                false,
+                "must be one of hidden, raw or parsed",
+            ),
+            (
+                Some(&q),
+                req(None, None, Some("high")),
+                false,
+                "supported values: `none`, `default`",
+            ),
+            // DeepSeek-R1: no switch for effort at all.
+            (
+                Some(&r),
+                req(None, None, Some("none")),
+                false,
+                "`reasoning_effort` is not supported",
+            ),
+            // gpt-oss: no `reasoning_format`; effort in levels only.
+            (
+                Some(&g),
+                req(Some("parsed"), None, None),
+                false,
+                "`reasoning_format` is not supported",
+            ),
+            (
+                Some(&g),
+                req(None, None, Some("none")),
+                false,
+                "supported values: `low`, `medium`, `high`",
+            ),
+            (
+                Some(&g),
+                req(Some("raw"), Some(false), None),
+                false,
+                "cannot both be set",
+            ),
+        ];
+        for (info, r, json_or_tools, want) in cases {
+            let got = mode(info, r, json_or_tools);
+            assert!(
+                got.as_ref().is_err_and(|e| e.contains(want)),
+                "{want}: {got:?}"
+            );
+        }
+        // `include_reasoning: false` on a model without reasoning asks for nothing.
+        assert_eq!(mode(None, req(None, Some(false), None), false), Ok(None));
+    }
 }
