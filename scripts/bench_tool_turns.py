@@ -2,11 +2,11 @@
 """Tool-use pass rates of two server binaries on the same cases, in one run.
 
     python3 scripts/bench_tool_turns.py --before /tmp/peregrine-before [--after target/release/peregrine]
-        [--category multi_turn ...]
+        [--category multi_turn ...] [--model PATH.gguf]
 
 Runs the 56 cases of tests/fixtures/tools/cases.json (single-turn `auto`, `required` and named
 choices, and multi-turn conversations that end with a tool result) over HTTP against
-`peregrine serve` on the default model, once per binary, greedy, `max_tokens` 160. A case
+`peregrine serve` on the default model (or `--model`), once per binary, greedy, `max_tokens` 160. A case
 passes when the response calls exactly the expected tools, or answers in text (non-empty, no
 call) where none is expected. Prints the pass rate per category for each binary.
 """
@@ -32,10 +32,10 @@ MODEL = os.environ.get(
 )
 
 
-def start(binary: str) -> tuple[subprocess.Popen, str]:
+def start(binary: str, model: str) -> tuple[subprocess.Popen, str]:
     d = tempfile.mkdtemp(prefix="peregrine-bench-tools-")
     proc = subprocess.Popen(
-        [binary, "serve", "--model", MODEL, "--port", "0", "--data-dir", d],
+        [binary, "serve", "--model", model, "--port", "0", "--data-dir", d],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     for line in proc.stdout:
@@ -54,17 +54,19 @@ def passes(case: dict, body: dict) -> bool:
     return not called and bool((msg.get("content") or "").strip())
 
 
-def run(binary: str, cases: list[dict]) -> dict[str, list[bool]]:
-    proc, url = start(binary)
+def run(binary: str, model: str, cases: list[dict]) -> dict[str, list[bool]]:
+    proc, url = start(binary, model)
     results: dict[str, list[bool]] = collections.defaultdict(list)
     try:
+        # The id the server serves the model under.
+        served = httpx.get(f"{url}/openai/v1/models", timeout=60).json()["data"][0]["id"]
         for case in cases:
             req = {"model": "m", "messages": case["messages"], "tools": case["tools"],
                    "temperature": 0, "max_tokens": 160}
             for k in ("tool_choice", "parallel_tool_calls"):
                 if k in case:
                     req[k] = case[k]
-            req["model"] = "qwen2.5-coder-0.5b-instruct"
+            req["model"] = served
             r = httpx.post(f"{url}/openai/v1/chat/completions", json=req, timeout=600)
             ok = r.status_code == 200 and passes(case, r.json())
             results[case["category"]].append(ok)
@@ -79,14 +81,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", required=True)
     ap.add_argument("--after", default=str(REPO / "target" / "release" / "peregrine"))
+    ap.add_argument("--model", default=MODEL, help="the GGUF to serve (default: the default model)")
     ap.add_argument("--category", action="append",
                     help="only these categories (repeatable; default all)")
     args = ap.parse_args()
     cases = json.loads(CASES.read_text())
     if args.category:
         cases = [c for c in cases if c["category"] in args.category]
-    before = run(args.before, cases)
-    after = run(args.after, cases)
+    before = run(args.before, args.model, cases)
+    after = run(args.after, args.model, cases)
     print(f"{'category':<12} {'cases':>5} {'before':>8} {'after':>8}")
     for cat in sorted(before):
         n = len(before[cat])
