@@ -111,27 +111,7 @@ pub fn to_chat(
             param: "metadata",
         });
     }
-    let mut messages = Vec::new();
-    let mut sources = Vec::new();
-    if let Some(i) = &req.instructions {
-        messages.push(ChatMessage::System {
-            content: MessageContent::Text(i.clone()),
-            name: None,
-        });
-        sources.push("instructions".to_string());
-    }
-    match &req.input {
-        Input::Text(t) => {
-            messages.push(ChatMessage::user(t.clone()));
-            sources.push("input".to_string());
-        }
-        Input::Items(items) => {
-            for (i, item) in items.iter().enumerate() {
-                add_item(&mut messages, i, item)?;
-                sources.resize(messages.len(), format!("input[{i}]"));
-            }
-        }
-    }
+    let (messages, sources) = chat_messages(&req)?;
     let format = (req.text.as_ref())
         .and_then(|t| t.format.clone())
         .unwrap_or(TextFormat::Text);
@@ -175,6 +155,34 @@ pub fn to_chat(
         sources,
     };
     Ok((chat, echo))
+}
+
+/// The conversation a request stands for (`instructions` as a system message first), and
+/// where each message came from, as a Responses path.
+fn chat_messages(req: &ResponsesRequest) -> Result<(Vec<ChatMessage>, Vec<String>), ServiceError> {
+    let mut messages = Vec::new();
+    let mut sources = Vec::new();
+    if let Some(i) = &req.instructions {
+        messages.push(ChatMessage::System {
+            content: MessageContent::Text(i.clone()),
+            name: None,
+        });
+        sources.push("instructions".to_string());
+    }
+    match &req.input {
+        Input::Text(t) => {
+            messages.push(ChatMessage::user(t.clone()));
+            sources.push("input".to_string());
+        }
+        Input::Items(items) => {
+            for (i, item) in items.iter().enumerate() {
+                add_item(&mut messages, i, item)?;
+                // An item adds one message or none (a call joins the assistant's message).
+                sources.resize(messages.len(), format!("input[{i}]"));
+            }
+        }
+    }
+    Ok((messages, sources))
 }
 
 /// The Responses tiers (`auto`, `default`, `flex`) as chat's (`default` is `on_demand`).

@@ -189,56 +189,43 @@ mod tests {
             .map_err(|e| e.to_string())
     }
 
+    /// How each family returns reasoning for each choice of parameters.
     #[test]
-    fn think_models_default_to_raw_and_parse_under_json_or_tools() {
-        let q = qwen3();
-        assert_eq!(
-            mode(Some(&q), req(None, None, None), false),
-            Ok(Some(ReasoningMode::Raw))
-        );
-        assert_eq!(
-            mode(Some(&q), req(None, None, None), true),
-            Ok(Some(ReasoningMode::Parsed))
-        );
-        assert_eq!(
-            mode(Some(&q), req(None, Some(true), None), false),
-            Ok(Some(ReasoningMode::Parsed))
-        );
-        assert_eq!(
-            mode(Some(&q), req(None, Some(false), None), false),
-            Ok(Some(ReasoningMode::Hidden))
-        );
-        assert_eq!(
-            mode(Some(&q), req(Some("hidden"), None, None), true),
-            Ok(Some(ReasoningMode::Hidden))
-        );
+    fn each_family_returns_reasoning_as_asked() {
+        let (q, g) = (qwen3(), gpt_oss());
+        use ReasoningMode::{Hidden, Parsed, Raw};
+        let cases = [
+            // `<think>` models: raw by default, parsed under JSON mode or tools.
+            (&q, req(None, None, None), false, Raw),
+            (&q, req(None, None, None), true, Parsed),
+            (&q, req(None, Some(true), None), false, Parsed),
+            (&q, req(None, Some(false), None), false, Hidden),
+            (&q, req(Some("hidden"), None, None), true, Hidden),
+            // Harmony: parsed unless reasoning is excluded.
+            (&g, req(None, None, None), false, Parsed),
+            (&g, req(None, Some(false), None), true, Hidden),
+        ];
+        for (info, r, json_or_tools, want) in cases {
+            let what = format!("{r:?}");
+            assert_eq!(mode(Some(info), r, json_or_tools), Ok(Some(want)), "{what}");
+        }
+    }
+
+    /// The template variables `reasoning_effort` sets (an error as its message).
+    fn vars(info: &ReasoningInfo, effort: &str) -> Result<TemplateVars, String> {
+        resolve(&req(None, None, Some(effort)), Some(info), false)
+            .map(|c| c.vars)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
-    fn harmony_models_parse_unless_reasoning_is_excluded() {
-        let g = gpt_oss();
-        assert_eq!(
-            mode(Some(&g), req(None, None, None), false),
-            Ok(Some(ReasoningMode::Parsed))
-        );
-        assert_eq!(
-            mode(Some(&g), req(None, Some(false), None), true),
-            Ok(Some(ReasoningMode::Hidden))
-        );
-        let vars = resolve(&req(None, None, Some("high")), Some(&g), false).map(|c| c.vars);
-        assert_eq!(
-            vars.ok().and_then(|v| v.reasoning_effort).as_deref(),
-            Some("high")
-        );
-    }
-
-    #[test]
-    fn qwen3s_effort_switches_thinking() {
-        let q = qwen3();
-        let vars = resolve(&req(None, None, Some("none")), Some(&q), false).map(|c| c.vars);
-        assert_eq!(vars.ok().and_then(|v| v.enable_thinking), Some(false));
-        let vars = resolve(&req(None, None, Some("default")), Some(&q), false).map(|c| c.vars);
-        assert_eq!(vars.ok().and_then(|v| v.enable_thinking), None);
+    fn effort_goes_to_the_template_as_the_family_reads_it() {
+        let (q, g) = (qwen3(), gpt_oss());
+        let high = vars(&g, "high").map(|v| v.reasoning_effort);
+        assert_eq!(high, Ok(Some("high".to_string())));
+        // Qwen3: `none` switches thinking off, `default` leaves the template as it is.
+        assert_eq!(vars(&q, "none").map(|v| v.enable_thinking), Ok(Some(false)));
+        assert_eq!(vars(&q, "default"), Ok(TemplateVars::default()));
     }
 
     /// Every refusal, on the family it belongs to.
