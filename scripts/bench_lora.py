@@ -3,9 +3,10 @@
 
     python3 scripts/bench_lora.py [--rounds 6] [--tokens 128]
 
-Starts `peregrine serve` (target/release/peregrine) on the test material of
-`scripts/make_test_models.py lora`: SmolLM2-135M (attn_q / attn_v in F32) with a rank-8
-adapter on those. Alternates requests to the base and to the adapter (greedy, the same
+Starts `peregrine serve` (target/release/peregrine) on the default model
+(qwen2.5-coder-0.5b-instruct, as pulled) with adapter `a` of `scripts/make_hf_test_models.py lora`
+(made by peft: rank 8 on q_proj, v_proj, o_proj and down_proj of all 24 layers; run in the
+model-tools environment that `scripts/setup.sh --python` makes). Alternates requests to the base and to the adapter (greedy, the same
 prompt, one at a time) and reports each one's decode speed from Groq's usage
 (completion_tokens / completion_time), median over the rounds, and the ratio. Then the same
 with two requests at once: two on the base (one forward pass per step), against one on the
@@ -21,7 +22,6 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,19 +31,25 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(os.environ.get("PEREGRINE_BIN", REPO / "target" / "release" / "peregrine"))
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
-ADAPTER = "ft:smollm2:org_local:a-0002"
+ADAPTER = "ft:qwen2.5-coder-0.5b-instruct:org_local:a-0001"
+BASE = "qwen2.5-coder-0.5b-instruct"
+MODELS_VENV = Path(os.environ.get(
+    "PEREGRINE_MODELS_VENV", Path.home() / ".cache" / "peregrine" / "venv-models"))
 
 
 def start(files: dict) -> tuple[subprocess.Popen, str]:
     d = tempfile.mkdtemp(prefix="peregrine-bench-lora-")
     cfg = Path(d) / "peregrine.toml"
     cfg.write_text(
-        f'[[models]]\nmodel = "{files["base"]}"\nid = "smollm2"\ndefault_aliases = false\n'
+        f'[[models]]\nmodel = "{BASE}"\nid = "{BASE}"\ndefault_aliases = false\n'
         f"ctx_size = 1024\nparallel = 2\n\n"
-        f'[[models.adapters]]\nid = "{ADAPTER}"\npath = "{files["a"]}"\n'
+        f'[[models.adapters]]\nid = "{ADAPTER}"\npath = "{files["a_llamacpp"]}"\n'
     )
     proc = subprocess.Popen(
-        [str(BIN), "serve", "--config", str(cfg), "--port", "0", "--data-dir", d],
+        # Without speculation every token is one forward pass on both sides: the adapter's
+        # random answer repeats itself, and drafts from it would be measured, not the adapter.
+        [str(BIN), "serve", "--config", str(cfg), "--port", "0", "--data-dir", d,
+         "--speculation", "off"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     for line in proc.stdout:
@@ -74,32 +80,43 @@ def pair(url: str, models: tuple[str, str], tokens: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
+def adapters() -> dict:
+    return json.loads(subprocess.run(
+        [str(MODELS_VENV / "bin" / "python"), str(REPO / "scripts" / "make_hf_test_models.py"), "lora"],
+        check=True, capture_output=True, text=True).stdout)
+
+
+def run(rounds: int, tokens: int) -> list[str]:
+    """The measurement; its report lines."""
+    proc, url = start(adapters())
+    try:
+        speed(url, BASE, 16)  # warm-up
+        speed(url, ADAPTER, 16)
+        base, lora, two_base, mixed = [], [], [], []
+        for _ in range(rounds):
+            base.append(speed(url, BASE, tokens))
+            lora.append(speed(url, ADAPTER, tokens))
+            two_base.append(pair(url, (BASE, BASE), tokens))
+            mixed.append(pair(url, (BASE, ADAPTER), tokens))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    med = statistics.median
+    return [
+        f"single stream decode: base {med(base):.1f} tok/s, adapter {med(lora):.1f} tok/s, "
+        f"ratio {med(lora) / med(base):.2f}x (min/max base {min(base):.1f}/{max(base):.1f}, "
+        f"adapter {min(lora):.1f}/{max(lora):.1f})",
+        f"two at once (wall clock, aggregate): base+base {med(two_base):.1f} tok/s, "
+        f"base+adapter {med(mixed):.1f} tok/s, ratio {med(mixed) / med(two_base):.2f}x",
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--tokens", type=int, default=128)
     args = ap.parse_args()
-    files = json.loads(subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "make_test_models.py"), "lora"],
-        check=True, capture_output=True, text=True).stdout)
-    proc, url = start(files)
-    try:
-        speed(url, "smollm2", 16)  # warm-up
-        base, lora, two_base, mixed = [], [], [], []
-        for _ in range(args.rounds):
-            base.append(speed(url, "smollm2", args.tokens))
-            lora.append(speed(url, ADAPTER, args.tokens))
-            two_base.append(pair(url, ("smollm2", "smollm2"), args.tokens))
-            mixed.append(pair(url, ("smollm2", ADAPTER), args.tokens))
-        med = statistics.median
-        print(f"single stream decode: base {med(base):.1f} tok/s, adapter {med(lora):.1f} tok/s, "
-              f"ratio {med(lora) / med(base):.2f}x (min/max base {min(base):.1f}/{max(base):.1f}, "
-              f"adapter {min(lora):.1f}/{max(lora):.1f})")
-        print(f"two at once (wall clock, aggregate): base+base {med(two_base):.1f} tok/s, "
-              f"base+adapter {med(mixed):.1f} tok/s, ratio {med(mixed) / med(two_base):.2f}x")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    print("\n".join(run(args.rounds, args.tokens)))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@
     python3 scripts/bench_vision.py [--rounds 8]
 
 Starts `peregrine serve` (target/release/peregrine) on the test material of
-`scripts/make_test_models.py vision`: SmolLM2-135M-Instruct with the random 64-position
-projector. Alternates three requests (one completion token each, greedy): the prompt with
+`scripts/make_hf_test_models.py vision` (run in the model-tools venv that
+`scripts/setup.sh --python` makes): SmolLM2-135M-Instruct with the random 64-position CLIP
+encoder and LLaVA projector. Alternates three requests (one completion token each, greedy): the prompt with
 text only, the same prompt with a new image each round (the projector's encoder, then 64
 positions of embeddings), and the same image again (its cells reused from the prefix
 cache). Reports Groq's `usage.prompt_time` for each, median over the rounds, and the ratios.
@@ -22,7 +23,6 @@ import re
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -31,6 +31,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(os.environ.get("PEREGRINE_BIN", REPO / "target" / "release" / "peregrine"))
+MODELS_VENV = Path(os.environ.get(
+    "PEREGRINE_MODELS_VENV", Path.home() / ".cache" / "peregrine" / "venv-models"))
 TEXT = "Describe what you see in as much detail as you can, then say what it reminds you of."
 
 
@@ -81,18 +83,16 @@ def prompt_time(url: str, image: bytes | None) -> tuple[float, int]:
     return u["prompt_time"], u["prompt_tokens"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=8)
-    args = ap.parse_args()
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / "make_test_models.py"), "vision"],
+def run(rounds: int) -> list[str]:
+    """The measurement; its report lines."""
+    out = subprocess.run([str(MODELS_VENV / "bin" / "python"),
+                          str(REPO / "scripts" / "make_hf_test_models.py"), "vision"],
                          check=True, capture_output=True, text=True)
-    files = json.loads(out.stdout)
-    proc, url = start(files)
+    proc, url = start(json.loads(out.stdout))
     try:
         text, new, cached = [], [], []
         tokens = {}
-        for i in range(args.rounds + 1):
+        for i in range(rounds + 1):
             image = png(256, 256, 3 + 2 * i)
             # Each request reuses the cached prefix up to where the image goes (the system
             # prompt and the text): the text-only one computes the tail after it, the new
@@ -104,19 +104,27 @@ def main() -> None:
                 text.append(t)
                 new.append(n)
                 cached.append(c)
-        med = {k: statistics.median(v) for k, v in
-               {"text": text, "new image": new, "cached image": cached}.items()}
-        print(f"prompt tokens: text {tokens['text']}, with the image {tokens['image']}")
-        for k, v in med.items():
-            print(f"{k:>13}: prompt_time median {v * 1e3:8.2f} ms over {args.rounds} rounds")
-        image_ms = (med["new image"] - med["text"]) * 1e3
-        print(f"the image itself (new image - text): {image_ms:.2f} ms for "
-              f"{tokens['image'] - tokens['text']} positions")
-        print(f"new image / text: {med['new image'] / med['text']:.2f}x; "
-              f"cached image / new image: {med['cached image'] / med['new image']:.2f}x")
     finally:
         proc.terminate()
         proc.wait()
+    med = {k: statistics.median(v) for k, v in
+           {"text": text, "new image": new, "cached image": cached}.items()}
+    lines = [f"prompt tokens: text {tokens['text']}, with the image {tokens['image']}"]
+    for k, v in med.items():
+        lines.append(f"{k:>13}: prompt_time median {v * 1e3:8.2f} ms over {rounds} rounds")
+    image_ms = (med["new image"] - med["text"]) * 1e3
+    lines.append(f"the image itself (new image - text): {image_ms:.2f} ms for "
+                 f"{tokens['image'] - tokens['text']} positions")
+    lines.append(f"new image / text: {med['new image'] / med['text']:.2f}x; "
+                 f"cached image / new image: {med['cached image'] / med['new image']:.2f}x")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=8)
+    args = ap.parse_args()
+    print("\n".join(run(args.rounds)))
 
 
 if __name__ == "__main__":

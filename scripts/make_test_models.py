@@ -1,40 +1,28 @@
 #!/usr/bin/env python3
 """Builds tiny GGUF models for Peregrine's end-to-end tests, and caches them.
 
-    python3 scripts/make_test_models.py reasoning   # prints the model's path on stdout
     python3 scripts/make_test_models.py templates   # prints the extracted templates' folder
     python3 scripts/make_test_models.py lora        # prints a JSON object of paths
-    python3 scripts/make_test_models.py vision      # {"model": ..., "mmproj": ...}
 
 Models land in ${PEREGRINE_TEST_MODELS:-~/.cache/peregrine/test-models}. Each is keyed by a
 hash of this file, of its inputs and of the `gguf` package's version (a `.key` file beside
 it), so a second run with nothing changed writes nothing. Progress goes to stderr.
 
-`reasoning` -> qwen3-reasoning-tiny.gguf: a 2-layer, 64-wide model of architecture `qwen3`,
-written with the `gguf` package (the llama.cpp project's own writer), carrying
-
-* the Qwen2.5/Qwen3 byte-level BPE vocabulary and merges, copied from the cached default
-  model (qwen2.5-coder-0.5b-instruct.gguf), with Qwen3's four extra non-special tokens
-  (151665 <tool_response>, 151666 </tool_response>, 151667 <think>, 151668 </think>) in
-  place of Qwen2.5's padding entries;
-* the real Qwen3 chat template (Qwen/Qwen3-0.6B's), taken from the llama.cpp sources that
-  the pinned llama-cpp-python sdist on PyPI vendors
-  (vendor/llama.cpp/models/templates/Qwen-Qwen3-0.6B.jinja), verified by the sdist's
-  sha256; nothing of the template is committed to this repository;
-* weights designed so that greedy decoding is a bigram model following a fixed script:
-  every block's attn_output and ffn_down are zero (the residual stream stays the last
-  token's embedding), the chain tokens get orthogonal embedding directions and the output
-  matrix maps each to its successor with a large margin, every other token leads to
-  <think>. After `<|im_start|>assistant\\n` the model says
-  `<think>Okay thinking.</think>\\n\\nHello!<|im_end|>`; after Qwen3's enable_thinking=false
-  prompt (ending `<think>\\n\\n</think>\\n\\n`) it says `Hello!<|im_end|>`.
-
-What it proves: that the flow and the shapes of reasoning end to end work against a real
-qwen3 GGUF with the real template and tokenizer -- template rendering (enable_thinking
-included), tokenization of <think>/</think> as single non-special tokens, streaming,
-splitting reasoning from content, stop on <|im_end|>, usage counts. What it cannot: any
-quality -- it is not a language model, everything off the script is noise; and with
-temperature > 0 its output is still the script only because the margins are huge.
+The reasoning model's design lives here (`design_weights`, `verify_reasoning`, the
+vocabulary and template helpers); `scripts/make_hf_test_models.py reasoning` builds the model
+with transformers and llama.cpp's converter around it. The design: the Qwen2.5/Qwen3
+byte-level BPE vocabulary of the cached default model with Qwen3's four extra non-special
+tokens (151665 <tool_response>, 151666 </tool_response>, 151667 <think>, 151668 </think>)
+in place of Qwen2.5's padding entries; Qwen3's real chat template (Qwen/Qwen3-0.6B's, from
+vendor/llama.cpp/models/templates/Qwen-Qwen3-0.6B.jinja of the pinned llama-cpp-python sdist,
+verified by its sha256; nothing of it is committed here); and weights that make greedy
+decoding a bigram model following a fixed script: every block's attn_output and ffn_down
+are zero (the residual stream stays the last token's embedding), the chain tokens get
+orthogonal embedding directions and the output matrix maps each to its successor with a
+large margin, every other token leads to <think>. After `<|im_start|>assistant\\n` the
+model says `<think>Okay thinking.</think>\\n\\nHello!<|im_end|>`; after Qwen3's
+enable_thinking=false prompt (ending `<think>\\n\\n</think>\\n\\n`) it says
+`Hello!<|im_end|>`. It is not a language model: everything off the script is noise.
 
 `templates` also leaves openai-gpt-oss-120b.jinja and
 deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja from the same sdist in the templates folder.
@@ -63,12 +51,8 @@ scale), that a zero-B adapter reproduces the base exactly, that a and b change g
 output and differ from each other, and that base + a matches the merged oracle. Not any
 quality: the adapters are random.
 
-`vision` -> smollm2-vision-mmproj.gguf: a random-weight image projector for the pulled
-SmolLM2-135M-Instruct (the text model itself is used as it is), in llama.cpp's `mmproj`
-format (architecture `clip`, projector type `mlp`: LLaVA-1.5's shape, shrunk to 64x64
-pixels in 8x8 patches, so 64 image positions, 2 blocks 48 wide, a GELU MLP up to 576).
-What it proves: that images load, decode, take their positions and reach the model through
-llama.cpp's multimodal library; not any quality (the answers do not describe the images).
+The vision projector and the default model's LoRA adapters are made with transformers,
+peft and llama.cpp's conversion scripts instead: `scripts/make_hf_test_models.py`.
 
 Later models go in as further entries of MODELS below.
 """
@@ -106,9 +90,6 @@ TEMPLATES = (
     "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
 )
 QWEN3_TEMPLATE = "Qwen-Qwen3-0.6B.jinja"
-
-# The model whose vocabulary is copied: Peregrine's default model (`peregrine pull`).
-SOURCE_MODEL = "qwen2.5-coder-0.5b-instruct.gguf"
 
 
 def peregrine_home() -> Path:
@@ -387,55 +368,6 @@ def design_weights(n_vocab: int, chain: list[int]) -> dict[str, np.ndarray]:
     return t
 
 
-def write_reasoning(path: Path, vocab, template: str, tensors: dict[str, np.ndarray]) -> None:
-    import gguf
-
-    arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN3]
-    names = {gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS[gguf.MODEL_ARCH.QWEN3]}
-    for name in tensors:
-        base = name.removesuffix(".weight")
-        generic = base.split(".", 2)
-        if base not in names and not (generic[0] == "blk" and f"blk.{{bid}}.{generic[2]}" in names):
-            raise SystemExit(f"{name} is not a qwen3 tensor")
-
-    w = gguf.GGUFWriter(path, arch)
-    w.add_type(gguf.GGUFType.MODEL)
-    w.add_name("Peregrine test Qwen3 reasoning tiny")
-    w.add_description("Tiny designed qwen3 model for end-to-end tests "
-                      "(scripts/make_test_models.py); not a language model")
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    w.add_context_length(N_CTX)
-    w.add_embedding_length(N_EMBD)
-    w.add_block_count(N_LAYER)
-    w.add_feed_forward_length(N_FF)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_HEAD_KV)
-    w.add_key_length(HEAD_DIM)
-    w.add_value_length(HEAD_DIM)
-    w.add_rope_dimension_count(HEAD_DIM)
-    w.add_rope_freq_base(ROPE_BASE)
-    w.add_layer_norm_rms_eps(RMS_EPS)
-
-    w.add_tokenizer_model(vocab["model"])
-    w.add_tokenizer_pre(vocab["pre"])
-    w.add_token_list(vocab["tokens"])
-    w.add_token_types(vocab["types"])
-    w.add_token_merges(vocab["merges"])
-    w.add_bos_token_id(BOS_ID)
-    w.add_eos_token_id(EOS_ID)
-    w.add_eot_token_id(EOS_ID)
-    w.add_pad_token_id(BOS_ID)
-    w.add_add_bos_token(False)
-    w.add_chat_template(template)
-
-    for name, data in tensors.items():
-        w.add_tensor(name, data)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
-
 def rms_norm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     x = x.astype(np.float32)
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + RMS_EPS) * weight
@@ -555,32 +487,6 @@ def verify_reasoning(path: Path, vocab, chain: list[int]) -> None:
     assert on == "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n", repr(on)
     assert off == on + "<think>\n\n</think>\n\n", repr(off)
     log("  template: generation prompts render as expected")
-
-
-def build_reasoning(force: bool = False) -> Path:
-    source = peregrine_home() / "models" / SOURCE_MODEL
-    if not source.is_file():
-        raise SystemExit(f"{source} is missing: run `peregrine pull` for the default model first")
-    out = cache_dir() / "qwen3-reasoning-tiny.gguf"
-    key = cache_key(sha256_memo(source))
-    if not force and is_fresh(out, key):
-        log(f"{out} is up to date")
-        return out
-    started = time.monotonic()
-    template = (ensure_templates() / QWEN3_TEMPLATE).read_text()
-    vocab = read_vocab(source)
-    chain = chain_ids(vocab["tokens"])
-    log("chain: " + " -> ".join(f"{vocab['tokens'][i]}({i})" for i in chain))
-    tensors = design_weights(len(vocab["tokens"]), chain)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
-    log(f"writing {part} ...")
-    write_reasoning(part, vocab, template, tensors)
-    verify_reasoning(part, vocab, chain)
-    part.replace(out)
-    mark_fresh(out, key)
-    log(f"{out}: {out.stat().st_size / 1e6:.1f} MB in {time.monotonic() - started:.1f}s")
-    return out
 
 
 def build_templates(force: bool = False) -> Path:
@@ -941,130 +847,10 @@ def build_lora(force: bool = False) -> dict:
     return result()
 
 
-# --------------------------------------------------------------------------------------
-# Vision: a random-weight CLIP ViT + LLaVA MLP projector for SmolLM2-135M-Instruct
-# --------------------------------------------------------------------------------------
-
-VISION_TEXT_MODEL = "smollm2-135m-instruct.gguf"
-VISION_FILE = "smollm2-vision-mmproj.gguf"
-VISION_SEED = 7
-# A LLaVA-1.5-shaped encoder (llama.cpp projector type `mlp`), shrunk: 64x64 pixels in
-# 8x8 patches give 64 image tokens; 2 pre-norm blocks 48 wide; a 2-layer GELU MLP up to the
-# text model's width.
-VISION = {
-    "image_size": 64,
-    "patch_size": 8,
-    "n_embd": 48,
-    "n_head": 4,
-    "n_ff": 96,
-    "n_layer": 2,
-    "mm_hidden": 96,
-    "eps": 1e-5,
-}
-VISION_OUT_STD = 0.05  # the projector's output scale, near SmolLM2's token embeddings
-
-
-def vision_tensors(n_text: int) -> dict[str, np.ndarray]:
-    """Every tensor llama.cpp's clip loader reads for projector type `mlp`, in numpy order
-    (the reverse of GGUF's ne): linear weights (n_out, n_in), the patch convolution
-    (n_embd, 3, p, p), position embeddings (n_pos, n_embd)."""
-    v = VISION
-    rng = np.random.default_rng(VISION_SEED)
-    e, p, ff, hid = v["n_embd"], v["patch_size"], v["n_ff"], v["mm_hidden"]
-    n_pos = (v["image_size"] // p) ** 2
-
-    def lin(n_out: int, n_in: int, std: float | None = None) -> np.ndarray:
-        return rng.normal(0, std or 1 / np.sqrt(n_in), (n_out, n_in)).astype(np.float32)
-
-    def vec(n: int, value: float = 0.0) -> np.ndarray:
-        return np.full(n, value, dtype=np.float32)
-
-    t = {
-        "v.patch_embd.weight": rng.normal(0, 1 / np.sqrt(3 * p * p), (e, 3, p, p)).astype(np.float32),
-        "v.patch_embd.bias": vec(e),
-        "v.position_embd.weight": rng.normal(0, 0.5, (n_pos, e)).astype(np.float32),
-        "v.pre_ln.weight": vec(e, 1.0),
-        "v.pre_ln.bias": vec(e),
-    }
-    for i in range(v["n_layer"]):
-        b = f"v.blk.{i}."
-        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
-            t[b + name + ".weight"] = lin(e, e)
-            t[b + name + ".bias"] = vec(e)
-        for name in ("ln1", "ln2"):
-            t[b + name + ".weight"] = vec(e, 1.0)
-            t[b + name + ".bias"] = vec(e)
-        t[b + "ffn_up.weight"] = lin(ff, e)
-        t[b + "ffn_up.bias"] = vec(ff)
-        t[b + "ffn_down.weight"] = lin(e, ff)
-        t[b + "ffn_down.bias"] = vec(e)
-    t["mm.0.weight"] = lin(hid, e)
-    t["mm.0.bias"] = vec(hid)
-    t["mm.2.weight"] = lin(n_text, hid, VISION_OUT_STD / np.sqrt(hid))
-    t["mm.2.bias"] = vec(n_text)
-    return t
-
-
-def write_vision(path: Path, n_text: int) -> None:
-    import gguf
-
-    v = VISION
-    w = gguf.GGUFWriter(str(path), "clip")
-    w.add_name("peregrine-test-vision-mmproj")
-    w.add_description("random-weight test projector for SmolLM2-135M-Instruct (Peregrine tests)")
-    w.add_string("clip.projector_type", "mlp")
-    w.add_bool("clip.has_vision_encoder", True)
-    w.add_bool("clip.use_gelu", True)
-    w.add_uint32("clip.vision.image_size", v["image_size"])
-    w.add_uint32("clip.vision.patch_size", v["patch_size"])
-    w.add_uint32("clip.vision.embedding_length", v["n_embd"])
-    w.add_uint32("clip.vision.feed_forward_length", v["n_ff"])
-    w.add_uint32("clip.vision.block_count", v["n_layer"])
-    w.add_uint32("clip.vision.projection_dim", n_text)
-    w.add_uint32("clip.vision.attention.head_count", v["n_head"])
-    w.add_float32("clip.vision.attention.layer_norm_epsilon", v["eps"])
-    w.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
-    w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
-    for name, array in vision_tensors(n_text).items():
-        w.add_tensor(name, array)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
-
-def build_vision(force: bool = False) -> dict:
-    import gguf
-
-    text = peregrine_home() / "models" / VISION_TEXT_MODEL
-    if not text.is_file():
-        raise SystemExit(f"{text} is missing: run `peregrine pull` for it first")
-    path = cache_dir() / VISION_FILE
-    key = cache_key(sha256_memo(text))
-    result = {"model": str(text), "mmproj": str(path)}
-    if not force and is_fresh(path, key):
-        log(f"{path} is up to date")
-        return result
-    reader = gguf.GGUFReader(text)
-    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-    field = reader.fields[f"{arch}.embedding_length"]
-    n_text = int(field.parts[field.data[0]][0])
-    log(f"writing {path.name}: projector mlp, {VISION['n_layer']} blocks, to width {n_text} ...")
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    write_vision(part, n_text)
-    part.replace(path)
-    mark_fresh(path, key)
-    log(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
-    return result
-
-
 # name -> (builder returning the path, or a dict of paths as JSON, to print; help)
 MODELS = {
-    "reasoning": (build_reasoning, "qwen3-reasoning-tiny.gguf: a designed Qwen3 reasoning model"),
     "templates": (build_templates, "chat templates from the pinned llama-cpp-python sdist"),
     "lora": (build_lora, "LoRA adapters for SmolLM2-135M-Instruct, base and merged copies"),
-    "vision": (build_vision, "a random-weight projector (mmproj) for SmolLM2-135M-Instruct"),
 }
 
 

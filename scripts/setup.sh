@@ -43,6 +43,9 @@ if [ "${1:-}" = "--python" ]; then
   }
   client_venv "${PEREGRINE_AGENTS_VENV:-$HOME/.cache/peregrine/venv-agents}" tests/e2e/requirements-agents.txt
   client_venv "${PEREGRINE_CLIENTS_VENV:-$HOME/.cache/peregrine/venv-clients}" tests/e2e/requirements-clients.txt
+  # torch, transformers and peft make test models with llama.cpp's conversion scripts
+  # (scripts/make_hf_test_models.py): the default model's LoRA adapters and a vision projector.
+  client_venv "${PEREGRINE_MODELS_VENV:-$HOME/.cache/peregrine/venv-models}" tests/e2e/requirements-models.txt
   # openai-node, groq-sdk and the Vercel AI SDK at the versions tests/e2e/node's lockfile
   # pins (tests/e2e/test_clients_node.py), with the machine's Node.js (20 or later).
   if ! command -v npm >/dev/null; then

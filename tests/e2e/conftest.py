@@ -9,6 +9,7 @@ Environment:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -35,12 +36,13 @@ LISTEN_RE = re.compile(r"^peregrine listening on (http://\S+)\s*$")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _stderr_tail(path: Path, lines: int = 40) -> str:
+def _stderr_tail(path: Path, lines: int = 40, drop: str | None = None) -> str:
+    """The last `lines` lines of a server's log, less those containing `drop`."""
     try:
         text = path.read_text(errors="replace")
     except OSError as e:  # pragma: no cover - diagnostics only
         return f"<could not read server stderr: {e}>"
-    all_lines = ANSI_RE.sub("", text).splitlines()
+    all_lines = [x for x in ANSI_RE.sub("", text).splitlines() if drop is None or drop not in x]
     # With RUST_BACKTRACE set, an anyhow error is followed by dozens of frames that would push
     # the actual message out of the tail: keep what comes before the backtrace.
     for i, line in enumerate(all_lines):
@@ -61,6 +63,23 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
+MODELS_VENV = Path(os.environ.get(
+    "PEREGRINE_MODELS_VENV", Path.home() / ".cache" / "peregrine" / "venv-models"))
+
+
+def hf_test_models(kind: str) -> dict:
+    """`scripts/make_hf_test_models.py KIND` in the model-tools venv (cached by the script):
+    test models made with transformers, peft and llama.cpp's conversion scripts."""
+    python = MODELS_VENV / "bin" / "python"
+    if not python.is_file():
+        pytest.fail(f"{python} is missing: run scripts/setup.sh --python")
+    out = subprocess.run([str(python), str(REPO_ROOT / "scripts" / "make_hf_test_models.py"), kind],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.fail(f"make_hf_test_models.py {kind} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout)
+
+
 @pytest.fixture(scope="session")
 def api_key() -> str:
     return TEST_API_KEY
@@ -79,6 +98,13 @@ def server(api_key: str, served_model: str):
         yield external.rstrip("/")
         return
     yield from start_server(api_key, served_model)
+
+
+# Extra arguments of each of two replicas run at once on this machine: one thread each. Two
+# llama.cpp thread pools of a thread per core on a 2-core machine spin against each other at
+# every op's barrier: a 30-line batch over two replicas took 26-42 s that way against 8 s with
+# one thread each, and in one CI run did not finish in 300 s.
+REPLICA_ARGS = ("--threads", "1")
 
 
 class ServerProcess:
@@ -139,8 +165,8 @@ class ServerProcess:
             )
         return found["url"].rstrip("/")
 
-    def stderr_tail(self) -> str:
-        return _stderr_tail(self.stderr_file) if self.stderr_file else ""
+    def stderr_tail(self, lines: int = 40, drop: str | None = None) -> str:
+        return _stderr_tail(self.stderr_file, lines, drop) if self.stderr_file else ""
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""

@@ -15,7 +15,7 @@ import time
 
 import groq
 import pytest
-from conftest import CLIENT_TIMEOUT_S, ServerProcess
+from conftest import CLIENT_TIMEOUT_S, REPLICA_ARGS, ServerProcess
 
 # Batches here run on the small test model when the suite has one: they are about the
 # machinery, not the answers.
@@ -313,7 +313,7 @@ def test_two_replicas_on_postgres_share_a_batch_without_running_a_line_twice(api
     db = PG.rsplit("/", 1)[0] + "/" + name
     # One database and one file directory (file contents are on local disk) for both.
     data_dir = tempfile.mkdtemp(prefix="peregrine-e2e-replicas-")
-    args = ("--database-url", db)
+    args = ("--database-url", db, *REPLICA_ARGS)
     a = ServerProcess(api_key, BATCH_MODEL, data_dir, args)
     b = ServerProcess(api_key, BATCH_MODEL, data_dir, args)
     try:
@@ -322,7 +322,16 @@ def test_two_replicas_on_postgres_share_a_batch_without_running_a_line_twice(api
         lines = [line(i, max_tokens=24) for i in range(30)]
         f = upload(ca, tmp_path, lines)
         batch = cb.batches.create(completion_window="24h", endpoint="/v1/chat/completions", input_file_id=f.id)
-        done = wait_for(ca, batch.id, ("completed",))
+        try:
+            done = wait_for(ca, batch.id, ("completed",))
+        except AssertionError as e:
+            # What each replica's worker did is in its log (less the polls' request lines,
+            # which would fill any tail): a stalled batch is unexplained without it.
+            logs = "".join(
+                f"\n--- replica {n} ---\n{p.stderr_tail(drop='peregrine::request')}"
+                for n, p in (("a", a), ("b", b))
+            )
+            raise AssertionError(f"{e}{logs}") from None
         out, errs = _exactly_once(ca, done, lines)
         assert len(out) == 30 and errs == []
         # Every line was claimed once, and both replicas worked.

@@ -21,7 +21,7 @@ from pathlib import Path
 import groq
 import httpx
 import pytest
-from conftest import CLIENT_TIMEOUT_S, ServerProcess
+from conftest import CLIENT_TIMEOUT_S, REPLICA_ARGS, ServerProcess
 from test_batches import BATCH_MODEL, line, upload, wait_for
 
 PG = os.environ.get("PEREGRINE_TEST_POSTGRES")
@@ -330,7 +330,7 @@ def two_replicas_admit_exactly_the_rpm(api_key, args: tuple) -> None:
     data_dir = tempfile.mkdtemp(prefix="peregrine-e2e-limit-replicas-")
     config = Path(data_dir) / "peregrine.toml"
     config.write_text('[rate_limits."llama-3.1-8b-instant"]\nrpm = 10\n')
-    args = (*args, "--config", str(config))
+    args = (*args, "--config", str(config), *REPLICA_ARGS)
     a = ServerProcess(api_key, BATCH_MODEL, data_dir, args)
     b = ServerProcess(api_key, BATCH_MODEL, data_dir, args)
     try:

@@ -1,7 +1,9 @@
 """Reasoning end to end, through the groq SDK, on a generated Qwen3-style model.
 
-The model (scripts/make_test_models.py `reasoning`) is a tiny `qwen3` GGUF with Qwen3's real
-chat template and tokenizer, whose weights make greedy decoding follow a script: after the
+The model (scripts/make_hf_test_models.py `reasoning`) is a tiny Qwen3 built by transformers
+from Qwen3's config shrunk and converted by llama.cpp's convert_hf_to_gguf.py, with Qwen3's
+real chat template and tokenizer; its embeddings and output are designed so that greedy
+decoding follows a script: after the
 generation prompt it says `<think>Okay thinking.</think>\\n\\nHello!` and ends its turn; with
 `enable_thinking=false` (`reasoning_effort: "none"`) it says `Hello!`. So every assertion
 below is exact. What it proves: template rendering, the <think> tokens, splitting reasoning
@@ -14,14 +16,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-from pathlib import Path
 
 import groq
 import pytest
-from conftest import CLIENT_TIMEOUT_S, REPO_ROOT, ServerProcess
+from conftest import CLIENT_TIMEOUT_S, ServerProcess, hf_test_models
 
 REASONING = "Okay thinking."
 ANSWER = "Hello!"
@@ -37,11 +36,7 @@ def reasoning_model() -> str:
     path = os.environ.get("PEREGRINE_REASONING_MODEL")
     if path:
         return path
-    out = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "make_test_models.py"), "reasoning"],
-        check=True, capture_output=True, text=True,
-    )
-    return out.stdout.strip()
+    return hf_test_models("reasoning")["model"]
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
 """Vision end to end, through the groq SDK: `image_url` parts (base64 `data:` URLs and URLs
 fetched from an allow-listed loopback server) on a vision model loaded with its projector.
 
-The material comes from `scripts/make_test_models.py vision`: SmolLM2-135M-Instruct (the
-real text model) with a random-weight CLIP ViT + LLaVA MLP projector written with the `gguf`
-package, loaded through llama.cpp's multimodal library. What these tests prove: the seeds'
+The material comes from `scripts/make_hf_test_models.py vision`: SmolLM2-135M-Instruct (the
+real text model) with a random-weight CLIP ViT (transformers' CLIPVisionModel) + LLaVA MLP
+projector, converted by llama.cpp's `convert_image_encoder_to_gguf.py` and loaded through
+llama.cpp's multimodal library. What these tests prove: the seeds'
 vision requests run, images reach the model (their positions in `prompt_tokens`, different
 images giving different logits) and every limit has its error. Not any quality: the
 projector is random, so the answers do not describe the images.
@@ -13,11 +14,8 @@ from __future__ import annotations
 
 import base64
 import http.server
-import json
 import shutil
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
 import zlib
@@ -25,7 +23,7 @@ from pathlib import Path
 
 import groq
 import pytest
-from conftest import CLIENT_TIMEOUT_S, REPO_ROOT, ServerProcess
+from conftest import CLIENT_TIMEOUT_S, ServerProcess, hf_test_models
 
 SEED_MODEL = "meta-llama/llama-4-scout-17b-16e-instruct"
 IMAGE_TOKENS = 64  # the generated projector: 64x64 pixels in 8x8 patches
@@ -54,11 +52,7 @@ def data_url(image: bytes) -> str:
 
 
 def vision_files() -> dict:
-    out = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "make_test_models.py"), "vision"],
-        check=True, capture_output=True, text=True,
-    )
-    return json.loads(out.stdout)
+    return hf_test_models("vision")
 
 
 class Images(http.server.BaseHTTPRequestHandler):

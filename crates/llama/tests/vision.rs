@@ -1,6 +1,6 @@
 //! Images through llama.cpp's multimodal library on a real text model and a generated
 //! projector: SmolLM2-135M (`PEREGRINE_TEST_MODEL`) with the random-weight projector that
-//! `scripts/make_test_models.py vision` writes (`PEREGRINE_VISION_MMPROJ`). Without them these
+//! `scripts/make_hf_test_models.py vision` makes (`PEREGRINE_VISION_MMPROJ`). Without them these
 //! tests say so and pass; `scripts/test` always sets both.
 //!
 //! What they prove: the projector loads through the real loading code, images decode,
