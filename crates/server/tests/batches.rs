@@ -435,3 +435,76 @@ async fn a_stopped_worker_gives_its_lines_back_at_once() {
         json!({"total": 3, "completed": 3, "failed": 0})
     );
 }
+
+#[tokio::test]
+async fn a_line_whose_result_could_not_be_stored_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (st, app, file) = slow_lines(dir.path(), 3).await;
+    let create = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                        "completion_window": "24h"});
+    let (_, _, text) = send(&app, json_req("POST", "/openai/v1/batches", Some(create))).await;
+    let id = serde_json::from_str::<Value>(&text).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A lease far longer than the test: a line left held with its lease renewed would never
+    // run again; only giving it back lets the batch finish.
+    let mut cfg = WorkerConfig::new(2);
+    cfg.poll = Duration::from_millis(20);
+    cfg.lease = Duration::from_secs(600);
+    let worker = spawn_worker(&st, cfg);
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let started = std::time::Instant::now();
+    let running = "SELECT COUNT(*) FROM batch_lines WHERE state = 'running'";
+    while sqlx::query_scalar::<_, i64>(running)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        < 2
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // While two lines run (~1 s each, on the mock's two slots), the store loses their table, so no result can
+    // be stored; it comes back after they have ended.
+    sqlx::query("ALTER TABLE batch_lines RENAME TO batch_lines_away")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    sqlx::query("ALTER TABLE batch_lines_away RENAME TO batch_lines")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let done = loop {
+        let (_, _, text) = send(&app, json_req("GET", &format!("/v1/batches/{id}"), None)).await;
+        let b: Value = serde_json::from_str(&text).unwrap();
+        if b["status"] == "completed" {
+            break b;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the unstored lines never ran again: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    worker.stop().await;
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 3, "completed": 3, "failed": 0})
+    );
+    let out = done["output_file_id"].as_str().unwrap();
+    let (_, _, content) = send(
+        &app,
+        json_req("GET", &format!("/openai/v1/files/{out}/content"), None),
+    )
+    .await;
+    let mut ids: Vec<String> = content
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["custom_id"].to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["\"r0\"", "\"r1\"", "\"r2\""]);
+}

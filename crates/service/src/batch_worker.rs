@@ -7,7 +7,9 @@
 //! written only while the lease is held, in the same statement that closes it. A replica
 //! that dies leaves its lines' leases to lapse; another (or the same one, restarted) claims
 //! them again. Each line therefore ends with exactly one result, and the files are written
-//! from those results.
+//! from those results. A live replica holds a line only while a task runs it: a task that
+//! panics fails its line, and a line whose result could not be stored goes back to pending
+//! (`batch_in_flight`), so no lease is renewed for a line nobody runs.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,9 +21,9 @@ use peregrine_store::{
     new_id, BatchRecord, BatchStatus, FileRecord, LineResult, LineState, LineTask, StoreError,
 };
 use tokio::io::AsyncReadExt;
-use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::batch_in_flight::{InFlight, Orphan};
 use crate::batch_lines::check_lines;
 use crate::chat_wire::chat_completion;
 use crate::completions::{CompletionError, Completions, Priority};
@@ -101,7 +103,7 @@ pub fn spawn(completions: Completions, storage: Arc<Storage>, cfg: WorkerConfig)
 
 impl Worker {
     async fn run(self, stop: Arc<tokio::sync::Notify>) {
-        let mut lines: JoinSet<()> = JoinSet::new();
+        let mut lines = InFlight::new();
         let mut last_renew = std::time::Instant::now();
         info!(owner = %self.cfg.owner, "batch worker started");
         loop {
@@ -115,7 +117,7 @@ impl Worker {
             let wait = self.cfg.poll.min(self.cfg.lease / 3);
             tokio::select! {
                 _ = self.storage.wake.notified() => {}
-                Some(_) = lines.join_next(), if !lines.is_empty() => {}
+                _ = lines.wait_any(), if !lines.is_empty() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.notified() => break,
             }
@@ -139,8 +141,9 @@ impl Worker {
         }
     }
 
-    /// Moves every batch that needs it along, then claims lines for the free slots.
-    async fn step(&self, lines: &mut JoinSet<()>) -> Result<(), StoreError> {
+    /// Moves every batch that needs it along, settles the lines whose task left them, then
+    /// claims lines for the free slots.
+    async fn step(&self, lines: &mut InFlight) -> Result<(), StoreError> {
         let (store, owner) = (&self.storage.store, &self.cfg.owner);
         while let Some(b) = store.claim_batch(owner, now_ms(), self.lease_ms()).await? {
             let id = b.id.clone();
@@ -151,7 +154,12 @@ impl Worker {
             store.release_batch(&id, owner, until).await?;
             res?;
         }
-        while lines.try_join_next().is_some() {}
+        for orphan in lines.take_orphans() {
+            if let Err(e) = self.settle(&orphan).await {
+                lines.keep(orphan);
+                return Err(e);
+            }
+        }
         let free = self.cfg.max_in_flight.saturating_sub(lines.len());
         if free == 0 {
             return Ok(());
@@ -161,7 +169,7 @@ impl Worker {
             .await?;
         for task in tasks {
             debug!(batch = %task.batch_id, line = task.line_no, "batch line claimed");
-            lines.spawn(self.clone().run_line(task));
+            lines.spawn(task.clone(), self.clone().run_line(task));
         }
         Ok(())
     }
@@ -280,9 +288,9 @@ impl Worker {
         }
     }
 
-    /// Runs one line to its result. Preempted runs are submitted again; the lease is renewed
-    /// by the worker loop meanwhile.
-    async fn run_line(self, task: LineTask) {
+    /// Runs one line to its result; false when the result could not be stored. Preempted runs
+    /// are submitted again; the lease is renewed by the worker loop meanwhile.
+    async fn run_line(self, task: LineTask) -> bool {
         let request_id = crate::new_request_id();
         let org = self.batch_org(&task.batch_id).await;
         let outcome = loop {
@@ -306,7 +314,34 @@ impl Worker {
             response: Some(response),
             error: None,
         };
-        self.store_line(&task, state, &line).await;
+        self.store_line(&task, state, &line).await.is_ok()
+    }
+
+    /// Settles a line its task left: a panicked one fails with a server error, an unstored
+    /// one goes back to pending.
+    async fn settle(&self, orphan: &Orphan) -> Result<(), StoreError> {
+        match orphan {
+            Orphan::Panicked(task) => {
+                warn!(batch = %task.batch_id, line = task.line_no, "batch line's task panicked");
+                let e = ServiceError::Internal("the server failed while running this line".into());
+                let line = BatchOutputLine {
+                    id: new_id("batch_req_out"),
+                    custom_id: task.custom_id.clone(),
+                    response: Some(body_response(
+                        e.status(),
+                        &crate::new_request_id(),
+                        &e.envelope(),
+                    )),
+                    error: None,
+                };
+                self.store_line(task, LineState::Failed, &line).await
+            }
+            Orphan::Unstored(task) => {
+                let released = self.storage.store.release_line(task, &self.cfg.owner).await;
+                self.storage.wake.notify_one();
+                released
+            }
+        }
     }
 
     /// One line's request: the live endpoint's non-streaming answer, as background work.
@@ -334,10 +369,19 @@ impl Worker {
         Ok(chat_completion(done))
     }
 
-    async fn store_line(&self, task: &LineTask, state: LineState, line: &BatchOutputLine) {
+    /// Stores a line's result while this worker holds it; Ok when the line is settled (stored,
+    /// or found taken over by another worker).
+    async fn store_line(
+        &self,
+        task: &LineTask,
+        state: LineState,
+        line: &BatchOutputLine,
+    ) -> Result<(), StoreError> {
         let text = serde_json::to_string(line).unwrap_or_default();
         let store = &self.storage.store;
-        match store.finish_line(task, &self.cfg.owner, state, &text).await {
+        let finished = store.finish_line(task, &self.cfg.owner, state, &text).await;
+        self.storage.wake.notify_one();
+        match finished {
             Ok(true) => {
                 let status = match state {
                     LineState::Done => "completed",
@@ -354,9 +398,9 @@ impl Worker {
                     "batch line lease lapsed: another worker has it; result dropped"
                 )
             }
-            Err(e) => warn!(error = %e, "batch worker: cannot store a line's result"),
+            Err(ref e) => warn!(error = %e, "batch worker: cannot store a line's result"),
         }
-        self.storage.wake.notify_one();
+        finished.map(drop)
     }
 
     /// Writes `lines` as a result file of batch `b` named `name`; `None` when there are none.

@@ -18,6 +18,7 @@
 //!   envelope, shared by HTTP answers and batch error files.
 
 pub mod agent;
+mod batch_in_flight;
 mod batch_lines;
 pub mod batch_worker;
 pub mod batches;
