@@ -120,10 +120,17 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Serve(args) => {
             let settings = args.resolve()?;
-            tokio::runtime::Builder::new_multi_thread()
+            let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
-                .build()?
-                .block_on(serve::run(cli.common, settings))
+                .build()?;
+            let served = rt.block_on(serve::run(cli.common, settings));
+            // Every task, and every engine handle it held, goes with the async runtime; the
+            // engine threads then end, and the process must not exit under them.
+            drop(rt);
+            if !peregrine_runtime::join_engine_threads(std::time::Duration::from_secs(10)) {
+                tracing::warn!("an engine thread did not end in 10 s; exiting anyway");
+            }
+            served
         }
         Cmd::Pull { model } => {
             let Some(m) = catalog::find(&model) else {

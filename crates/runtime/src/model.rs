@@ -126,6 +126,33 @@ pub enum BuildError {
     Engine(#[from] EngineError),
 }
 
+/// The engine threads [`build`] started, for [`join_engine_threads`].
+static ENGINE_THREADS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Waits up to `within` for every engine thread [`build`] started to end; false when one
+/// has not. Call it once everything holding a [`Runtime`] is dropped (the async runtime shut
+/// down): each thread then finishes its forward pass, frees its sequences and returns.
+/// A process that exits with an engine thread still inside llama.cpp runs the C++ static
+/// destructors under it, and shutting down mid-batch then crashed now and then (SIGSEGV).
+pub fn join_engine_threads(within: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    let mut threads =
+        std::mem::take(&mut *ENGINE_THREADS.lock().unwrap_or_else(|e| e.into_inner()));
+    while !threads.is_empty() && std::time::Instant::now() < deadline {
+        let (ended, running): (Vec<_>, Vec<_>) = threads.into_iter().partition(|t| t.is_finished());
+        for t in ended {
+            // A thread that panicked has ended too; its panic was already reported.
+            let _ = t.join();
+        }
+        threads = running;
+        if !threads.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    threads.is_empty()
+}
+
 /// Builds the template, grammars and tool syntax for `source`, and starts its engine thread.
 pub fn build<S: ModelSource>(source: &S, s: &ModelSettings) -> Result<BuiltModel, BuildError> {
     let info = source.info(&s.context);
@@ -153,12 +180,16 @@ pub fn build<S: ModelSource>(source: &S, s: &ModelSettings) -> Result<BuiltModel
         tracing::info!(syntax = r.syntax.name(), "reasoning model");
     }
     let (engine_source, engine_cs) = (source.clone(), s.context.clone());
-    let (runtime, _join) = Runtime::spawn(
+    let (runtime, join) = Runtime::spawn(
         move || engine_source.engine(&engine_cs),
         vocab.clone(),
         s.runtime,
         s.metrics.clone(),
     )?;
+    ENGINE_THREADS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(join);
     Ok(BuiltModel {
         runtime,
         ctx: Arc::new(ModelContext {
