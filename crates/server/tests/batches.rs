@@ -386,17 +386,35 @@ async fn batch_metadata_is_bounded() {
     }
 }
 
+/// Creates a 24h batch of `file`'s lines: its id.
+async fn create_batch(app: &axum::Router, file: &Value) -> String {
+    let create = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                        "completion_window": "24h"});
+    let (_, _, text) = send(app, json_req("POST", "/openai/v1/batches", Some(create))).await;
+    serde_json::from_str::<Value>(&text).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Polls batch `id` until it completes, failing with `why` 30 s after `started`.
+async fn completed(app: &axum::Router, id: &str, started: std::time::Instant, why: &str) -> Value {
+    loop {
+        let (_, _, text) = send(app, json_req("GET", &format!("/v1/batches/{id}"), None)).await;
+        let b: Value = serde_json::from_str(&text).unwrap();
+        if b["status"] == "completed" {
+            return b;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{why}: {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_stopped_worker_gives_its_lines_back_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (st, app, file) = slow_lines(dir.path(), 3).await;
-    let create = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
-                        "completion_window": "24h"});
-    let (_, _, text) = send(&app, json_req("POST", "/openai/v1/batches", Some(create))).await;
-    let id = serde_json::from_str::<Value>(&text).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_batch(&app, &file).await;
     // A lease far longer than the test: only giving the lines back lets the second worker
     // run them.
     let cfg = |owner: &str| {
@@ -417,18 +435,7 @@ async fn a_stopped_worker_gives_its_lines_back_at_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     first.stop().await;
     let second = spawn_worker(&st, cfg("second"));
-    let done = loop {
-        let (_, _, text) = send(&app, json_req("GET", &format!("/v1/batches/{id}"), None)).await;
-        let b: Value = serde_json::from_str(&text).unwrap();
-        if b["status"] == "completed" {
-            break b;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the lines were not taken over: {b}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = completed(&app, &id, started, "the lines were not taken over").await;
     second.stop().await;
     assert_eq!(
         done["request_counts"],
@@ -440,13 +447,7 @@ async fn a_stopped_worker_gives_its_lines_back_at_once() {
 async fn a_line_whose_result_could_not_be_stored_runs_again() {
     let dir = tempfile::tempdir().unwrap();
     let (st, app, file) = slow_lines(dir.path(), 3).await;
-    let create = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
-                        "completion_window": "24h"});
-    let (_, _, text) = send(&app, json_req("POST", "/openai/v1/batches", Some(create))).await;
-    let id = serde_json::from_str::<Value>(&text).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_batch(&app, &file).await;
     // A lease far longer than the test: a line left held with its lease renewed would never
     // run again; only giving it back lets the batch finish.
     let mut cfg = WorkerConfig::new(2);
@@ -467,8 +468,8 @@ async fn a_line_whose_result_could_not_be_stored_runs_again() {
         assert!(started.elapsed() < Duration::from_secs(10), "never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // While two lines run (~1 s each, on the mock's two slots), the store loses their table, so no result can
-    // be stored; it comes back after they have ended.
+    // While two lines run (~1 s each, on the mock's two slots), the store loses their
+    // table, so no result can be stored; it comes back after they have ended.
     sqlx::query("ALTER TABLE batch_lines RENAME TO batch_lines_away")
         .execute(&mut db)
         .await
@@ -478,18 +479,7 @@ async fn a_line_whose_result_could_not_be_stored_runs_again() {
         .execute(&mut db)
         .await
         .unwrap();
-    let done = loop {
-        let (_, _, text) = send(&app, json_req("GET", &format!("/v1/batches/{id}"), None)).await;
-        let b: Value = serde_json::from_str(&text).unwrap();
-        if b["status"] == "completed" {
-            break b;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the unstored lines never ran again: {b}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = completed(&app, &id, started, "the unstored lines never ran again").await;
     worker.stop().await;
     assert_eq!(
         done["request_counts"],

@@ -308,13 +308,7 @@ impl Worker {
                 body_response(e.status(), &request_id, &e.envelope()),
             ),
         };
-        let line = BatchOutputLine {
-            id: new_id("batch_req_out"),
-            custom_id: task.custom_id.clone(),
-            response: Some(response),
-            error: None,
-        };
-        self.store_line(&task, state, &line).await.is_ok()
+        self.store_line(&task, state, response).await.is_ok()
     }
 
     /// Settles a line its task left: a panicked one fails with a server error, an unstored
@@ -324,17 +318,8 @@ impl Worker {
             Orphan::Panicked(task) => {
                 warn!(batch = %task.batch_id, line = task.line_no, "batch line's task panicked");
                 let e = ServiceError::Internal("the server failed while running this line".into());
-                let line = BatchOutputLine {
-                    id: new_id("batch_req_out"),
-                    custom_id: task.custom_id.clone(),
-                    response: Some(body_response(
-                        e.status(),
-                        &crate::new_request_id(),
-                        &e.envelope(),
-                    )),
-                    error: None,
-                };
-                self.store_line(task, LineState::Failed, &line).await
+                let response = body_response(e.status(), &crate::new_request_id(), &e.envelope());
+                self.store_line(task, LineState::Failed, response).await
             }
             Orphan::Unstored(task) => {
                 let released = self.storage.store.release_line(task, &self.cfg.owner).await;
@@ -375,9 +360,15 @@ impl Worker {
         &self,
         task: &LineTask,
         state: LineState,
-        line: &BatchOutputLine,
+        response: BatchLineResponse,
     ) -> Result<(), StoreError> {
-        let text = serde_json::to_string(line).unwrap_or_default();
+        let line = BatchOutputLine {
+            id: new_id("batch_req_out"),
+            custom_id: task.custom_id.clone(),
+            response: Some(response),
+            error: None,
+        };
+        let text = serde_json::to_string(&line).unwrap_or_default();
         let store = &self.storage.store;
         let finished = store.finish_line(task, &self.cfg.owner, state, &text).await;
         self.storage.wake.notify_one();
