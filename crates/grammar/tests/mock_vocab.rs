@@ -1,6 +1,6 @@
 //! The grammar layer over the mock's byte vocabulary: masks, commits, completion, failures.
 
-mod common;
+use crate::common;
 
 use common::{feed, grammars};
 use peregrine_engine::{MockVocab, TokenId, Vocab};

@@ -1,7 +1,7 @@
 //! Tool-call grammars over the mock's byte vocabulary: every family's syntax, names and
 //! arguments constrained, parallel or not, lazy grammars fed the opening already written.
 
-mod common;
+use crate::common;
 
 use common::{feed, grammars};
 use peregrine_engine::{MockVocab, TokenId};

@@ -4,7 +4,7 @@
 //! different adapters never share a pass, that every one of them advances, and that the
 //! prefix cache is never reused across adapters.
 
-mod support;
+use crate::support;
 
 use peregrine_engine::{AdapterId, MockModel};
 use peregrine_protocol::parse::parse_chat_request;

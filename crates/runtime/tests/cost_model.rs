@@ -1,7 +1,7 @@
 //! The step cost model on the mock engine: a CPU on which a pass of two sequences costs more
 //! than two passes of one gets two passes, and the answers do not change.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-mod support;
+use crate::support;
 
 use peregrine_engine::MockModel;
 use peregrine_runtime::{BuiltModel, RuntimeConfig};

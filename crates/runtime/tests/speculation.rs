@@ -2,7 +2,7 @@
 //! sampled token and checked row by row. The answer never changes, sampled or greedy; passes
 //! are saved only where a bigger pass costs little more than a small one.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! bodies, and batch work gives way to interactive work (preempted for a slot, paused while
 //! interactive sequences run).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

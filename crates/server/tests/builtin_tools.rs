@@ -4,7 +4,7 @@
 //! the turns. The mock answers a conversation's n-th assistant turn with the n-th reply of
 //! its script.
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::{app, chat, post, send, sse_events, Setup};

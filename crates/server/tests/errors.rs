@@ -2,7 +2,7 @@
 //! envelope, the exact message, the `param` that names the field, and the `code`. One row a
 //! rule (`PrepareError`'s variants), plus the refusals decided before preparation.
 
-mod common;
+use crate::common;
 
 use common::{app, chat, Setup};
 use serde_json::{json, Value};

@@ -7,7 +7,7 @@
 //! turns "ZIP" bytes (the ZIP signature, then a script) into that file. The real conversion
 //! (PEFT safetensors to llama.cpp's GGUF) is tested in crates/llama and end to end.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! `/health` follows the engine threads: 200 with each model running, 503 once one has died.
 
-mod common;
+use crate::common;
 
 use axum::http::{Request, StatusCode};
 use common::{app, chat, send, Setup};

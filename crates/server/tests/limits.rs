@@ -3,7 +3,7 @@
 //! corrected to what a request used, tiers an organization may not use, flex failing fast
 //! on a full engine, and performance requests overtaking queued on_demand ones.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

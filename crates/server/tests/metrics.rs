@@ -2,7 +2,7 @@
 //! the traffic sent (vLLM's names, the model label), rate-limit rejections are counted by
 //! reason, and a busy engine thread that stops going round its loop makes `/health` 503.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! origins and `Host` names refused, the CORS answer for listed origins, oversized header
 //! blocks and stalled bodies, each in Groq's envelope.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! pinned by snapshots, function calls as output items, input items (calls and their
 //! outputs) read back as a conversation, and every unsupported or invalid field's 400.
 
-mod common;
+use crate::common;
 
 use axum::http::{Request, StatusCode};
 use common::{app, post, send, Setup, SCRIPT};

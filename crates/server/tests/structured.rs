@@ -2,7 +2,7 @@
 //! bad schemas fail closed with a 400, and an unfinished value is Groq's
 //! `json_validate_failed` (a 400 with `failed_generation`, or a terminal error on a stream).
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::{app, chat, post, send, sse_events, Setup};

@@ -2,7 +2,7 @@
 //! forced by the grammar for `required` / named choices, checked against their tools, and
 //! streamed Groq's way (each call whole in one delta, then `finish_reason: "tool_calls"`).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -3,7 +3,7 @@
 //! the prefix cache only for the same image), `data:` and fetched URLs, and every limit's
 //! error. The real projector's path is in `crates/llama/tests/vision.rs` and the e2e suite.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

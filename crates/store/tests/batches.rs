@@ -1,7 +1,7 @@
 //! Batch storage: the status machine's transitions, line claims and leases, exactly-once
 //! results. Runs on SQLite, and on PostgreSQL when `PEREGRINE_TEST_POSTGRES` is set.
 
-mod common;
+use crate::common;
 
 use common::stores;
 use peregrine_store::{

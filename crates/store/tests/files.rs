@@ -1,6 +1,6 @@
 //! The store suite on SQLite (and on PostgreSQL when `PEREGRINE_TEST_POSTGRES` names one).
 
-mod common;
+use crate::common;
 
 use common::stores;
 use peregrine_store::{new_id, Blobs, FileRecord, LocalBlobs, SqlStore, Store};

@@ -1,7 +1,7 @@
 //! API keys, per-organization listing and registered fine tunings, on SQLite (and on PostgreSQL when
 //! `PEREGRINE_TEST_POSTGRES` names one).
 
-mod common;
+use crate::common;
 
 use common::stores;
 use peregrine_store::{new_id, FileRecord, FineTuningRecord, KeyRecord, Store};
