@@ -1,9 +1,9 @@
 //! Structured outputs on the default model (Qwen2.5-Coder-0.5B-Instruct), named by
 //! `PEREGRINE_DEFAULT_MODEL` (`scripts/test` sets it; without it these tests say so and pass).
 //!
-//! - every seed schema (tests/fixtures/structured/seeds.json) yields a value that the
-//!   `jsonschema` crate validates (a few may instead loop to the token budget and be refused,
-//!   see `MAX_LOOPS`);
+//! - a few seed schemas (tests/fixtures/structured/seeds.json), one of each shape, yield values
+//!   that the `jsonschema` crate validates (one may instead loop to the token budget and be
+//!   refused, see `MAX_LOOPS`); tests/e2e/test_structured.py runs every seed through the server;
 //! - the corpus (corpus.json): each supported schema yields a valid value, each unsupported
 //!   one is refused before generation; zero unconstrained answers;
 //! - JSON mode over 50 prompts (json_object_prompts.json) always parses as an object.
@@ -99,14 +99,23 @@ fn check_valid(what: &str, schema: &Value, outcome: &Outcome) -> Result<(), Stri
 async fn seed_schemas_produce_valid_values() {
     let Some(path) = model_path() else { return };
     let f = start(&path);
-    let seeds = fixture("seeds.json");
-    let seeds = seeds.as_array().expect("a list");
-    assert!(seeds.len() >= 12, "the twelve seed schemas");
+    let all = fixture("seeds.json");
+    let seeds: Vec<&Value> = all
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|s| SHAPES.contains(&s["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seeds.len(),
+        SHAPES.len(),
+        "every chosen seed is in seeds.json"
+    );
     // One at a time: batched beside others, greedy logits differ in the last bits and a few
     // long seed schemas can send the 0.5B model into a repetition loop (see
     // tests/e2e/test_structured.py); alone, the output is repeatable.
     let mut outcomes = Vec::new();
-    for s in seeds {
+    for s in &seeds {
         let fmt = schema_format(
             s["name"].as_str().unwrap(),
             &s["schema"],
@@ -124,13 +133,23 @@ async fn seed_schemas_produce_valid_values() {
     assert!(loops <= MAX_LOOPS, "{loops} seeds ran to the token budget");
 }
 
+/// The seeds this test runs: an enum-heavy object, arrays of objects, a strict schema, and a
+/// strict recursive one through `$defs`. The end-to-end suite runs all sixteen, streamed and
+/// not, through the server; running them here too cost ~4 of CI's minutes on a slow CPU.
+const SHAPES: [&str; 4] = [
+    "product_review",
+    "math_response",
+    "create_task",
+    "organization_chart",
+];
+
 /// How many seeds may end in a repetition loop that runs to the token budget. Which ones do
 /// depends on the CPU's kernels: on one machine kind none did; on another the pydantic SQL
 /// seed kept writing the schema's own words as array items (`"is_valid", "syntax_errors",
 /// "title", …`) until the 1500 tokens ran out. That is the model, not the constraint: such a
 /// run must still end as an unfinished value refused with json_validate_failed, never as an
 /// invalid value or an early stop. tests/e2e/test_structured.py has the same rule.
-const MAX_LOOPS: usize = 2;
+const MAX_LOOPS: usize = 1;
 
 fn check_seed(seed: &Value, outcome: &Outcome, loops: &mut usize) -> Result<(), String> {
     let id = seed["id"]
