@@ -1,6 +1,6 @@
-"""Structured outputs through the official groq SDK: every seed schema non-streaming, and
-four of them (one of each shape) streaming too (beyond Groq), checked with `jsonschema`; pydantic seeds parse with
-`model_validate_json` (a few runs may instead loop to the token budget and be refused, see
+"""Structured outputs through the official groq SDK: every seed schema non-streaming, and five
+of them (one of each shape) streaming too (beyond Groq), checked with `jsonschema`; pydantic
+seeds parse with `model_validate_json` (a few runs may instead loop to the token budget and be refused, see
 MAX_LOOPS); bad schemas and unfinished values get Groq's errors.
 
 The seed requests are sent as documented (messages, response_format) with only the client's
@@ -61,6 +61,11 @@ def _request(seed: dict, stream: bool) -> dict:
 # the same rule.
 MAX_LOOPS = 3
 
+# Each seed first without, then (for STREAMED) with streaming; the second reuses the cached
+# prompt.
+SEED_RUNS = [(s, stream) for s in SEEDS for stream in (False, True) if not stream or _id(s) in STREAMED]
+assert STREAMED <= {_id(s) for s in SEEDS}, STREAMED - {_id(s) for s in SEEDS}
+
 
 class RanToBudget(str):
     """The failed_generation of a seed that looped until the budget and was refused."""
@@ -112,20 +117,14 @@ def seed_outputs(module_groq_client):
     0.5B model then falls into a repetition loop that runs to the token budget (a
     json_validate_failed, correctly). One at a time keeps the suite deterministic.
     """
-    jobs = [(s, stream) for s in SEEDS for stream in (False, True) if not stream or _id(s) in STREAMED]
-    # Each seed first without, then (for STREAMED) with streaming; the second reuses the cached
-    # prompt.
-    outs = [_run(module_groq_client, *j) for j in jobs]
-    return {(_id(s), stream): out for (s, stream), out in zip(jobs, outs)}
+    outs = [_run(module_groq_client, *run) for run in SEED_RUNS]
+    return {(_id(s), stream): out for (s, stream), out in zip(SEED_RUNS, outs)}
 
 
 def test_few_seed_runs_loop_to_the_budget(seed_outputs):
     looped = [k for k, text in seed_outputs.items() if isinstance(text, RanToBudget)]
     print("ran to the token budget:", looped)
     assert len(looped) <= MAX_LOOPS, looped
-
-
-SEED_RUNS = [(s, False) for s in SEEDS] + [(s, True) for s in SEEDS if _id(s) in STREAMED]
 
 
 @pytest.mark.parametrize(

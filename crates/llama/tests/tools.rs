@@ -155,7 +155,7 @@ async fn tool_cases_on_the_default_model() {
     let mut failures = Vec::new();
     let (mut auto_total, mut auto_pass) = (0, 0);
     let mut auto_misses = Vec::new();
-    for case in cases.iter().copied() {
+    for &case in &cases {
         let id = case["id"].as_str().unwrap();
         let a = run(&f, case).await;
         let forced = case["tool_choice"] != "auto";
