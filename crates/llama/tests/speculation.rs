@@ -2,7 +2,9 @@
 //! the same token for token with drafts checked on every step (`always`) as without them.
 //! This proves the verify path (draft rows, sampling row by row, dropping the cells of wrong
 //! drafts) on llama.cpp's real cache; whether drafts pay is the benchmark's question
-//! (`peregrine bench --speculation`).
+//! (`peregrine bench --speculation`). The same holds with a draft model (the same GGUF loaded
+//! a second time: it proves the draft model's own cache following each sequence, not the
+//! quality of a smaller model's guesses), and a draft model of another vocabulary is refused.
 
 mod support;
 
@@ -86,4 +88,53 @@ async fn greedy_answers_are_the_same_with_drafts_checked_every_step() {
         stats.accepted_tokens > 50 && stats.drafted_tokens > stats.accepted_tokens,
         "drafts were checked, some right and some wrong: {stats:?}"
     );
+}
+
+#[tokio::test]
+async fn greedy_answers_are_the_same_with_a_draft_model() {
+    let Some(path) = model_path() else { return };
+    let runtime = RuntimeConfig {
+        speculation: Speculation::Off,
+        ..RuntimeConfig::default()
+    };
+    let f = support::start_with_draft(&path, &path, &support::settings(1024, 2, 256, 2, runtime));
+    let mut plain = Vec::new();
+    for p in prompts() {
+        plain.push(greedy(&f, &p).await);
+    }
+    // `always` drafts with the draft model on every step it has one.
+    f.runtime.set_speculation(Speculation::Always);
+    f.runtime.reset_mask_stats();
+    for (p, expected) in prompts().iter().zip(&plain) {
+        let got = greedy(&f, p).await;
+        assert_eq!(&got, expected, "prompt {p:?}");
+    }
+    let stats = f.runtime.mask_stats();
+    // The same weights guess (nearly) every token right: a drafted token is wrong only where
+    // a batched pass rounds otherwise than the draft model's one-row pass, or past the end.
+    assert!(
+        stats.accepted_tokens * 10 > stats.drafted_tokens * 7,
+        "the draft model's guesses were checked and mostly right: {stats:?}"
+    );
+}
+
+#[test]
+fn a_draft_model_of_another_vocabulary_is_refused() {
+    let Some(path) = model_path() else { return };
+    let Some(other) = support::model_path("the draft-model vocabulary test") else {
+        return;
+    };
+    let target = peregrine_llama::LoadedModel::load(&path, 0).expect("model loads");
+    let draft = peregrine_llama::LoadedModel::load(&other, 0).expect("model loads");
+    let s = support::settings(256, 1, 64, 1, RuntimeConfig::default());
+    match peregrine_runtime::build_with_draft(&target, Some(&draft), &s) {
+        Err(peregrine_runtime::BuildError::Draft(why)) => {
+            assert!(
+                why.contains("vocabulary") || why.contains("differs"),
+                "{why}"
+            )
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a draft model of another vocabulary was accepted"),
+    }
 }

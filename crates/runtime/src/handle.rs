@@ -109,7 +109,8 @@ pub struct Runtime {
 
 impl Runtime {
     /// Starts the engine thread. `make` runs on that thread, so the engine never has to be
-    /// `Send`; its load error is returned here.
+    /// `Send`; its load error is returned here. It makes the model's engine and, when the
+    /// model has a draft model, the draft model's.
     pub fn spawn<E, F>(
         make: F,
         vocab: Arc<dyn Vocab>,
@@ -118,7 +119,7 @@ impl Runtime {
     ) -> Result<(Self, std::thread::JoinHandle<()>), EngineError>
     where
         E: Engine + 'static,
-        F: FnOnce() -> Result<E, EngineError> + Send + 'static,
+        F: FnOnce() -> Result<(E, Option<E>), EngineError> + Send + 'static,
     {
         let (tx, rx) = mpsc::unbounded_channel();
         let occupancy = Arc::new(Occupancy::default());
@@ -134,14 +135,14 @@ impl Runtime {
         let join = std::thread::Builder::new()
             .name("peregrine-engine".into())
             .spawn(move || {
-                let engine = match make() {
+                let engines = match make() {
                     Ok(e) => e,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                let info = engine.info().clone();
+                let info = engines.0.info().clone();
                 if ready_tx.send(Ok(info)).is_err() {
                     return;
                 }
@@ -153,7 +154,7 @@ impl Runtime {
                     metrics,
                 };
                 EngineLoop::new(
-                    engine,
+                    engines,
                     vocab,
                     rx,
                     loop_occupancy,
@@ -197,6 +198,11 @@ impl Runtime {
     /// empty with the cost model off.
     pub fn step_costs(&self) -> Vec<(usize, f64)> {
         self.stats.step_costs()
+    }
+
+    /// The same for the draft model; empty without one (or with the cost model off).
+    pub fn draft_step_costs(&self) -> Vec<(usize, f64)> {
+        self.stats.draft_step_costs()
     }
 
     /// Turns jump-forward on or off for requests that start from now on (benchmarks compare

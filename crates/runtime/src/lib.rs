@@ -18,6 +18,7 @@
 //! `speculate` -> `cost`.
 
 pub mod cost;
+pub mod draft_model;
 mod engine_loop;
 pub mod events;
 mod handle;
@@ -33,7 +34,10 @@ pub mod stats;
 pub use events::{Event, FinishReason, Finished, Rejection, TokenLogprob, TopLogprob, UsageStats};
 pub use handle::{AdmissionError, EngineState, Runtime, RuntimeConfig};
 pub use metrics::{EngineFamilies, EngineMetrics};
-pub use model::{build, join_engine_threads, BuildError, BuiltModel, ModelContext, ModelSettings};
+pub use model::{
+    build, build_with_draft, draft_mismatch, join_engine_threads, BuildError, BuiltModel,
+    ModelContext, ModelSettings,
+};
 pub use peregrine_engine::AdapterId;
 pub use prepare::{prepare, prepare_with_images, PrepareError};
 pub use request::{PreparedRequest, PromptImage, ServiceTier, ToolPlan};

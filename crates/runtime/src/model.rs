@@ -122,8 +122,31 @@ pub enum BuildError {
     Template(String),
     #[error("building the grammar tokenizer: {0}")]
     Grammar(String),
+    #[error("the draft model cannot draft for this model: {0}")]
+    Draft(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+/// Why `draft` cannot draft for `target`, if it cannot: its tokens must be the target's,
+/// id for id, since drafts are token ids the target verifies.
+pub fn draft_mismatch(target: &dyn Vocab, draft: &dyn Vocab) -> Option<String> {
+    // A family's sizes differ in padding rows past the last real token (Qwen2.5's 0.5B and
+    // 1.5B both have 151,936 rows), so the real tokens are compared: every id below the
+    // smaller size, with their bytes.
+    let n = target.n_vocab().min(draft.n_vocab());
+    if n == 0 || target.n_vocab().abs_diff(draft.n_vocab()) > 1024 {
+        return Some(format!(
+            "its vocabulary has {} tokens and the model's {}",
+            draft.n_vocab(),
+            target.n_vocab()
+        ));
+    }
+    (0..n as TokenId)
+        .find(|&t| {
+            target.token_bytes(t) != draft.token_bytes(t) || target.is_eog(t) != draft.is_eog(t)
+        })
+        .map(|t| format!("token {t} differs between the two vocabularies"))
 }
 
 /// The engine threads [`build`] started, for [`join_engine_threads`].
@@ -155,6 +178,16 @@ pub fn join_engine_threads(within: std::time::Duration) -> bool {
 
 /// Builds the template, grammars and tool syntax for `source`, and starts its engine thread.
 pub fn build<S: ModelSource>(source: &S, s: &ModelSettings) -> Result<BuiltModel, BuildError> {
+    build_with_draft(source, None, s)
+}
+
+/// [`build`], with a draft model for speculative decoding: a smaller model of the same
+/// vocabulary whose engine gets the same context settings (one sequence per slot).
+pub fn build_with_draft<S: ModelSource>(
+    source: &S,
+    draft: Option<&S>,
+    s: &ModelSettings,
+) -> Result<BuiltModel, BuildError> {
     let info = source.info(&s.context);
     if s.context.n_ctx_seq > info.n_ctx_train {
         tracing::warn!(
@@ -179,9 +212,19 @@ pub fn build<S: ModelSource>(source: &S, s: &ModelSettings) -> Result<BuiltModel
     if let Some(r) = &reasoning {
         tracing::info!(syntax = r.syntax.name(), "reasoning model");
     }
+    if let Some(d) = draft {
+        if let Some(why) = draft_mismatch(vocab.as_ref(), d.vocab().as_ref()) {
+            return Err(BuildError::Draft(why));
+        }
+    }
     let (engine_source, engine_cs) = (source.clone(), s.context.clone());
+    let draft_source = draft.cloned();
     let (runtime, join) = Runtime::spawn(
-        move || engine_source.engine(&engine_cs),
+        move || {
+            let engine = engine_source.engine(&engine_cs)?;
+            let draft = draft_source.map(|d| d.engine(&engine_cs)).transpose()?;
+            Ok((engine, draft))
+        },
         vocab.clone(),
         s.runtime,
         s.metrics.clone(),
@@ -206,4 +249,64 @@ pub fn build<S: ModelSource>(source: &S, s: &ModelSettings) -> Result<BuiltModel
             info,
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peregrine_engine::MockVocab;
+
+    /// The mock's vocabulary with one token spelled otherwise, or more rows.
+    struct Other {
+        swapped: Option<TokenId>,
+        extra_rows: usize,
+    }
+
+    impl Vocab for Other {
+        fn n_vocab(&self) -> usize {
+            MockVocab.n_vocab() + self.extra_rows
+        }
+        fn tokenize(&self, text: &str) -> Vec<TokenId> {
+            MockVocab.tokenize(text)
+        }
+        fn tokenize_piece(&self, text: &str, parse_special: bool) -> Vec<TokenId> {
+            MockVocab.tokenize_piece(text, parse_special)
+        }
+        fn token_bytes(&self, token: TokenId) -> Vec<u8> {
+            if Some(token) == self.swapped {
+                b"??".to_vec()
+            } else {
+                MockVocab.token_bytes(token)
+            }
+        }
+        fn is_eog(&self, token: TokenId) -> bool {
+            MockVocab.is_eog(token)
+        }
+    }
+
+    #[test]
+    fn a_draft_model_must_spell_every_token_as_the_model_does() {
+        let same = Other {
+            swapped: None,
+            extra_rows: 0,
+        };
+        assert_eq!(draft_mismatch(&MockVocab, &same), None);
+        // Padding rows past the real tokens differ between a family's sizes.
+        let padded = Other {
+            swapped: None,
+            extra_rows: 128,
+        };
+        assert_eq!(draft_mismatch(&MockVocab, &padded), None);
+        let swapped = Other {
+            swapped: Some(b'a'.into()),
+            extra_rows: 0,
+        };
+        let why = draft_mismatch(&MockVocab, &swapped).expect("refused");
+        assert!(why.contains("token 97"), "{why}");
+        let other_family = Other {
+            swapped: None,
+            extra_rows: 30_000,
+        };
+        assert!(draft_mismatch(&MockVocab, &other_family).is_some());
+    }
 }

@@ -1,5 +1,6 @@
-//! Model-free speculative decoding (prompt lookup): guesses of the next tokens, and when
-//! checking them pays.
+//! Speculative decoding: guesses of the next tokens, and when checking them pays. Guesses
+//! come from the sequence's own history (prompt lookup, model-free, here) or from a smaller
+//! draft model of the same vocabulary ([`crate::draft_model`]).
 //!
 //! A sequence whose last tokens occurred earlier in its prompt or output (code being
 //! repeated with a change, a quoted document, a list that follows a pattern) is likely to go
@@ -58,6 +59,13 @@ const MIN_NGRAM: usize = 2;
 /// How many suffix lengths are matched (and tracked apart: a longer match predicts better).
 pub const MATCH_LENGTHS: usize = MAX_NGRAM - MIN_NGRAM + 1;
 
+/// The kind of drafts that come from the draft model, after the [`MATCH_LENGTHS`] kinds of
+/// looked-up ones.
+pub const MODEL_KIND: usize = MATCH_LENGTHS;
+
+/// Kinds of drafts tracked apart: each suffix length, and the draft model.
+pub const KINDS: usize = MATCH_LENGTHS + 1;
+
 /// Guesses of the next tokens, and the length of the suffix match they came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Draft {
@@ -98,12 +106,14 @@ pub fn lookup(history: &[TokenId], max: usize) -> Option<Draft> {
 
 /// Weight of one verify step in the moving averages.
 const RATE_ALPHA: f64 = 0.3;
-/// What a sequence starts from, by suffix match length (two, three, four tokens): the chance
-/// that the first draft is right, and that each later one is right given the one before it
-/// was. A four-token match in code or quoted text is usually a copy that goes on; a two-token
-/// match is often a common pair of words. Guesses, corrected by each verify step: they set
-/// how readily a sequence tries, and a wrong try costs one bigger pass.
-const PRIORS: [(f64, f64); MATCH_LENGTHS] = [(0.4, 0.8), (0.6, 0.9), (0.8, 0.95)];
+/// What a sequence starts from, by suffix match length (two, three, four tokens), then for
+/// the draft model: the chance that the first draft is right, and that each later one is
+/// right given the one before it was. A four-token match in code or quoted text is usually a
+/// copy that goes on; a two-token match is often a common pair of words; a smaller model of
+/// the same family agrees with the larger on most tokens of code (the acceptance rates
+/// published for such pairs are 60-80% per token). Guesses, corrected by each verify step:
+/// they set how readily a sequence tries, and a wrong try costs one bigger pass.
+const PRIORS: [(f64, f64); KINDS] = [(0.4, 0.8), (0.6, 0.9), (0.8, 0.95), (0.7, 0.8)];
 /// How far the estimates move back toward the prior in a step that found a draft but did not
 /// send it, so a sequence that stopped drafting tries again after a while (its text may have
 /// come to a part that repeats).
@@ -131,7 +141,7 @@ pub struct Acceptance {
 impl Acceptance {
     /// Starting from the prior of drafts of `kind` (see [`Draft::kind`]).
     pub fn for_kind(kind: usize) -> Self {
-        let p = PRIORS[kind.min(MATCH_LENGTHS - 1)];
+        let p = PRIORS[kind.min(KINDS - 1)];
         Self {
             run: std::array::from_fn(|i| prior(p, i)),
             prior: p,
@@ -139,7 +149,7 @@ impl Acceptance {
     }
 
     /// One estimate per kind of draft.
-    pub fn all() -> [Acceptance; MATCH_LENGTHS] {
+    pub fn all() -> [Acceptance; KINDS] {
         std::array::from_fn(Self::for_kind)
     }
 
@@ -178,9 +188,29 @@ impl Acceptance {
 }
 
 /// How many of `available` drafts to add to a pass that already has `rows` rows expected to
-/// give `tokens` tokens: the count with the most expected tokens per second, 0 unless that
-/// beats the pass without them by [`MARGIN`]. Only measured pass sizes are considered, so
-/// nothing is drafted before the costs are known.
+/// give `tokens` tokens, each draft costing `per_draft` seconds to make (0 for a looked-up
+/// one, a draft model's pass for a drafted one): the count with the most expected tokens per
+/// second, with that rate; `None` unless it beats the pass without drafts by [`MARGIN`].
+/// Only measured pass sizes are considered, so nothing is drafted before the costs are known.
+pub fn best_draft(
+    costs: &StepCosts,
+    rows: usize,
+    tokens: f64,
+    acceptance: &Acceptance,
+    available: usize,
+    per_draft: f64,
+) -> Option<(usize, f64)> {
+    let base_rate = tokens / costs.of(rows)?;
+    (1..=available)
+        .filter_map(|k| {
+            let secs = costs.of(rows + k)? + k as f64 * per_draft;
+            Some((k, (tokens + acceptance.expected(k)) / secs))
+        })
+        .filter(|&(_, rate)| rate > MARGIN * base_rate)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// [`best_draft`]'s count for drafts that cost nothing to make (looked up); 0 for none.
 pub fn draft_len(
     costs: &StepCosts,
     rows: usize,
@@ -188,15 +218,7 @@ pub fn draft_len(
     acceptance: &Acceptance,
     available: usize,
 ) -> usize {
-    let Some(base) = costs.of(rows) else {
-        return 0;
-    };
-    let base_rate = tokens / base;
-    (1..=available)
-        .filter_map(|k| Some((k, (tokens + acceptance.expected(k)) / costs.of(rows + k)?)))
-        .filter(|&(_, rate)| rate > MARGIN * base_rate)
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map_or(0, |(k, _)| k)
+    best_draft(costs, rows, tokens, acceptance, available, 0.0).map_or(0, |(k, _)| k)
 }
 
 #[cfg(test)]
@@ -298,6 +320,28 @@ mod tests {
         assert_eq!(draft_len(&StepCosts::new(8), 1, 1.0, &good, 3), 0);
     }
 
+    #[test]
+    fn drafts_that_cost_a_pass_each_must_earn_it() {
+        let good = runs(0.8);
+        let cheap = costs(&[10.0, 10.5, 11.0, 11.5, 12.0, 12.5, 13.0, 13.5]);
+        // A draft model at a fifth of the target's pass still pays where verifying is cheap...
+        let (k, rate) = best_draft(&cheap, 1, 1.0, &good, 7, 0.002).unwrap();
+        assert!(k >= 2, "{k}");
+        assert!(rate > 1.0 / 0.010);
+        // ... but fewer drafts than when they are free, and none at the target's own cost.
+        assert!(k <= draft_len(&cheap, 1, 1.0, &good, 7));
+        assert_eq!(best_draft(&cheap, 1, 1.0, &good, 7, 0.010), None);
+        // Where a pass of k rows costs k one-row passes, no draft model pays.
+        let linear = costs(&[10.0, 20.0, 30.0, 40.0]);
+        assert_eq!(best_draft(&linear, 1, 1.0, &runs(0.95), 3, 0.001), None);
+        // The draft model's estimate is one more kind.
+        assert_eq!(Acceptance::all().len(), KINDS);
+        assert_eq!(
+            Acceptance::for_kind(MODEL_KIND).rate(),
+            PRIORS[MODEL_KIND].0
+        );
+    }
+
     proptest! {
         #[test]
         fn drafting_never_lowers_the_expected_rate(
@@ -305,14 +349,16 @@ mod tests {
             rows in 1usize..5,
             rate in 0.0f64..1.0,
             available in 0usize..8,
+            per_draft in prop_oneof![Just(0.0f64), 0.0f64..0.1],
         ) {
             let c = costs(&ms);
             let acc = runs(rate);
             let tokens = rows as f64;
-            let k = draft_len(&c, rows, tokens, &acc, available);
-            prop_assert!(k <= available);
-            if k > 0 {
-                let with = (tokens + acc.expected(k)) / c.of(rows + k).unwrap();
+            let best = best_draft(&c, rows, tokens, &acc, available, per_draft);
+            if let Some((k, _)) = best {
+                prop_assert!(0 < k && k <= available);
+                let secs = c.of(rows + k).unwrap() + k as f64 * per_draft;
+                let with = (tokens + acc.expected(k)) / secs;
                 let without = tokens / c.of(rows).unwrap();
                 prop_assert!(with > without);
             }

@@ -86,6 +86,8 @@ struct Inner {
     accepted_tokens: u64,
     /// The step costs measured at load: (rows, seconds).
     step_costs: Vec<(usize, f64)>,
+    /// The draft model's, when there is one.
+    draft_step_costs: Vec<(usize, f64)>,
 }
 
 /// Shared between the engine thread (writer) and [`crate::Runtime`] (reader).
@@ -123,6 +125,18 @@ impl StatsCell {
         g.step_costs.clone()
     }
 
+    pub fn set_draft_step_costs(&self, curve: Vec<(usize, f64)>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .draft_step_costs = curve;
+    }
+
+    pub fn draft_step_costs(&self) -> Vec<(usize, f64)> {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.draft_step_costs.clone()
+    }
+
     pub fn snapshot(&self) -> MaskStats {
         let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         MaskStats {
@@ -138,8 +152,10 @@ impl StatsCell {
     pub fn reset(&self) {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let step_costs = std::mem::take(&mut g.step_costs);
+        let draft_step_costs = std::mem::take(&mut g.draft_step_costs);
         *g = Inner {
             step_costs,
+            draft_step_costs,
             ..Inner::default()
         };
     }

@@ -188,3 +188,130 @@ async fn budgets_and_stops_cut_inside_a_draft_as_without() {
         (&CHANGED[..70], FinishReason::Length)
     );
 }
+
+/// A prompt that does not hold the answer, so the draft model has the guessing to do.
+fn write_body(extra: Value) -> Value {
+    let mut body = json!({
+        "model": "m",
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "Write three small geometry functions."}],
+    });
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
+}
+
+/// A pass of the draft model: a tenth of the model's.
+fn cheap() -> Vec<Duration> {
+    (0..8)
+        .map(|r| Duration::from_micros(1_000 + 10 * r))
+        .collect()
+}
+
+/// Like [`run`], on a model with a draft model that writes `draft_script`; also counts the
+/// draft model's passes after calibration, and the pass sizes calibration measured of it.
+async fn run_with_draft(
+    speculation: Speculation,
+    row_delays: Vec<Duration>,
+    draft_script: &str,
+    extra: Value,
+) -> (Run, usize, usize) {
+    let model = MockModel {
+        row_delays,
+        ..MockModel::new(CHANGED)
+    };
+    let draft = MockModel {
+        row_delays: cheap(),
+        ..MockModel::new(draft_script)
+    };
+    let runtime = RuntimeConfig {
+        speculation,
+        ..RuntimeConfig::default()
+    };
+    let m = support::start_with_draft(&model, &draft, 1024, runtime);
+    collect(&m, &write_body(json!({"max_tokens": 1}))).await;
+    m.runtime.reset_mask_stats();
+    let (before, draft_before) = (
+        model.decodes.load(Ordering::Relaxed),
+        draft.decodes.load(Ordering::Relaxed),
+    );
+    let (text, tokens, reason, logprobs) = collect(&m, &write_body(extra)).await;
+    let run = Run {
+        text,
+        tokens,
+        reason,
+        logprobs,
+        passes: model.decodes.load(Ordering::Relaxed) - before,
+        stats: m.runtime.mask_stats(),
+    };
+    let passes = draft.decodes.load(Ordering::Relaxed) - draft_before;
+    (run, passes, m.runtime.draft_step_costs().len())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draft_model_that_agrees_saves_passes_and_changes_nothing() {
+    let (off, ..) = run_with_draft(Speculation::Off, flat(), CHANGED, json!({})).await;
+    let (on, draft_passes, _) = run_with_draft(Speculation::Auto, flat(), CHANGED, json!({})).await;
+    assert_eq!(off.text, CHANGED);
+    assert_eq!((on.text.as_str(), on.tokens), (CHANGED, off.tokens));
+    assert!(
+        on.stats.accepted_tokens > CHANGED.len() as u64 / 2,
+        "{:?}",
+        on.stats
+    );
+    assert!(draft_passes > 0);
+    assert!(
+        (on.passes as f64) < 0.5 * off.passes as f64,
+        "{} passes with drafts, {} without",
+        on.passes,
+        off.passes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draft_model_that_guesses_wrong_changes_nothing_and_is_asked_less() {
+    let wrong = "class Shape:\n    pass\n";
+    let (always, ..) = run_with_draft(Speculation::Always, flat(), wrong, json!({})).await;
+    let (auto, ..) = run_with_draft(Speculation::Auto, flat(), wrong, json!({})).await;
+    assert_eq!(always.text, CHANGED);
+    assert_eq!(auto.text, CHANGED);
+    assert!(always.stats.drafted_tokens > 0);
+    assert!(
+        auto.stats.drafted_tokens * 2 < always.stats.drafted_tokens,
+        "auto {:?}, always {:?}",
+        auto.stats,
+        always.stats
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draft_model_is_never_run_where_drafts_cannot_pay() {
+    let (on, draft_passes, measured) =
+        run_with_draft(Speculation::Auto, linear(), CHANGED, json!({})).await;
+    assert_eq!(
+        measured, 2,
+        "passes of one row and of both slots' rows measured at load"
+    );
+    assert_eq!(on.text, CHANGED);
+    assert_eq!(on.stats.drafted_tokens, 0, "{:?}", on.stats);
+    assert_eq!(draft_passes, 0, "the draft model only loaded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sampled_output_with_a_draft_model_is_the_same_token_for_token() {
+    let extra = json!({"temperature": 2, "top_p": 1, "seed": 42, "max_tokens": 150});
+    let (off, ..) = run_with_draft(Speculation::Off, flat(), CHANGED, extra.clone()).await;
+    let (on, ..) = run_with_draft(Speculation::Always, flat(), CHANGED, extra.clone()).await;
+    assert_ne!(off.text, CHANGED, "the sample wandered from the script");
+    assert_eq!((&on.text, on.tokens), (&off.text, off.tokens));
+    assert!(on.stats.accepted_tokens > 0, "{:?}", on.stats);
+    // Cut inside a draft, as without.
+    let extra = json!({"max_tokens": 70, "stop": ["by"]});
+    let (off, ..) = run_with_draft(Speculation::Off, flat(), CHANGED, extra.clone()).await;
+    let (on, ..) = run_with_draft(Speculation::Always, flat(), CHANGED, extra).await;
+    assert_eq!(
+        (&on.text, on.tokens, on.reason),
+        (&off.text, off.tokens, off.reason)
+    );
+}

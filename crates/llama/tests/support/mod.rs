@@ -80,6 +80,18 @@ pub fn start_with(path: &Path, s: &ModelSettings) -> Fixture {
     }
 }
 
+/// [`start_with`], with the GGUF at `draft` as the draft model.
+pub fn start_with_draft(path: &Path, draft: &Path, s: &ModelSettings) -> Fixture {
+    let loaded = LoadedModel::load(path, 0).expect("model loads");
+    let draft = LoadedModel::load(draft, 0).expect("draft model loads");
+    let built =
+        peregrine_runtime::build_with_draft(&loaded, Some(&draft), s).expect("the model builds");
+    Fixture {
+        runtime: built.runtime,
+        ctx: built.ctx,
+    }
+}
+
 /// [`start_with`] 4096-token sequences, 4 slots, a deep queue, every core.
 pub fn start(path: &Path) -> Fixture {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get() as i32);

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::cost::StepCosts;
+use crate::draft_model::{DraftAsk, DraftModel};
 use crate::events::{Event, FinishReason};
 use crate::metrics::{Ended, EngineMetrics};
 use crate::request::{PreparedRequest, PromptImage, ServiceTier};
@@ -123,7 +124,7 @@ struct Active {
     /// When this sequence drafts (as speculation was set when it started).
     speculation: Speculation,
     /// How often its drafts were right, by kind of draft ([`speculate::Draft::kind`]).
-    acceptance: [Acceptance; speculate::MATCH_LENGTHS],
+    acceptance: [Acceptance; speculate::KINDS],
     /// The kind of the drafts sent this step.
     draft_kind: usize,
     sampler: Sampler,
@@ -237,6 +238,9 @@ pub(crate) struct EngineLoop<E: Engine> {
     /// the same server drafts the same way and runs passes of the same shapes (its logits,
     /// and so a seeded sample, then repeat; see decision 0003).
     load_costs: StepCosts,
+    /// A smaller model of the same vocabulary that drafts where prompt lookup finds nothing
+    /// (or gives less), when the model was configured with one.
+    draft_model: Option<DraftModel<E>>,
 }
 
 /// What `/metrics` records of a sequence that ends with `outcome`.
@@ -321,6 +325,73 @@ fn masks_beside_decode<E: Engine>(
 
 /// The next token of `a` from its logits row: under its grammar, or with its first-token ban
 /// while it has generated nothing, or freely.
+/// How sequence `a` drafts this step, with `room` drafts at most, in a pass that already
+/// has `rows` rows expected to give `tokens` tokens: the kind of draft, how many, and the
+/// looked-up tokens (`None`: the draft model makes them). Prompt lookup is free; a draft of
+/// the draft model costs `model_cost` seconds (`None`: there is none). Under `always` the
+/// draft model drafts whenever there is one (that is what measures it), else any lookup
+/// does; under `auto` the choice with the most expected tokens per second, if any pays.
+fn choose_draft(
+    a: &mut Active,
+    room: usize,
+    costs: &StepCosts,
+    rows: usize,
+    tokens: f64,
+    model_cost: Option<f64>,
+) -> Option<(usize, usize, Option<Vec<TokenId>>)> {
+    // A model cannot be fed an image's placeholders, and a looked-up guess stops before them.
+    let model_cost = model_cost.filter(|_| a.images.is_empty());
+    let guess = lookup_guess(a, room);
+    if a.speculation == Speculation::Always {
+        return match (model_cost, guess) {
+            _ if room == 0 => None,
+            (Some(_), _) => Some((speculate::MODEL_KIND, room, None)),
+            (None, Some((kind, g))) => Some((kind, g.len(), Some(g))),
+            (None, None) => None,
+        };
+    }
+    let looked_up = guess.as_ref().and_then(|(kind, g)| {
+        speculate::best_draft(costs, rows, tokens, &a.acceptance[*kind], g.len(), 0.0)
+    });
+    let modelled = model_cost.and_then(|c| {
+        let acceptance = &a.acceptance[speculate::MODEL_KIND];
+        speculate::best_draft(costs, rows, tokens, acceptance, room, c)
+    });
+    match (looked_up, modelled) {
+        (Some((k, r)), m) if m.is_none_or(|(_, mr)| r >= mr) => {
+            let (kind, g) = guess.expect("a looked-up choice has a guess");
+            Some((kind, k, Some(g)))
+        }
+        (_, Some((k, _))) => Some((speculate::MODEL_KIND, k, None)),
+        _ => {
+            // Found but not worth sending: let the estimates drift back, so the sequence
+            // tries again later (its text may have come to a part that repeats).
+            if let Some((kind, _)) = &guess {
+                a.acceptance[*kind].idle();
+            }
+            if model_cost.is_some() && room > 0 {
+                a.acceptance[speculate::MODEL_KIND].idle();
+            }
+            None
+        }
+    }
+}
+
+/// The drafts prompt lookup finds for `a` (at most `room`), with their kind; they stop
+/// before an image's placeholders, which are no tokens the model could decode.
+fn lookup_guess(a: &mut Active, room: usize) -> Option<(usize, Vec<TokenId>)> {
+    // The history is the cache's tokens and the one pending token: looked up in place
+    // rather than copied each step.
+    a.kv.push(a.pending[0]);
+    let guess = speculate::lookup(&a.kv, room);
+    a.kv.pop();
+    let guess = guess?;
+    let found = (guess.tokens.iter())
+        .position(|&t| is_image_placeholder(t))
+        .unwrap_or(guess.tokens.len());
+    (found > 0).then(|| (guess.kind(), guess.tokens[..found].to_vec()))
+}
+
 fn sample(a: &mut Active, logits: &[f32]) -> Sampled {
     let ban = a
         .first_banned
@@ -376,8 +447,9 @@ fn sample_and_verify<E: Engine>(
 }
 
 impl<E: Engine> EngineLoop<E> {
+    /// A loop over `engines`: the model's engine and, if it has one, its draft model's.
     pub fn new(
-        engine: E,
+        (engine, draft_model): (E, Option<E>),
         vocab: Arc<dyn Vocab>,
         inbox: mpsc::UnboundedReceiver<Inbox>,
         occupancy: Arc<Occupancy>,
@@ -414,6 +486,7 @@ impl<E: Engine> EngineLoop<E> {
             costs: StepCosts::new(n_slots.max(1 + DRAFT_MAX)),
             metrics: cfg.metrics,
             load_costs: StepCosts::new(n_slots.max(1 + DRAFT_MAX)),
+            draft_model: draft_model.map(DraftModel::new),
         }
     }
 
@@ -422,6 +495,10 @@ impl<E: Engine> EngineLoop<E> {
         self.drops_suffix = self.probe_suffix_drop();
         if self.cost_model {
             self.calibrate();
+            if let Some(d) = &mut self.draft_model {
+                d.calibrate();
+                self.stats.set_draft_step_costs(d.curve());
+            }
         }
         loop {
             if self.active.is_empty() && self.waiting.is_empty() {
@@ -728,10 +805,11 @@ impl<E: Engine> EngineLoop<E> {
     }
 
     /// Gives decoding sequences drafts to verify this step where the step costs say they
-    /// pay (`speculate`). Only in steps of decode rows alone: a pass that also prefills is not
-    /// a shape the costs know, and drafts would take the prompt's room. Sequences under a
-    /// grammar get none (their next mask depends on each token committed; jump-forward
-    /// serves them).
+    /// pay (`speculate`): looked up in the sequence's history, or made by the draft model,
+    /// whichever promises more tokens per second. Only in steps of decode rows alone: a pass
+    /// that also prefills is not a shape the costs know, and drafts would take the prompt's
+    /// room. Sequences under a grammar get none (their next mask depends on each token
+    /// committed; jump-forward serves them).
     fn draft(&mut self) {
         for a in &mut self.active {
             a.drafts.clear();
@@ -760,7 +838,13 @@ impl<E: Engine> EngineLoop<E> {
         let mut tokens = rows as f64;
         let n_ctx_seq = self.engine.info().n_ctx_seq as usize;
         let most = self.jump_max.min(DRAFT_MAX);
-        for (a, &n) in self.active.iter_mut().zip(&plan) {
+        // What one draft of the draft model costs: a pass of one row (the passes of several
+        // sequences drafting at once cost less per row, so this errs toward not drafting).
+        let model_draft_cost =
+            (self.draft_model.as_ref()).map(|d| d.cost(1).unwrap_or(f64::INFINITY));
+        // Sequences the draft model drafts for, and how many drafts each.
+        let mut for_model: Vec<(usize, usize)> = Vec::new();
+        for (i, (a, &n)) in self.active.iter_mut().zip(&plan).enumerate() {
             if n != 1 || !drafting(a) || a.constraint.is_some() || a.pending.len() != 1 {
                 continue;
             }
@@ -769,35 +853,45 @@ impl<E: Engine> EngineLoop<E> {
             let room = (a.max_tokens.saturating_sub(a.generated) as usize)
                 .min(n_ctx_seq.saturating_sub(used + 1))
                 .min(most);
-            // The history is the cache's tokens and the one pending token: looked up in
-            // place rather than copied each step.
-            a.kv.push(a.pending[0]);
-            let guess = speculate::lookup(&a.kv, room);
-            a.kv.pop();
-            let Some(guess) = guess else {
+            let choice = choose_draft(a, room, &self.load_costs, rows, tokens, model_draft_cost);
+            let Some((kind, k, guess)) = choice else {
                 continue;
             };
-            let acceptance = &mut a.acceptance[guess.kind()];
-            // A guess copied from the prompt stops before an image's placeholders: they are
-            // no tokens the model could decode.
-            let found = (guess.tokens.iter())
-                .position(|&t| is_image_placeholder(t))
-                .unwrap_or(guess.tokens.len());
-            if found == 0 {
-                continue;
-            }
-            let k = match a.speculation {
-                Speculation::Always => found,
-                _ => speculate::draft_len(&self.load_costs, rows, tokens, acceptance, found),
-            };
-            if k == 0 {
-                acceptance.idle();
-                continue;
-            }
             rows += k;
-            tokens += acceptance.expected(k);
-            a.draft_kind = guess.kind();
-            a.drafts.extend_from_slice(&guess.tokens[..k]);
+            tokens += a.acceptance[kind].expected(k);
+            a.draft_kind = kind;
+            match guess {
+                Some(guess) => a.drafts.extend_from_slice(&guess[..k]),
+                None => for_model.push((i, k)),
+            }
+        }
+        self.draft_from_model(&for_model);
+    }
+
+    /// Runs the draft model for the sequences `for_model` names, with most drafts each.
+    fn draft_from_model(&mut self, for_model: &[(usize, usize)]) {
+        let Some(model) = &mut self.draft_model else {
+            return;
+        };
+        if for_model.is_empty() {
+            return;
+        }
+        let histories: Vec<Vec<TokenId>> = (for_model.iter())
+            .map(|&(i, _)| {
+                let a = &self.active[i];
+                a.kv.iter().chain(&a.pending).copied().collect()
+            })
+            .collect();
+        let asks: Vec<DraftAsk<'_>> = (for_model.iter().zip(&histories))
+            .map(|(&(i, max), history)| DraftAsk {
+                seq: self.active[i].slot,
+                history,
+                max,
+            })
+            .collect();
+        let drafts = model.draft(&asks);
+        for (&(i, _), d) in for_model.iter().zip(drafts) {
+            self.active[i].drafts = d;
         }
     }
 

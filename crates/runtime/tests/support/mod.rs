@@ -8,13 +8,27 @@ use peregrine_engine::{ContextSettings, MockModel};
 use peregrine_grammar::GrammarLimits;
 use peregrine_protocol::parse::parse_chat_request;
 use peregrine_runtime::{
-    build, prepare, BuiltModel, Event, ModelSettings, Rejection, RuntimeConfig,
+    build, build_with_draft, prepare, BuiltModel, Event, ModelSettings, Rejection, RuntimeConfig,
 };
 use serde_json::Value;
 
 /// `model` served with two slots of `n_ctx_seq` tokens under `runtime`.
 pub fn start(model: &MockModel, n_ctx_seq: u32, runtime: RuntimeConfig) -> BuiltModel {
-    let settings = ModelSettings {
+    build(model, &settings(n_ctx_seq, runtime)).expect("the mock builds")
+}
+
+/// The same, with `draft` as its draft model.
+pub fn start_with_draft(
+    model: &MockModel,
+    draft: &MockModel,
+    n_ctx_seq: u32,
+    runtime: RuntimeConfig,
+) -> BuiltModel {
+    build_with_draft(model, Some(draft), &settings(n_ctx_seq, runtime)).expect("the mock builds")
+}
+
+fn settings(n_ctx_seq: u32, runtime: RuntimeConfig) -> ModelSettings {
+    ModelSettings {
         context: ContextSettings {
             n_ctx_seq,
             n_seq_max: 2,
@@ -27,8 +41,7 @@ pub fn start(model: &MockModel, n_ctx_seq: u32, runtime: RuntimeConfig) -> Built
         tool_format: None,
         guard: false,
         metrics: Default::default(),
-    };
-    build(model, &settings).expect("the mock builds")
+    }
 }
 
 /// The text of one request, and its completion token count (`None` when an unfinished value
