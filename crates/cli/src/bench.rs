@@ -220,7 +220,7 @@ fn peer_run(
     };
     crate::peer_bench::run(rt, &sides, &workload)?;
     crate::structured_bench::jump_forward(rt, url, runtime)?;
-    crate::spec_bench::run(rt, url, runtime)
+    crate::spec_bench::run(rt, url, runtime, crate::spec_bench::Task::Repeat)
 }
 
 /// The spec of the benchmarked model: `serve`'s settings, sized for `max_c` streams.
@@ -249,6 +249,7 @@ fn bench_spec(args: &BenchArgs, source: String, max_c: usize) -> Result<ModelSpe
         aliases: vec![],
         adapters: vec![],
         mmproj: None,
+        draft: o.draft_model.clone(),
         settings,
     })
 }
@@ -324,7 +325,9 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
     // engine shape; the raw engine beside it, fed the same prompts through the served
     // model's template and vocabulary. Measurements alternate (raw, server) per
     // concurrency level so both see the same machine state.
-    let served = crate::serve::serve_loaded(loc, &loaded, &spec, &Default::default())?;
+    let draft = crate::serve::load_draft(common, &spec)?;
+    let served =
+        crate::serve::serve_loaded(loc, &loaded, draft.as_ref(), &spec, &Default::default())?;
     let (ctx, runtime) = (served.ctx.clone(), served.runtime.clone());
     let bias = no_eog_bias(ctx.vocab.as_ref());
     let bias_json = bias_json(&bias);
@@ -368,7 +371,11 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
         return crate::structured_bench::jump_forward(&rt, &url, &runtime);
     }
     if args.speculation {
-        return crate::spec_bench::run(&rt, &url, &runtime);
+        crate::spec_bench::run(&rt, &url, &runtime, crate::spec_bench::Task::Repeat)?;
+        if args.serve.draft_model.is_some() {
+            crate::spec_bench::run(&rt, &url, &runtime, crate::spec_bench::Task::Write)?;
+        }
+        return Ok(());
     }
     if let Some(peer) = &args.peer_url {
         let vocab = ctx.vocab.as_ref();

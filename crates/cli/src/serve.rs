@@ -92,14 +92,28 @@ pub fn start_model(
         tracing::info!(model = %loc.id, mmproj = %mmproj.display(), "loading the image projector");
         loaded = loaded.with_projector(mmproj, spec.settings.context.n_threads)?;
     }
-    serve_loaded(loc, &loaded, spec, families)
+    let draft = load_draft(common, spec)?;
+    serve_loaded(loc, &loaded, draft.as_ref(), spec, families)
 }
 
-/// Builds an already loaded model under the id `spec` gives it (or its own), its series
-/// in `families`.
+/// Loads the draft model `spec` names, if it names one (pulling a catalogue model first).
+pub fn load_draft(common: &CommonArgs, spec: &ModelSpec) -> Result<Option<LoadedModel>> {
+    let Some(source) = &spec.draft else {
+        return Ok(None);
+    };
+    let loc = locate(common, source)?;
+    tracing::info!(draft = %loc.id, path = %loc.path.display(), "loading the draft model");
+    let loaded = LoadedModel::load(&loc.path, spec.settings.context.n_gpu_layers)
+        .with_context(|| format!("loading the draft model {}", loc.id))?;
+    Ok(Some(loaded))
+}
+
+/// Builds an already loaded model (with its draft model, if any) under the id `spec` gives
+/// it (or its own), its series in `families`.
 pub fn serve_loaded(
     loc: Located,
     loaded: &LoadedModel,
+    draft: Option<&LoadedModel>,
     spec: &ModelSpec,
     families: &EngineFamilies,
 ) -> Result<ServedModel> {
@@ -108,8 +122,8 @@ pub fn serve_loaded(
         metrics: families.for_model(&id),
         ..spec.settings.clone()
     };
-    let built =
-        peregrine_runtime::build(loaded, &settings).with_context(|| format!("starting {id}"))?;
+    let built = peregrine_runtime::build_with_draft(loaded, draft, &settings)
+        .with_context(|| format!("starting {id}"))?;
     let meta = ModelMeta {
         fingerprint: fingerprint(&id, &built.ctx.info),
         created: SystemTime::now()

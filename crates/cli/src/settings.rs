@@ -105,6 +105,11 @@ pub struct ServeOptions {
     /// `[[models]]` entry names its own as `mmproj`).
     #[arg(long, env = "PEREGRINE_MMPROJ")]
     pub mmproj: Option<PathBuf>,
+    /// Catalogue id or GGUF path of a draft model for `--model`: a smaller model of the same
+    /// vocabulary that guesses the next tokens for speculative decoding, used where the step
+    /// costs say its guesses pay (a `[[models]]` entry names its own as `draft_model`).
+    #[arg(long, env = "PEREGRINE_DRAFT_MODEL")]
+    pub draft_model: Option<String>,
     /// Address to listen on [default: 127.0.0.1].
     #[arg(long, env = "PEREGRINE_HOST")]
     pub host: Option<String>,
@@ -377,6 +382,9 @@ pub struct FileModel {
     /// The image projector (`mmproj` GGUF) of a vision model: `image_url` parts then
     /// reach the model (llama.cpp's multimodal library).
     pub mmproj: Option<PathBuf>,
+    /// Catalogue id or GGUF path of a draft model of the same vocabulary, for speculative
+    /// decoding.
+    pub draft_model: Option<String>,
 }
 
 /// One `[[models.adapters]]` entry.
@@ -399,6 +407,8 @@ pub struct ModelSpec {
     pub adapters: Vec<(String, PathBuf)>,
     /// Its image projector, for a vision model.
     pub mmproj: Option<PathBuf>,
+    /// Its draft model for speculative decoding (catalogue id or GGUF path).
+    pub draft: Option<String>,
     pub settings: ModelSettings,
 }
 
@@ -773,6 +783,7 @@ impl Layers<'_> {
             aliases,
             adapters: Vec::new(),
             mmproj: self.cli.mmproj.clone().or_else(|| self.file.mmproj.clone()),
+            draft: (self.cli.draft_model.clone()).or_else(|| self.file.draft_model.clone()),
             settings: self.model_settings(None, None, None)?,
         })
     }
@@ -801,6 +812,7 @@ impl Layers<'_> {
                 .map(|a| (a.id.clone(), a.path.clone()))
                 .collect(),
             mmproj: m.mmproj.clone(),
+            draft: m.draft_model.clone(),
             settings,
         })
     }
@@ -1122,5 +1134,18 @@ mod tests {
         let s = resolve(&["--tool-format", "json"], toml);
         assert_eq!(s.models[0].settings.tool_format, Some(ToolFormat::Llama3));
         assert_eq!(s.models[1].settings.tool_format, Some(ToolFormat::Json));
+    }
+
+    #[test]
+    fn a_draft_model_comes_from_the_flag_the_file_or_its_models_entry() {
+        let s = resolve(&["--draft-model", "small.gguf"], "model = \"m.gguf\"\n");
+        assert_eq!(s.models[0].draft.as_deref(), Some("small.gguf"));
+        let s = resolve(&[], "model = \"m.gguf\"\ndraft_model = \"f.gguf\"\n");
+        assert_eq!(s.models[0].draft.as_deref(), Some("f.gguf"));
+        let toml = "[[models]]\nmodel = \"a.gguf\"\ndraft_model = \"s.gguf\"\n\n[[models]]\nmodel = \"b.gguf\"\n";
+        let s = resolve(&[], toml);
+        assert_eq!(s.models[0].draft.as_deref(), Some("s.gguf"));
+        assert_eq!(s.models[1].draft, None);
+        assert_eq!(resolve(&[], "model = \"m.gguf\"\n").models[0].draft, None);
     }
 }

@@ -1,7 +1,10 @@
-//! `peregrine bench --speculation`: speculative decoding with drafts looked up in the prompt,
-//! on one stream asked to repeat a piece of code with one change, with speculation off,
+//! `peregrine bench --speculation`: speculative decoding on one stream, with speculation off,
 //! `auto` and `always`, alternated, on one server; and the step-cost curve that decides
 //! whether drafts pay on this machine (what a pass of `k` rows costs against one row).
+//!
+//! Two workloads: repeating a piece of code with one change (drafts looked up in the prompt
+//! do most of it), and, when the model has a draft model (`--draft-model`), writing new code
+//! (nothing to look up: the draft model's guesses are measured).
 
 use anyhow::Result;
 use peregrine_runtime::{Runtime, Speculation};
@@ -42,22 +45,48 @@ if __name__ == "__main__":
         print(describe(width, height))
 "#;
 
-fn body() -> Value {
+/// What the stream is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// Repeat [`CODE`] with one change.
+    Repeat,
+    /// Write new code: prompt lookup finds little, a draft model can guess.
+    Write,
+}
+
+impl Task {
+    fn describe(self) -> &'static str {
+        match self {
+            Task::Repeat => "one stream repeating code with one change",
+            Task::Write => "one stream writing new code",
+        }
+    }
+}
+
+fn body(task: Task) -> Value {
+    let (prompt, max_tokens) = match task {
+        Task::Repeat => (
+            format!("Repeat this Python code exactly, with one change: rename the function `describe` to `summary` everywhere. Answer with the code only.\n\n```python\n{CODE}```"),
+            600,
+        ),
+        Task::Write => (
+            "Write a Python class `Inventory` that stores items with a name, a quantity and a price, with methods to add an item, remove an item, update a quantity, compute the total value, and list the items sorted by value. Include docstrings and type hints. Answer with the code only.".to_string(),
+            300,
+        ),
+    };
     json!({
         "model": "bench",
-        "messages": [{"role": "user", "content": format!(
-            "Repeat this Python code exactly, with one change: rename the function `describe` to `summary` everywhere. Answer with the code only.\n\n```python\n{CODE}```"
-        )}],
+        "messages": [{"role": "user", "content": prompt}],
         "stream": true,
         "temperature": 0,
-        "max_tokens": 600,
+        "max_tokens": max_tokens,
     })
 }
 
 /// One request: (decode tokens per second after the first token, completion tokens).
-async fn one(url: &str) -> Result<(f64, u64)> {
+async fn one(url: &str, task: Task) -> Result<(f64, u64)> {
     let client = client();
-    let (_, first, last, tokens) = http_one(&client, url, body()).await?;
+    let (_, first, last, tokens) = http_one(&client, url, body(task)).await?;
     let decode = (last - first).as_secs_f64().max(1e-9);
     Ok((tokens.saturating_sub(1) as f64 / decode, tokens))
 }
@@ -70,7 +99,7 @@ struct Mode {
     accepted: u64,
 }
 
-pub fn run(rt: &tokio::runtime::Runtime, url: &str, runtime: &Runtime) -> Result<()> {
+pub fn run(rt: &tokio::runtime::Runtime, url: &str, runtime: &Runtime, task: Task) -> Result<()> {
     let rounds: usize = 3;
     let mut modes: Vec<Mode> = [
         ("off", Speculation::Off),
@@ -93,7 +122,7 @@ pub fn run(rt: &tokio::runtime::Runtime, url: &str, runtime: &Runtime) -> Result
             let m = &mut modes[(i + round) % n];
             runtime.set_speculation(m.mode);
             let before = runtime.mask_stats();
-            let r = rt.block_on(one(url))?;
+            let r = rt.block_on(one(url, task))?;
             let after = runtime.mask_stats();
             m.drafted += after.drafted_tokens - before.drafted_tokens;
             m.accepted += after.accepted_tokens - before.accepted_tokens;
@@ -103,8 +132,8 @@ pub fn run(rt: &tokio::runtime::Runtime, url: &str, runtime: &Runtime) -> Result
     }
     runtime.set_speculation(Speculation::Auto);
     println!(
-        "\nSpeculative decoding (prompt lookup), one stream repeating code with one change \
-         ({rounds} requests each, rotated):\n"
+        "\nSpeculative decoding, {} ({rounds} requests each, rotated):\n",
+        task.describe()
     );
     println!("| speculation | completion tokens | drafted / accepted per request | acceptance | decode tok/s |");
     println!("|---|---|---|---|---|");
@@ -137,6 +166,17 @@ pub fn run(rt: &tokio::runtime::Runtime, url: &str, runtime: &Runtime) -> Result
         println!("|---|---|---|");
         for (rows, secs) in curve {
             println!("| {rows} | {:.1} | {:.2} |", secs * 1e3, secs / one);
+        }
+        let draft = runtime.draft_step_costs();
+        if !draft.is_empty() {
+            println!(
+                "\nThe draft model's passes, measured at load (against the model's one row):\n"
+            );
+            println!("| rows | ms | x the model's one row |");
+            println!("|---|---|---|");
+            for (rows, secs) in draft {
+                println!("| {rows} | {:.1} | {:.2} |", secs * 1e3, secs / one);
+            }
         }
     }
     Ok(())
