@@ -2,7 +2,9 @@
 """Cold prefill against what the unified KV cache holds: one `peregrine serve` (default model,
 8 slots), a new ~1,700-token prompt with the cache empty, then after seven other slots were
 filled with prompts of the same length, then once more. Prints (seconds to the answer of
-one token, prompt tokens). Run from the repository root after a release build."""
+one token, prompt tokens). Each long prompt moves the idle slots' cells to host memory
+before its prefill (decision 0004), so B and C should take what A took. Run from the
+repository root after a release build."""
 import json
 import socket
 import subprocess

@@ -268,6 +268,48 @@ pub trait Engine {
             Some(a) => Err(EngineError::Decode(format!("no adapter {}", a.0))),
         }
     }
+    /// Copies what `seq` holds out of the cache (into host memory), leaving the cache as it
+    /// was; `None` where the engine cannot.
+    fn save_seq(&mut self, seq: SeqId) -> Option<SeqSnapshot> {
+        let _ = seq;
+        None
+    }
+    /// Replaces what `seq` holds with the cells of a snapshot this engine saved. False when
+    /// they cannot be put back (no room in one piece): `seq` then holds nothing.
+    fn restore_seq(&mut self, snapshot: &SeqSnapshot, seq: SeqId) -> bool {
+        let _ = (snapshot, seq);
+        false
+    }
+}
+
+/// A sequence's cells copied out of an engine's cache ([`Engine::save_seq`]), in the form
+/// that engine reads back ([`Engine::restore_seq`]).
+pub struct SeqSnapshot {
+    /// How many cells it holds.
+    pub cells: usize,
+    data: Box<dyn std::any::Any + Send>,
+}
+
+impl SeqSnapshot {
+    pub fn new<T: std::any::Any + Send>(cells: usize, data: T) -> Self {
+        Self {
+            cells,
+            data: Box::new(data),
+        }
+    }
+
+    /// The engine's own form of it, if it is `T`.
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.data.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for SeqSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeqSnapshot")
+            .field("cells", &self.cells)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A LoRA adapter an engine loaded ([`Engine::load_adapter`]), by load order.

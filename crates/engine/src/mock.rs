@@ -49,6 +49,9 @@ pub struct MockModel {
     pub row_delays: Vec<Duration>,
     /// A vision model: every image takes this many positions ([`MockVision`]).
     pub image_tokens: Option<u32>,
+    /// Sequences its engines copied out of the cache, and put back ([`Engine::save_seq`]).
+    pub saves: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub restores: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MockModel {
@@ -60,6 +63,8 @@ impl MockModel {
             decodes: Default::default(),
             row_delays: Vec::new(),
             image_tokens: None,
+            saves: Default::default(),
+            restores: Default::default(),
         }
     }
 
@@ -126,6 +131,8 @@ impl ModelSource for MockModel {
         engine.decodes = self.decodes.clone();
         engine.row_delays = self.row_delays.clone();
         engine.vision = self.image_tokens.is_some();
+        engine.saves = self.saves.clone();
+        engine.restores = self.restores.clone();
         Ok(engine)
     }
 
@@ -216,6 +223,9 @@ pub struct MockEngine {
     vision: bool,
     /// Images computed so far.
     pub images_decoded: usize,
+    /// See [`MockModel::saves`].
+    saves: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    restores: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MockEngine {
@@ -249,6 +259,8 @@ impl MockEngine {
             kv_adapter: HashMap::new(),
             vision: false,
             images_decoded: 0,
+            saves: Default::default(),
+            restores: Default::default(),
         }
     }
 
@@ -421,6 +433,28 @@ impl Engine for MockEngine {
         if let Some(h) = self.kv_adapter.get_mut(&seq) {
             h.truncate(from as usize);
         }
+        true
+    }
+
+    fn save_seq(&mut self, seq: SeqId) -> Option<crate::SeqSnapshot> {
+        let kv = self.kv.get(&seq).cloned().unwrap_or_default();
+        let tags = self.kv_adapter.get(&seq).cloned().unwrap_or_default();
+        self.saves
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(crate::SeqSnapshot::new(kv.len(), (kv, tags)))
+    }
+
+    fn restore_seq(&mut self, snapshot: &crate::SeqSnapshot, seq: SeqId) -> bool {
+        type Saved = (Vec<TokenId>, Vec<Option<AdapterId>>);
+        let Some((kv, tags)) = snapshot.get::<Saved>() else {
+            self.kv.remove(&seq);
+            self.kv_adapter.remove(&seq);
+            return false;
+        };
+        self.kv.insert(seq, kv.clone());
+        self.kv_adapter.insert(seq, tags.clone());
+        self.restores
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         true
     }
 

@@ -27,8 +27,8 @@ use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 pub use peregrine_engine::ContextSettings;
 use peregrine_engine::{
-    AdapterId, Batch, Engine, EngineError, ModelInfo, ModelSource, PreparedImage, SeqId, TokenId,
-    Vision, Vocab,
+    AdapterId, Batch, Engine, EngineError, ModelInfo, ModelSource, PreparedImage, SeqId,
+    SeqSnapshot, TokenId, Vision, Vocab,
 };
 
 /// llama.cpp keeps process-wide backend state and refuses a second initialisation, so the
@@ -232,6 +232,29 @@ impl Engine for LlamaEngine {
                 }
             }
         })
+    }
+
+    fn save_seq(&mut self, seq: SeqId) -> Option<SeqSnapshot> {
+        let ctx = self.cell.borrow_dependent();
+        let id = seq.0 as i32;
+        // Positions held: llama.cpp's state has no count of its own, and the engine loop
+        // only needs it for its log.
+        let cells = usize::try_from(ctx.kv_cache_seq_pos_max(id) + 1).unwrap_or(0);
+        let state = ctx
+            .state_seq_get(id, llama_cpp_2::LlamaStateSeqFlags::empty())
+            .ok()?;
+        Some(SeqSnapshot::new(cells, state))
+    }
+
+    fn restore_seq(&mut self, snapshot: &SeqSnapshot, seq: SeqId) -> bool {
+        let Some(state) = snapshot.get::<llama_cpp_2::SeqState>() else {
+            self.clear_seq(seq, 0);
+            return false;
+        };
+        // llama.cpp empties the sequence first, and again when the cells find no room in one
+        // piece.
+        self.cell
+            .with_dependent_mut(|_, ctx| ctx.state_seq_set(state, seq.0 as i32).is_ok())
     }
 
     fn share_prefix(&mut self, src: SeqId, dst: SeqId, len: u32) -> bool {

@@ -127,6 +127,65 @@ fn a_prefix_shared_between_sequences_is_the_real_prompt() {
     assert!(max_diff(&bare, &alone) > 2.0, "{}", max_diff(&bare, &alone));
 }
 
+#[test]
+fn a_sequence_saved_to_host_memory_comes_back_the_same() {
+    let Some(path) = model_path() else { return };
+    let loaded = LoadedModel::load(&path, 0).unwrap();
+    let tokens = loaded
+        .vocab()
+        .tokenize("The capital of France is Paris. The capital of Italy is");
+    let mut engine = loaded.engine(&settings().context).unwrap();
+    let alone = logits_after(&mut engine, SeqId(0), &tokens, 0);
+    let n = tokens.len() - 1;
+    // Sequence 0's cells out to host memory, then dropped; another sequence fills the cache.
+    assert!(engine.clear_seq(SeqId(0), n as u32));
+    let saved = engine
+        .save_seq(SeqId(0))
+        .expect("llama.cpp saves a sequence");
+    assert_eq!(saved.cells, n);
+    assert!(engine.clear_seq(SeqId(0), 0));
+    logits_after(
+        &mut engine,
+        SeqId(1),
+        &loaded.vocab().tokenize("Other text, other cells."),
+        0,
+    );
+    // Back into the same sequence, and into another one: the same prediction from there.
+    for seq in [SeqId(0), SeqId(2)] {
+        assert!(engine.restore_seq(&saved, seq));
+        let back = logits_after(&mut engine, seq, &tokens, n);
+        assert!(max_diff(&back, &alone) < 0.5, "{}", max_diff(&back, &alone));
+        assert!(engine.clear_seq(seq, 0));
+    }
+}
+
+#[tokio::test]
+async fn an_idle_prompt_moved_to_host_memory_is_reused_whole() {
+    let Some(path) = model_path() else { return };
+    let f = start(&path);
+    let long = |tag: &str| {
+        let notes: String = (0..60)
+            .map(|i| format!("{tag} note {i}: all is well. "))
+            .collect();
+        format!(
+            r#"{{"model":"m","messages":[{{"role":"system","content":"{notes}"}},{{"role":"user","content":"Say OK."}}],"temperature":0,"max_tokens":8}}"#
+        )
+    };
+    let (a, _, cached) = complete(&f, &long("Falcon")).await;
+    assert_eq!(cached, 0);
+    // Another long prompt moves the first one's cells to host memory before its prefill.
+    complete(&f, &long("Osprey")).await;
+    let stats = f.runtime.mask_stats();
+    assert!(stats.offloaded_cells > 300, "{stats:?}");
+    let (again, _, cached) = complete(&f, &long("Falcon")).await;
+    assert_eq!(f.runtime.mask_stats().restored_seqs, 1);
+    assert!(
+        cached > 300,
+        "the first prompt's cells came back ({cached} tokens)"
+    );
+    assert_eq!(again, a, "same greedy request, same answer");
+}
+
 #[tokio::test]
 async fn greedy_chat_is_repeatable_and_reuses_the_prompt_cache() {
     let Some(path) = model_path() else { return };

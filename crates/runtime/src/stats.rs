@@ -75,6 +75,10 @@ pub struct MaskStats {
     /// Draft tokens sent for verification (speculative decoding), and how many were right.
     pub drafted_tokens: u64,
     pub accepted_tokens: u64,
+    /// Idle slots' cells moved to host memory before a long prefill, and sequences put back
+    /// from there when a request reused them.
+    pub offloaded_cells: u64,
+    pub restored_seqs: u64,
 }
 
 #[derive(Default)]
@@ -84,6 +88,8 @@ struct Inner {
     forced_tokens: u64,
     drafted_tokens: u64,
     accepted_tokens: u64,
+    offloaded_cells: u64,
+    restored_seqs: u64,
     /// The step costs measured at load: (rows, seconds).
     step_costs: Vec<(usize, f64)>,
     /// The draft model's, when there is one.
@@ -116,6 +122,20 @@ impl StatsCell {
         g.accepted_tokens += accepted as u64;
     }
 
+    pub fn record_offload(&self, cells: usize) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .offloaded_cells += cells as u64;
+    }
+
+    pub fn record_restore(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .restored_seqs += 1;
+    }
+
     pub fn set_step_costs(&self, curve: Vec<(usize, f64)>) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).step_costs = curve;
     }
@@ -145,6 +165,8 @@ impl StatsCell {
             forced_tokens: g.forced_tokens,
             drafted_tokens: g.drafted_tokens,
             accepted_tokens: g.accepted_tokens,
+            offloaded_cells: g.offloaded_cells,
+            restored_seqs: g.restored_seqs,
         }
     }
 

@@ -6,4 +6,5 @@ mod support;
 mod adapters;
 mod cost_model;
 mod jump_forward;
+mod prefix_offload;
 mod speculation;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use peregrine_engine::{
-    is_image_placeholder, AdapterId, Batch, BatchToken, Engine, SeqId, TokenId, Vocab,
+    is_image_placeholder, AdapterId, Batch, BatchToken, Engine, SeqId, SeqSnapshot, TokenId, Vocab,
 };
 use peregrine_grammar::{Constraint, OutputError};
 use peregrine_text::detok::IncrementalDecoder;
@@ -79,6 +79,13 @@ pub(crate) struct LoopConfig {
 /// keys and punctuation, rarely longer.
 const JUMP_MAX: usize = 32;
 
+/// A new sequence with at least this many prompt tokens to compute moves the idle slots'
+/// cells out of the cache first. In llama.cpp's unified cache a forward pass looks at every
+/// cell up to the highest one in use, whoever holds it: a long prefill beside seven idle
+/// slots of ~1,700 cells took 20% longer than with the cache empty (docs/benchmarks.md),
+/// while copying those cells out and back costs milliseconds.
+const OFFLOAD_MIN_PREFILL: usize = 256;
+
 /// Most drafts a sequence sends in one step. Verify passes of up to `1 + DRAFT_MAX` rows are
 /// measured at load, so the cost model can tell whether they pay.
 const DRAFT_MAX: usize = 7;
@@ -101,6 +108,10 @@ struct Slot {
     adapter: Option<AdapterId>,
     busy: bool,
     last_used: u64,
+    /// An idle slot's cells, copied out to host memory and dropped from the cache so that
+    /// attention no longer spans them ([`EngineLoop::offload_idle`]); put back when a
+    /// request reuses them.
+    offloaded: Option<SeqSnapshot>,
 }
 
 struct Active {
@@ -628,11 +639,15 @@ impl<E: Engine> EngineLoop<E> {
         self.slots[slot].busy = true;
         self.slots[slot].adapter = adapter;
         let seq = SeqId(slot as u32);
+        let own = self.bring_back(slot, own);
         let common = match donor {
             Some((from, n)) => self.share(SeqId(from as u32), seq, n),
             None if self.engine.clear_seq(seq, own as u32) => own,
             None => 0,
         };
+        if prompt.len() - common >= OFFLOAD_MIN_PREFILL {
+            self.offload_idle();
+        }
         self.metrics.prefix_lookup(prompt.len(), common);
         // Forced tokens carry no log-probabilities of their own, so a request that asks for
         // them samples every token.
@@ -708,22 +723,30 @@ impl<E: Engine> EngineLoop<E> {
         true
     }
 
-    /// The free slot whose cached tokens share the longest prefix with `next`; among
-    /// equals, the least recently used.
+    /// The free slot whose cached tokens share the longest prefix with `next`, counting only
+    /// prefixes of at least half what the slot holds; among equals (no such prefix, most
+    /// often), the least recently used. A new prompt that shares only the chat template's
+    /// first tokens, or a system prompt much shorter than the conversation a slot holds,
+    /// then takes the stalest slot rather than destroying a conversation that may come back;
+    /// the shared part is still reused, copied from that slot ([`Self::start_in_slot`]).
+    /// llama.cpp's server picks slots by the same similarity rule.
     fn pick_slot(&self, next: &[TokenId], adapter: Option<AdapterId>) -> Option<usize> {
         self.slots
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.busy)
             .max_by_key(|(_, s)| {
-                (
-                    if s.adapter == adapter {
-                        common_prefix(&s.tokens, next)
-                    } else {
-                        0
-                    },
-                    std::cmp::Reverse(s.last_used),
-                )
+                let common = if s.adapter == adapter {
+                    common_prefix(&s.tokens, next)
+                } else {
+                    0
+                };
+                let useful = if 2 * common >= s.tokens.len() {
+                    common
+                } else {
+                    0
+                };
+                (useful, std::cmp::Reverse(s.last_used))
             })
             .map(|(i, _)| i)
     }
@@ -743,8 +766,70 @@ impl<E: Engine> EngineLoop<E> {
         running.chain(idle)
     }
 
-    /// Makes `dst` hold the first `len` cells of `src`; how many it then holds.
+    /// Puts slot `slot`'s offloaded cells back in the cache when `own` of them are to be
+    /// reused (else its snapshot is dropped: the new sequence replaces it); how many it then
+    /// holds.
+    fn bring_back(&mut self, slot: usize, own: usize) -> usize {
+        let Some(snapshot) = self.slots[slot].offloaded.take() else {
+            return own;
+        };
+        if own == 0 {
+            return 0;
+        }
+        if self.engine.restore_seq(&snapshot, SeqId(slot as u32)) {
+            debug!(slot, cells = snapshot.cells, "offloaded cells put back");
+            self.stats.record_restore();
+            own
+        } else {
+            debug!(slot, "offloaded cells found no room; computed again");
+            0
+        }
+    }
+
+    /// Copies every idle slot's cells out to host memory and drops them from the cache, so
+    /// the passes of a long prefill look at fewer cells; their prefixes stay reusable
+    /// ([`Self::bring_back`], [`Self::share`]). At most one copy per slot: host memory
+    /// holds no more than the cache did. A no-op for engines that cannot copy cells out.
+    fn offload_idle(&mut self) {
+        let mut moved = 0;
+        for i in 0..self.slots.len() {
+            let s = &self.slots[i];
+            if s.busy || s.offloaded.is_some() || s.tokens.is_empty() {
+                continue;
+            }
+            let seq = SeqId(i as u32);
+            let Some(snapshot) = self.engine.save_seq(seq) else {
+                return;
+            };
+            self.engine.clear_seq(seq, 0);
+            moved += snapshot.cells;
+            self.slots[i].offloaded = Some(snapshot);
+        }
+        if moved > 0 {
+            debug!(cells = moved, "idle slots' cells moved to host memory");
+            self.stats.record_offload(moved);
+        }
+    }
+
+    /// Makes `dst` hold the first `len` cells of `src`; how many it then holds. An idle
+    /// `src` whose cells are in host memory is copied into `dst` from there (and keeps its
+    /// copy).
     fn share(&mut self, src: SeqId, dst: SeqId, len: usize) -> usize {
+        if let Some(snapshot) = &self.slots[src.0 as usize].offloaded {
+            let ok =
+                self.engine.restore_seq(snapshot, dst) && self.engine.clear_seq(dst, len as u32);
+            debug!(
+                src = src.0,
+                dst = dst.0,
+                len,
+                ok,
+                "offloaded prefix copied into a slot"
+            );
+            if !ok {
+                self.engine.clear_seq(dst, 0);
+            }
+            return if ok { len } else { 0 };
+        }
         if self.engine.share_prefix(src, dst, len as u32) {
             debug!(
                 src = src.0,
