@@ -10,7 +10,7 @@ mod support;
 
 use std::path::PathBuf;
 
-use peregrine_runtime::{RuntimeConfig, Speculation};
+use peregrine_runtime::{MaskStats, RuntimeConfig, Speculation};
 use serde_json::json;
 use support::Fixture;
 
@@ -65,25 +65,45 @@ async fn greedy(f: &Fixture, prompt: &str) -> (String, u32) {
     (text, done.usage.completion_tokens)
 }
 
+/// The greedy answers to every prompt, in order, on a fresh server with `speculation` (and the
+/// draft model at `draft`, if any), and the drafting counters. Each mode gets its own server
+/// that starts empty: with the same requests in the same order, both modes then reuse the same
+/// cached prefixes, so the prefill passes have the same shapes and the only difference left is
+/// the drafts. (On one server, the second mode would find other prefixes cached; a prefill of
+/// another shape rounds otherwise and can flip a near-tie between two tokens.)
+async fn answers(
+    path: &std::path::Path,
+    draft: Option<&std::path::Path>,
+    speculation: Speculation,
+) -> (Vec<(String, u32)>, MaskStats) {
+    let runtime = RuntimeConfig {
+        speculation,
+        ..RuntimeConfig::default()
+    };
+    let s = support::settings(1024, 2, 256, 2, runtime);
+    let f = match draft {
+        Some(d) => support::start_with_draft(path, d, &s),
+        None => support::start_with(path, &s),
+    };
+    let mut out = Vec::new();
+    for p in prompts() {
+        out.push(greedy(&f, &p).await);
+    }
+    (out, f.runtime.mask_stats())
+}
+
+fn assert_same(got: &[(String, u32)], expected: &[(String, u32)]) {
+    for ((p, got), expected) in prompts().iter().zip(got).zip(expected) {
+        assert_eq!(got, expected, "prompt {p:?}");
+    }
+}
+
 #[tokio::test]
 async fn greedy_answers_are_the_same_with_drafts_checked_every_step() {
     let Some(path) = model_path() else { return };
-    let runtime = RuntimeConfig {
-        speculation: Speculation::Off,
-        ..RuntimeConfig::default()
-    };
-    let f = support::start_with(&path, &support::settings(1024, 2, 256, 2, runtime));
-    let mut plain = Vec::new();
-    for p in prompts() {
-        plain.push(greedy(&f, &p).await);
-    }
-    f.runtime.set_speculation(Speculation::Always);
-    f.runtime.reset_mask_stats();
-    for (p, expected) in prompts().iter().zip(&plain) {
-        let got = greedy(&f, p).await;
-        assert_eq!(&got, expected, "prompt {p:?}");
-    }
-    let stats = f.runtime.mask_stats();
+    let (plain, _) = answers(&path, None, Speculation::Off).await;
+    let (drafted, stats) = answers(&path, None, Speculation::Always).await;
+    assert_same(&drafted, &plain);
     assert!(
         stats.accepted_tokens > 50 && stats.drafted_tokens > stats.accepted_tokens,
         "drafts were checked, some right and some wrong: {stats:?}"
@@ -93,23 +113,10 @@ async fn greedy_answers_are_the_same_with_drafts_checked_every_step() {
 #[tokio::test]
 async fn greedy_answers_are_the_same_with_a_draft_model() {
     let Some(path) = model_path() else { return };
-    let runtime = RuntimeConfig {
-        speculation: Speculation::Off,
-        ..RuntimeConfig::default()
-    };
-    let f = support::start_with_draft(&path, &path, &support::settings(1024, 2, 256, 2, runtime));
-    let mut plain = Vec::new();
-    for p in prompts() {
-        plain.push(greedy(&f, &p).await);
-    }
+    let (plain, _) = answers(&path, Some(&path), Speculation::Off).await;
     // `always` drafts with the draft model on every step it has one.
-    f.runtime.set_speculation(Speculation::Always);
-    f.runtime.reset_mask_stats();
-    for (p, expected) in prompts().iter().zip(&plain) {
-        let got = greedy(&f, p).await;
-        assert_eq!(&got, expected, "prompt {p:?}");
-    }
-    let stats = f.runtime.mask_stats();
+    let (drafted, stats) = answers(&path, Some(&path), Speculation::Always).await;
+    assert_same(&drafted, &plain);
     // The same weights guess (nearly) every token right: a drafted token is wrong only where
     // a batched pass rounds otherwise than the draft model's one-row pass, or past the end.
     assert!(

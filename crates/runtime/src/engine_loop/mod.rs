@@ -334,8 +334,6 @@ fn masks_beside_decode<E: Engine>(
     })
 }
 
-/// The next token of `a` from its logits row: under its grammar, or with its first-token ban
-/// while it has generated nothing, or freely.
 /// How sequence `a` drafts this step, with `room` drafts at most, in a pass that already
 /// has `rows` rows expected to give `tokens` tokens: the kind of draft, how many, and the
 /// looked-up tokens (`None`: the draft model makes them). Prompt lookup is free; a draft of
@@ -403,6 +401,8 @@ fn lookup_guess(a: &mut Active, room: usize) -> Option<(usize, Vec<TokenId>)> {
     (found > 0).then(|| (guess.kind(), guess.tokens[..found].to_vec()))
 }
 
+/// The next token of `a` from its logits row: under its grammar, or with its first-token ban
+/// while it has generated nothing, or freely.
 fn sample(a: &mut Active, logits: &[f32]) -> Sampled {
     let ban = a
         .first_banned
