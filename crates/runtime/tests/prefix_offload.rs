@@ -7,8 +7,7 @@ use crate::support;
 use std::sync::atomic::Ordering;
 
 use peregrine_engine::MockModel;
-use peregrine_protocol::parse::parse_chat_request;
-use peregrine_runtime::{prepare, BuiltModel, Event, RuntimeConfig};
+use peregrine_runtime::{BuiltModel, RuntimeConfig};
 use serde_json::{json, Value};
 
 /// A system prompt of `n` bytes (the mock's tokens are bytes), unlike any other tag's.
@@ -32,18 +31,9 @@ fn body(system: &str, user: &str) -> Value {
 
 /// One request's text, prompt tokens and cached prompt tokens.
 async fn run(m: &BuiltModel, body: &Value) -> (String, u32, u32) {
-    let req = parse_chat_request(body.to_string().as_bytes()).unwrap();
-    let valid = prepare(&req, &m.ctx, 1).expect("validates");
-    let mut rx = m.runtime.submit(valid).expect("admitted");
-    let mut text = String::new();
-    while let Some(ev) = rx.recv().await {
-        match ev {
-            Event::Delta { text: t, .. } => text.push_str(&t),
-            Event::Finished(f) => return (text, f.usage.prompt_tokens, f.usage.cached_tokens),
-            other => panic!("unexpected event: {other:?}"),
-        }
-    }
-    panic!("no finish event");
+    let (text, usage) = support::complete_with_usage(m, body).await;
+    let usage = usage.expect("finished");
+    (text, usage.prompt_tokens, usage.cached_tokens)
 }
 
 #[tokio::test(flavor = "multi_thread")]

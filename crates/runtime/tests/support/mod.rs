@@ -9,6 +9,7 @@ use peregrine_grammar::GrammarLimits;
 use peregrine_protocol::parse::parse_chat_request;
 use peregrine_runtime::{
     build, build_with_draft, prepare, BuiltModel, Event, ModelSettings, Rejection, RuntimeConfig,
+    UsageStats,
 };
 use serde_json::Value;
 
@@ -47,6 +48,13 @@ fn settings(n_ctx_seq: u32, runtime: RuntimeConfig) -> ModelSettings {
 /// The text of one request, and its completion token count (`None` when an unfinished value
 /// was refused with json_validate_failed).
 pub async fn complete(m: &BuiltModel, body: &Value) -> (String, Option<u32>) {
+    let (text, usage) = complete_with_usage(m, body).await;
+    (text, usage.map(|u| u.completion_tokens))
+}
+
+/// The text of one request and its usage (`None` when an unfinished value was refused with
+/// json_validate_failed).
+pub async fn complete_with_usage(m: &BuiltModel, body: &Value) -> (String, Option<UsageStats>) {
     let req = parse_chat_request(body.to_string().as_bytes()).unwrap();
     let valid = prepare(&req, &m.ctx, 1).expect("validates");
     let mut rx = m.runtime.submit(valid).expect("admitted");
@@ -54,7 +62,7 @@ pub async fn complete(m: &BuiltModel, body: &Value) -> (String, Option<u32>) {
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Delta { text: t, .. } => text.push_str(&t),
-            Event::Finished(f) => return (text, Some(f.usage.completion_tokens)),
+            Event::Finished(f) => return (text, Some(f.usage)),
             Event::Rejected(Rejection::Json(_)) => return (text, None),
             other => panic!("unexpected event: {other:?}"),
         }
