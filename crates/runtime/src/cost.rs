@@ -53,6 +53,59 @@ impl StepCosts {
             .collect()
     }
 
+    /// Measures forward passes of 1..=`max_rows` single-token decode rows on `engine` (rows
+    /// spread over `slots` sequences from their first positions, a few passes of each size, the
+    /// median kept, the first of each size a warm-up) and logs them under `what`. The sequences
+    /// are emptied after each size. A failed pass ends that size with what it has.
+    pub fn measure<E: peregrine_engine::Engine>(
+        engine: &mut E,
+        slots: usize,
+        max_rows: usize,
+        what: &str,
+    ) -> StepCosts {
+        use peregrine_engine::{Batch, BatchToken, SeqId};
+        const PASSES: u32 = 4;
+        let slots = slots.max(1);
+        let mut costs = Self::new(max_rows);
+        let mut batch = Batch::default();
+        for g in 1..=max_rows {
+            let mut times = Vec::new();
+            let mut next_pos = vec![0u32; slots];
+            for pass in 0..PASSES {
+                batch.clear();
+                for row in 0..g {
+                    let seq = row % slots;
+                    batch.push(BatchToken {
+                        token: 0,
+                        pos: next_pos[seq],
+                        seq: SeqId(seq as u32),
+                        logits: true,
+                    });
+                    next_pos[seq] += 1;
+                }
+                let t0 = std::time::Instant::now();
+                if engine.decode(&batch).is_err() {
+                    break;
+                }
+                if pass > 0 {
+                    times.push(t0.elapsed().as_secs_f64());
+                }
+            }
+            for seq in 0..slots.min(g) {
+                engine.clear_seq(SeqId(seq as u32), 0);
+            }
+            times.sort_by(f64::total_cmp);
+            if let Some(&median) = times.get(times.len() / 2) {
+                costs.record(g, median);
+            }
+        }
+        let ms: Vec<String> = (costs.curve().iter())
+            .map(|(g, s)| format!("{g}:{:.1}", s * 1e3))
+            .collect();
+        tracing::info!(passes_ms = %ms.join(" "), "{what} step costs measured (rows:ms)");
+        costs
+    }
+
     /// Costs of passes of 1, 2, ... rows, in milliseconds (tests of what uses the costs).
     #[cfg(test)]
     pub(crate) fn from_ms(ms: &[f64]) -> Self {

@@ -62,46 +62,13 @@ impl<E: Engine> DraftModel<E> {
         self.costs.curve()
     }
 
-    /// Measures passes of 1..=slots rows (a few each, the median kept), as the target's
-    /// calibration does, and empties the cache after.
+    /// Measures passes of 1..=slots rows, as the model's calibration does.
     pub fn calibrate(&mut self) {
-        const PASSES: u32 = 4;
         let slots = self.cached.len().max(1);
-        for g in 1..=slots {
-            let mut times = Vec::new();
-            for pass in 0..PASSES {
-                self.batch.clear();
-                for seq in 0..g {
-                    self.batch.push(BatchToken {
-                        token: 0,
-                        pos: pass,
-                        seq: SeqId(seq as u32),
-                        logits: true,
-                    });
-                }
-                let t0 = std::time::Instant::now();
-                if self.engine.decode(&self.batch).is_err() {
-                    break;
-                }
-                if pass > 0 {
-                    times.push(t0.elapsed().as_secs_f64());
-                }
-            }
-            for seq in 0..g {
-                self.engine.clear_seq(SeqId(seq as u32), 0);
-            }
-            times.sort_by(f64::total_cmp);
-            if let Some(&median) = times.get(times.len() / 2) {
-                self.costs.record(g, median);
-            }
-        }
+        self.costs = StepCosts::measure(&mut self.engine, slots, slots, "draft model");
         for cached in &mut self.cached {
             cached.clear();
         }
-        let ms: Vec<String> = (self.costs.curve().iter())
-            .map(|(g, s)| format!("{g}:{:.1}", s * 1e3))
-            .collect();
-        tracing::info!(passes_ms = %ms.join(" "), "draft model step costs measured (rows:ms)");
     }
 
     /// Greedy drafts for each ask, in order: up to `max` tokens each, fewer where the draft

@@ -334,12 +334,35 @@ fn masks_beside_decode<E: Engine>(
     })
 }
 
+/// Where a sequence's drafts come from this step.
+enum DraftChoice {
+    /// Tokens prompt lookup found, of this kind of match ([`speculate::Draft::kind`]).
+    Lookup(usize, Vec<TokenId>),
+    /// This many, from the draft model.
+    Model(usize),
+}
+
+impl DraftChoice {
+    fn kind(&self) -> usize {
+        match self {
+            DraftChoice::Lookup(kind, _) => *kind,
+            DraftChoice::Model(_) => speculate::MODEL_KIND,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            DraftChoice::Lookup(_, tokens) => tokens.len(),
+            DraftChoice::Model(k) => *k,
+        }
+    }
+}
+
 /// How sequence `a` drafts this step, with `room` drafts at most, in a pass that already
-/// has `rows` rows expected to give `tokens` tokens: the kind of draft, how many, and the
-/// looked-up tokens (`None`: the draft model makes them). Prompt lookup is free; a draft of
-/// the draft model costs `model_cost` seconds (`None`: there is none). Under `always` the
-/// draft model drafts whenever there is one (that is what measures it), else any lookup
-/// does; under `auto` the choice with the most expected tokens per second, if any pays.
+/// has `rows` rows expected to give `tokens` tokens. Prompt lookup is free; a draft of the
+/// draft model costs `model_cost` seconds (`None`: there is none). Under `always` the draft
+/// model drafts whenever there is one (that is what measures it), else any lookup does;
+/// under `auto` the choice with the most expected tokens per second, if any pays.
 fn choose_draft(
     a: &mut Active,
     room: usize,
@@ -347,15 +370,14 @@ fn choose_draft(
     rows: usize,
     tokens: f64,
     model_cost: Option<f64>,
-) -> Option<(usize, usize, Option<Vec<TokenId>>)> {
+) -> Option<DraftChoice> {
     // A model cannot be fed an image's placeholders, and a looked-up guess stops before them.
-    let model_cost = model_cost.filter(|_| a.images.is_empty());
+    let model_cost = model_cost.filter(|_| a.images.is_empty() && room > 0);
     let guess = lookup_guess(a, room);
     if a.speculation == Speculation::Always {
         return match (model_cost, guess) {
-            _ if room == 0 => None,
-            (Some(_), _) => Some((speculate::MODEL_KIND, room, None)),
-            (None, Some((kind, g))) => Some((kind, g.len(), Some(g))),
+            (Some(_), _) => Some(DraftChoice::Model(room)),
+            (None, Some((kind, g))) => Some(DraftChoice::Lookup(kind, g)),
             (None, None) => None,
         };
     }
@@ -368,17 +390,18 @@ fn choose_draft(
     });
     match (looked_up, modelled) {
         (Some((k, r)), m) if m.is_none_or(|(_, mr)| r >= mr) => {
-            let (kind, g) = guess.expect("a looked-up choice has a guess");
-            Some((kind, k, Some(g)))
+            let (kind, mut g) = guess.expect("a looked-up choice has a guess");
+            g.truncate(k);
+            Some(DraftChoice::Lookup(kind, g))
         }
-        (_, Some((k, _))) => Some((speculate::MODEL_KIND, k, None)),
+        (_, Some((k, _))) => Some(DraftChoice::Model(k)),
         _ => {
             // Found but not worth sending: let the estimates drift back, so the sequence
             // tries again later (its text may have come to a part that repeats).
             if let Some((kind, _)) = &guess {
                 a.acceptance[*kind].idle();
             }
-            if model_cost.is_some() && room > 0 {
+            if model_cost.is_some() {
                 a.acceptance[speculate::MODEL_KIND].idle();
             }
             None
@@ -395,10 +418,12 @@ fn lookup_guess(a: &mut Active, room: usize) -> Option<(usize, Vec<TokenId>)> {
     let guess = speculate::lookup(&a.kv, room);
     a.kv.pop();
     let guess = guess?;
-    let found = (guess.tokens.iter())
-        .position(|&t| is_image_placeholder(t))
-        .unwrap_or(guess.tokens.len());
-    (found > 0).then(|| (guess.kind(), guess.tokens[..found].to_vec()))
+    let kind = guess.kind();
+    let mut tokens = guess.tokens;
+    if let Some(at) = tokens.iter().position(|&t| is_image_placeholder(t)) {
+        tokens.truncate(at);
+    }
+    (!tokens.is_empty()).then_some((kind, tokens))
 }
 
 /// The next token of `a` from its logits row: under its grammar, or with its first-token ban
@@ -619,32 +644,9 @@ impl<E: Engine> EngineLoop<E> {
         let prompt = sub.req.prompt;
         let images = sub.req.images;
         let adapter = sub.req.adapter;
-        let most = prompt.len().saturating_sub(1);
-        // Cells computed under another adapter hold other keys and values: not reused.
-        let own = if self.slots[slot].adapter == adapter {
-            whole_images(
-                &images,
-                common_prefix(&self.slots[slot].tokens, &prompt).min(most),
-            )
-        } else {
-            0
-        };
-        let donor = self
-            .cached_prefixes(adapter)
-            .filter(|(i, _)| *i != slot)
-            .map(|(i, tokens)| (i, common_prefix(tokens, &prompt).min(most)))
-            .map(|(i, n)| (i, whole_images(&images, n)))
-            .max_by_key(|(_, n)| *n)
-            .filter(|(_, n)| *n > own);
         self.slots[slot].busy = true;
+        let common = self.reuse_prefix(slot, &prompt, &images, adapter);
         self.slots[slot].adapter = adapter;
-        let seq = SeqId(slot as u32);
-        let own = self.bring_back(slot, own);
-        let common = match donor {
-            Some((from, n)) => self.share(SeqId(from as u32), seq, n),
-            None if self.engine.clear_seq(seq, own as u32) => own,
-            None => 0,
-        };
         if prompt.len() - common >= OFFLOAD_MIN_PREFILL {
             self.offload_idle();
         }
@@ -665,7 +667,7 @@ impl<E: Engine> EngineLoop<E> {
             _ => (sub.req.constraint, None),
         };
         Active {
-            slot: seq,
+            slot: SeqId(slot as u32),
             adapter,
             background: sub.background,
             events: sub.events,
@@ -699,6 +701,43 @@ impl<E: Engine> EngineLoop<E> {
             first_token: None,
             prompt,
             images,
+        }
+    }
+
+    /// Makes slot `slot` hold the longest prefix of `prompt` that any slot holds (its own,
+    /// another idle one's, or a running sequence's, from the cache or from host memory) and
+    /// nothing after it, but never the last prompt token: its logits choose the first
+    /// completion token. Returns how many tokens it holds. Cells computed under another
+    /// adapter hold other keys and values, and an image is reused whole or not at all.
+    fn reuse_prefix(
+        &mut self,
+        slot: usize,
+        prompt: &[TokenId],
+        images: &[PromptImage],
+        adapter: Option<AdapterId>,
+    ) -> usize {
+        let most = prompt.len().saturating_sub(1);
+        let own = if self.slots[slot].adapter == adapter {
+            whole_images(
+                images,
+                common_prefix(&self.slots[slot].tokens, prompt).min(most),
+            )
+        } else {
+            0
+        };
+        let donor = self
+            .cached_prefixes(adapter)
+            .filter(|(i, _)| *i != slot)
+            .map(|(i, tokens)| (i, common_prefix(tokens, prompt).min(most)))
+            .map(|(i, n)| (i, whole_images(images, n)))
+            .max_by_key(|(_, n)| *n)
+            .filter(|(_, n)| *n > own);
+        let seq = SeqId(slot as u32);
+        let own = self.bring_back(slot, own);
+        match donor {
+            Some((from, n)) => self.share(SeqId(from as u32), seq, n),
+            None if self.engine.clear_seq(seq, own as u32) => own,
+            None => 0,
         }
     }
 
@@ -939,15 +978,16 @@ impl<E: Engine> EngineLoop<E> {
                 .min(n_ctx_seq.saturating_sub(used + 1))
                 .min(most);
             let choice = choose_draft(a, room, &self.load_costs, rows, tokens, model_draft_cost);
-            let Some((kind, k, guess)) = choice else {
+            let Some(choice) = choice else {
                 continue;
             };
+            let k = choice.len();
             rows += k;
-            tokens += a.acceptance[kind].expected(k);
-            a.draft_kind = kind;
-            match guess {
-                Some(guess) => a.drafts.extend_from_slice(&guess[..k]),
-                None => for_model.push((i, k)),
+            tokens += a.acceptance[choice.kind()].expected(k);
+            a.draft_kind = choice.kind();
+            match choice {
+                DraftChoice::Lookup(_, guess) => a.drafts = guess,
+                DraftChoice::Model(k) => for_model.push((i, k)),
             }
         }
         self.draft_from_model(&for_model);
@@ -1097,45 +1137,13 @@ impl<E: Engine> EngineLoop<E> {
     /// machine's figures; it also warms the machine up, so the first request runs at full
     /// speed. The sequences are emptied after. A failed pass ends the calibration with what it has.
     fn calibrate(&mut self) {
-        const PASSES: u32 = 4;
         let slots = self.slots.len().max(1);
         let max_rows = slots.max(1 + DRAFT_MAX.min(self.jump_max));
-        for g in 1..=max_rows {
-            let mut times = Vec::new();
-            let mut next_pos = vec![0u32; slots];
-            for pass in 0..PASSES {
-                self.batch.clear();
-                for row in 0..g {
-                    let seq = row % slots;
-                    self.batch.push(BatchToken {
-                        token: 0,
-                        pos: next_pos[seq],
-                        seq: SeqId(seq as u32),
-                        logits: true,
-                    });
-                    next_pos[seq] += 1;
-                }
-                let t0 = Instant::now();
-                if self.engine.decode(&self.batch).is_err() {
-                    break;
-                }
-                // The first pass of each shape warms up; the rest are measured.
-                if pass > 0 {
-                    times.push(t0.elapsed().as_secs_f64());
-                }
-            }
-            for seq in 0..slots.min(g) {
-                self.engine.clear_seq(SeqId(seq as u32), 0);
-            }
-            times.sort_by(f64::total_cmp);
-            if let Some(&median) = times.get(times.len() / 2) {
-                self.costs.record(g, median);
-            }
+        let measured = StepCosts::measure(&mut self.engine, slots, max_rows, "model");
+        // Sized for every pass the loop may run, measured or not.
+        for (rows, secs) in measured.curve() {
+            self.costs.record(rows, secs);
         }
-        let ms: Vec<String> = (1..=max_rows)
-            .filter_map(|g| self.costs.of(g).map(|s| format!("{g}:{:.1}", s * 1e3)))
-            .collect();
-        tracing::info!(passes_ms = %ms.join(" "), "step costs measured (rows:ms)");
         self.stats.set_step_costs(self.costs.curve());
         self.load_costs = self.costs.clone();
     }
