@@ -371,11 +371,8 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> Result<()> {
         return crate::structured_bench::jump_forward(&rt, &url, &runtime);
     }
     if args.speculation {
-        crate::spec_bench::run(&rt, &url, &runtime, crate::spec_bench::Task::Repeat)?;
-        if args.serve.draft_model.is_some() {
-            crate::spec_bench::run(&rt, &url, &runtime, crate::spec_bench::Task::Write)?;
-        }
-        return Ok(());
+        let with_draft = args.serve.draft_model.is_some();
+        return crate::spec_bench::run_tasks(&rt, &url, &runtime, with_draft);
     }
     if let Some(peer) = &args.peer_url {
         let vocab = ctx.vocab.as_ref();

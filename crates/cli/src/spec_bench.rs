@@ -99,6 +99,20 @@ struct Mode {
     accepted: u64,
 }
 
+/// Repeating code; then writing new code too when the model has a draft model.
+pub fn run_tasks(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    runtime: &Runtime,
+    with_draft: bool,
+) -> Result<()> {
+    run(rt, url, runtime, Task::Repeat)?;
+    if with_draft {
+        run(rt, url, runtime, Task::Write)?;
+    }
+    Ok(())
+}
+
 pub fn run(rt: &tokio::runtime::Runtime, url: &str, runtime: &Runtime, task: Task) -> Result<()> {
     let rounds: usize = 3;
     let mut modes: Vec<Mode> = [
@@ -131,6 +145,13 @@ pub fn run(rt: &tokio::runtime::Runtime, url: &str, runtime: &Runtime, task: Tas
         }
     }
     runtime.set_speculation(Speculation::Auto);
+    print_modes(&modes, rounds, task);
+    print_costs(runtime);
+    Ok(())
+}
+
+/// The modes' table and their ratios to `off`.
+fn print_modes(modes: &[Mode], rounds: usize, task: Task) {
     println!(
         "\nSpeculative decoding, {} ({rounds} requests each, rotated):\n",
         task.describe()
@@ -138,7 +159,7 @@ pub fn run(rt: &tokio::runtime::Runtime, url: &str, runtime: &Runtime, task: Tas
     println!("| speculation | completion tokens | drafted / accepted per request | acceptance | decode tok/s |");
     println!("|---|---|---|---|---|");
     let per = |x: u64| x as f64 / rounds as f64;
-    for m in &modes {
+    for m in modes {
         let acceptance = if m.drafted > 0 {
             format!("{:.0}%", 100.0 * m.accepted as f64 / m.drafted as f64)
         } else {
@@ -159,6 +180,10 @@ pub fn run(rt: &tokio::runtime::Runtime, url: &str, runtime: &Runtime, task: Tas
         rate(1) / rate(0),
         rate(2) / rate(0)
     );
+}
+
+/// The step-cost curve measured at load, and the draft model's beside it.
+fn print_costs(runtime: &Runtime) {
     let curve = runtime.step_costs();
     if let Some(&(_, one)) = curve.first() {
         println!("\nStep costs measured at load (a pass of k decode rows against one row):\n");
@@ -179,5 +204,4 @@ pub fn run(rt: &tokio::runtime::Runtime, url: &str, runtime: &Runtime, task: Tas
             }
         }
     }
-    Ok(())
 }
